@@ -18,6 +18,8 @@ pub mod alloc;
 pub mod control_file;
 pub mod mmap;
 pub mod pwrite;
+#[cfg(test)]
+mod testutil;
 pub mod writer;
 
 use std::fs::File;
