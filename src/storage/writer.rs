@@ -22,6 +22,9 @@
 //! 3. only if that succeeded does it save the snapshot in the control file
 //!    (which `fdatasync`s the control file itself).
 //!
+//! Early writeback (`sync_file_range`) is also issued from the checkpointer
+//! thread, on a hint from the writer, so the writer never blocks on it.
+//!
 //! If a sync or save fails, nothing is saved any more: after a failed
 //! `fdatasync` Linux may mark the lost pages clean, so a later successful
 //! one proves nothing about them.
@@ -698,6 +701,13 @@ mod tests {
             set.insert(start..start + data.len() as u64);
         }
         (model, set)
+    }
+
+    #[test]
+    fn storage_and_handles_can_be_shared_across_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Storage>();
+        shareable::<WriteHandle>();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
