@@ -39,9 +39,15 @@ pub(crate) enum CutKind {
     Truncate,
 }
 
+/// How far a schedule may fall behind real time and still catch up: the
+/// bucket depth. Enough to absorb a late timer or a server thread that
+/// lost the CPU for a moment (the machine is shared), small enough that a
+/// pause is not followed by a noticeable burst.
+const SCHEDULE_SLACK: Duration = Duration::from_millis(20);
+
 /// A send schedule: the earliest instant the next chunk may leave. Rate
 /// limiting by schedule rather than by sleeping a fixed time per chunk
-/// means timer lateness never accumulates, so the long-run rate is exact.
+/// means timer lateness does not accumulate, so the long-run rate is exact.
 #[derive(Debug)]
 pub(crate) struct Schedule(Mutex<Instant>);
 
@@ -51,12 +57,12 @@ impl Schedule {
     }
 
     /// Books `n` bytes at `rate` bytes/s and returns when they may be sent.
-    /// Idle time earns no credit beyond the chunk being booked, so a pause
-    /// is never followed by a burst.
+    /// Idle time earns at most `SCHEDULE_SLACK` of credit.
     pub(crate) fn reserve(&self, n: usize, rate: u64) -> Instant {
         let now = Instant::now();
+        let floor = now.checked_sub(SCHEDULE_SLACK).unwrap_or(now);
         let mut next = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let start = (*next).max(now);
+        let start = (*next).max(floor);
         let nanos = (n as u128 * 1_000_000_000 / u128::from(rate.max(1))) as u64;
         *next = start + Duration::from_nanos(nanos);
         start
@@ -322,7 +328,11 @@ mod tests {
         let t0 = s.reserve(1000, 1000); // 1 s worth
         let t1 = s.reserve(500, 1000);
         let t2 = s.reserve(500, 1000);
-        assert!(t1 >= t0 + Duration::from_millis(999));
+        assert_eq!(t1 - t0, Duration::from_secs(1));
         assert_eq!(t2 - t1, Duration::from_millis(500));
+        // After a pause, at most SCHEDULE_SLACK of credit.
+        let idle = Schedule(Mutex::new(Instant::now() - Duration::from_secs(5)));
+        let t = idle.reserve(1, 1000);
+        assert!(t + SCHEDULE_SLACK + Duration::from_millis(5) >= Instant::now());
     }
 }
