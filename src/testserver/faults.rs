@@ -7,6 +7,13 @@
 //! the fault can actually happen to it (a cut needs a body longer than the
 //! cut point, a stall needs a body covering the stall offset, ...), so a
 //! small probe request does not silently use up the count.
+//!
+//! A request is checked in this order: an expired or tampered signed URL
+//! (403), `require_header` (401), `fail`, the method (405 unless GET or
+//! HEAD), then ranges and validators; the body faults (`reset_after` before
+//! `truncate`, `stall`, `corrupt`, pacing by `drip`, then
+//! `slow_connections`, then `throttle`) shape what a GET sends. HEAD
+//! requests count against `fail` but no other knob.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;

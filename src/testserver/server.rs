@@ -186,6 +186,9 @@ impl StatsInner {
 /// A file route with its run-time fault state.
 pub(crate) struct FileEntry {
     spec: FileSpec,
+    /// The ETag while unchanged, computed once: for a static body it is a
+    /// hash of the bytes, too slow to redo per request.
+    etag: String,
     served: AtomicU64,
     /// Set once `change_after` fires: the new `Last-Modified`.
     changed: OnceLock<String>,
@@ -223,6 +226,7 @@ impl FileEntry {
             corrupt: Countdown::new(f.corrupt.map(|x| x.1)),
             served: AtomicU64::new(0),
             changed: OnceLock::new(),
+            etag: spec.current_etag(),
             spec,
         }
     }
@@ -245,14 +249,14 @@ impl FileEntry {
             (Some((_, new_seed)), Some(date)) => {
                 let body = Body::Generated(Content::new(new_seed, spec.len()));
                 let etag = match &spec.etag {
-                    Some(custom) => format!("\"{}-changed\"", custom.trim_matches('"')),
+                    Some(custom) => changed_etag(custom),
                     None => body.default_etag(),
                 };
                 (body, etag, date.clone(), true)
             }
             _ => (
                 spec.body.clone(),
-                spec.current_etag(),
+                self.etag.clone(),
                 spec.last_modified
                     .clone()
                     .unwrap_or_else(|| DEFAULT_LAST_MODIFIED.to_owned()),
@@ -266,6 +270,16 @@ impl FileEntry {
             changed,
         }
     }
+}
+
+/// A test-chosen ETag after `change_after`: the same tag with `-changed`
+/// inside the quotes, keeping a `W/` prefix.
+fn changed_etag(custom: &str) -> String {
+    let (weak, tag) = match custom.strip_prefix("W/") {
+        Some(rest) => ("W/", rest),
+        None => ("", custom),
+    };
+    format!("{weak}\"{}-changed\"", tag.trim_matches('"'))
 }
 
 #[derive(Default)]
@@ -900,12 +914,12 @@ fn check_signature(info: &RequestInfo) -> Option<&'static str> {
     let expires = info.query_param("expires")?;
     let sig = info.query_param("sig")?;
     let Ok(expires_ms) = expires.parse::<u64>() else {
-        return Some("Signature does not match\n");
+        return Some("Signature does not match");
     };
     if url_signature(&info.path, expires_ms) != sig {
-        return Some("Signature does not match\n");
+        return Some("Signature does not match");
     }
-    (unix_millis() > expires_ms).then_some("Request has expired\n")
+    (unix_millis() > expires_ms).then_some("Request has expired")
 }
 
 /// The `Location` of a redirect, signed when it expires.
