@@ -76,7 +76,8 @@ pub struct ConnLimit {
 pub enum OverLimit {
     /// Every request on it is answered `503` with `Connection: close`
     /// (HTTP/1.1 then closes; HTTP/2 drops the header and keeps answering
-    /// 503 on that connection).
+    /// 503 on that connection). These requests count in `Stats::requests`
+    /// but are not in `requests()`.
     Respond503,
     /// Closed right after accept, before reading anything.
     Close,
@@ -852,7 +853,7 @@ async fn handle(
         conn,
     };
 
-    let resp = match check_signature(&info) {
+    let mut resp = match check_signature(&info) {
         Some(reason) => ctx.simple(403, &[("content-type", "text/plain")], reason),
         None => {
             let route = {
@@ -896,6 +897,9 @@ async fn handle(
         }
     };
 
+    if parts.method == Method::HEAD {
+        strip_body(&mut resp);
+    }
     info.status = resp.status().as_u16();
     let mut log = lock(&shared.log);
     log.push_back(LogEntry {
@@ -906,6 +910,22 @@ async fn handle(
         log.pop_front();
     }
     resp
+}
+
+/// A HEAD answer sends no body; dropping it here (rather than trusting
+/// hyper to skip it) keeps `bytes_served` and the transfer counters exact,
+/// and keeps the length the GET would have had.
+fn strip_body(resp: &mut Response<ServerBody>) {
+    if matches!(resp.body(), ServerBody::Empty) {
+        return;
+    }
+    let len = hyper::body::Body::size_hint(resp.body()).exact();
+    *resp.body_mut() = ServerBody::Empty;
+    if let Some(len) = len
+        && !resp.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        append_header(resp, "content-length", &len.to_string());
+    }
 }
 
 /// For a request carrying `expires` and `sig`: why it must be refused, if

@@ -902,3 +902,21 @@ fn head_on_handlers_and_errors_and_header_overrides() {
     // Still in sync after all the HEADs.
     assert_eq!(c.request("GET", "/h", &[]).body, b"twelve bytes");
 }
+
+#[test]
+fn head_sends_and_counts_no_body_anywhere() {
+    let s = TestServer::start();
+    s.add_file(
+        "/f",
+        FileSpec::generated(31, 10).require_header("x-key", "1"),
+    );
+    let mut c = Client::connect(s.addr());
+    let r = c.request("HEAD", "/missing", &[]);
+    assert_eq!((r.status, r.header("content-length")), (404, Some("10")));
+    let r = c.request("HEAD", "/f", &[]);
+    assert_eq!(r.status, 401);
+    let r = c.request("GET", "/f", &[("x-key", "1")]);
+    assert_eq!(r.body, content(31, 10));
+    let st = s.stats();
+    assert_eq!((st.bytes_served, st.peak_transfers), (10, 1));
+}
