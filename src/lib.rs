@@ -4,3 +4,4 @@ pub mod exit;
 pub mod extent;
 pub mod size;
 pub mod storage;
+pub mod testserver;
