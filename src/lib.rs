@@ -1,7 +1,11 @@
 //! hfd: a fast, crash-safe segmented downloader.
 
+pub mod cli;
+pub mod engine;
 pub mod exit;
 pub mod extent;
+pub mod net;
 pub mod size;
 pub mod storage;
 pub mod testserver;
+pub mod ui;

@@ -1,1 +1,159 @@
-fn main() {}
+//! `hfget URL`: the engine on the command line, with aria2c's options.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::process::ExitCode as ProcessExit;
+
+use clap::Parser;
+use hfd::cli::hfget::Args;
+use hfd::cli::input_file::Entries;
+use hfd::engine::{self, DownloadSpec, Outcome, Progress};
+use hfd::exit::ExitCode;
+use hfd::net::Net;
+use hfd::size::{Bytes, Rate, format_duration};
+use hfd::ui::{self, Display, Verbosity};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ProcessExit {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitCode::BadOption
+            } else {
+                ExitCode::Ok
+            };
+            let _ = e.print();
+            return code.into();
+        }
+    };
+    ui::init_logging(args.verbosity());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
+        )
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(run(args)).into()
+}
+
+async fn run(args: Args) -> ExitCode {
+    let net_opts = match args.net_options() {
+        Ok(o) => o,
+        Err(e) => return fail(ExitCode::BadOption, &e),
+    };
+    for note in &net_opts.proxy.notes {
+        tracing::warn!("{note}");
+    }
+    if !net_opts.tls.check_certificate {
+        tracing::warn!(
+            "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
+        );
+    }
+    let net = Net::new(net_opts);
+    let cancel = CancellationToken::new();
+    hfd::cli::cancel_on_signals(cancel.clone(), ExitCode::Interrupted.code() as i32);
+    let v = args.verbosity();
+
+    let Some(input) = &args.input_file else {
+        let spec = match args.spec() {
+            Ok(s) => s,
+            Err(e) => return fail(ExitCode::BadOption, &e),
+        };
+        return one(net, spec, v, cancel).await;
+    };
+    let reader = match File::open(input) {
+        Ok(f) => BufReader::new(f),
+        Err(e) => {
+            return fail(
+                ExitCode::BadOption,
+                &format!("cannot open {}: {e}", input.display()),
+            );
+        }
+    };
+    // Entries are read as they are needed and run -j at a time.
+    let mut running = tokio::task::JoinSet::new();
+    let mut last_error = ExitCode::Ok;
+    let mut entries = Entries::new(reader);
+    loop {
+        while running.len() < args.jobs as usize && !cancel.is_cancelled() {
+            match entries.next() {
+                None => break,
+                Some(Err(e)) => {
+                    last_error = fail(ExitCode::BadOption, &e);
+                    continue;
+                }
+                Some(Ok(entry)) => match args.spec_for(&entry) {
+                    Ok(spec) => {
+                        running.spawn(one(net.clone(), spec, v, cancel.clone()));
+                    }
+                    Err(e) => last_error = fail(ExitCode::BadOption, &e),
+                },
+            }
+        }
+        match running.join_next().await {
+            None => break,
+            Some(Ok(ExitCode::Ok)) => {}
+            Some(Ok(code)) => last_error = code,
+            Some(Err(_)) => last_error = ExitCode::Unknown,
+        }
+    }
+    last_error
+}
+
+async fn one(net: Net, spec: DownloadSpec, v: Verbosity, cancel: CancellationToken) -> ExitCode {
+    let label = spec
+        .output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let progress = Progress::new();
+    let display = Display::start(label.clone(), progress.clone(), v);
+    let result = engine::download(&net, &spec, progress.clone(), cancel).await;
+    display.finish().await;
+    match result {
+        Ok(o) => {
+            if v != Verbosity::Quiet {
+                println!("{}", summary(&o));
+            }
+            ExitCode::Ok
+        }
+        Err(e) => fail(e.exit_code(), &e.to_string()),
+    }
+}
+
+fn summary(o: &Outcome) -> String {
+    let name = o.path.display();
+    if o.already_complete {
+        return format!("{name}: already complete ({})", Bytes(o.total.unwrap_or(0)));
+    }
+    let secs = o.elapsed.as_secs_f64().max(1e-6);
+    let mut s = format!(
+        "{name}: {} in {} ({} average, {} connection{})",
+        Bytes(o.total.unwrap_or(o.received)),
+        format_duration(o.elapsed),
+        Rate(o.received as f64 / secs),
+        o.connections,
+        if o.connections == 1 { "" } else { "s" }
+    );
+    if o.resumed > 0 {
+        s.push_str(&format!("; resumed after {}", Bytes(o.resumed)));
+    }
+    if o.source_bytes.len() > 1 {
+        let parts: Vec<String> = o
+            .source_bytes
+            .iter()
+            .map(|b| Bytes(*b).to_string())
+            .collect();
+        s.push_str(&format!("; per source: {}", parts.join(" / ")));
+    }
+    s
+}
+
+fn fail(code: ExitCode, msg: &str) -> ExitCode {
+    eprintln!("hfget: error: {msg}");
+    code
+}

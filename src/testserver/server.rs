@@ -840,6 +840,7 @@ async fn handle(
         headers,
         conn: conn.serial,
         peer: conn.peer,
+        at: std::time::Instant::now(),
         status: 0,
         body_bytes: 0,
         request_body: Bytes::new(),

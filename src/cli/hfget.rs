@@ -1,0 +1,508 @@
+//! `hfget`'s command line: aria2c's option names, turned into engine specs.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use url::Url;
+
+use super::input_file::Entry;
+use super::output_name;
+use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS, RetryPolicy};
+use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
+use crate::size::parse_size;
+use crate::storage::{Allocation, WriteMode};
+use crate::ui::Verbosity;
+
+const EXAMPLES: &str = "\
+Examples:
+  hfget https://example.com/model.safetensors -x 16
+      16 connections (hfget allows up to 64; aria2c stops at 16)
+  hfget URL -d models -o weights.bin --checksum sha-256=<64 hex digits>
+  hfget URL1 URL2                  the same file from two mirrors at once
+  hfget -i list.txt -j 4           aria2c input file, 4 files at a time
+  hfget URL --all-proxy socks5h://127.0.0.1:7891
+  hfget URL --header 'Authorization: Bearer <token>'
+      the header goes only to the URL's own host, never to a redirect target
+
+Interrupted downloads resume when the same command runs again: the progress
+is in NAME.part.ctl next to NAME.part until the file is complete.
+
+Proxies: http_proxy, https_proxy, all_proxy and no_proxy are read in either
+case (lowercase wins when both differ); --all-proxy and friends override them.";
+
+fn exit_codes_help() -> String {
+    let mut s = String::from("Exit status:\n");
+    for (c, what) in crate::exit::ExitCode::TABLE {
+        s.push_str(&format!("  {:>2}  {what}\n", c.code()));
+    }
+    s
+}
+
+/// hfget: a fast, crash-safe segmented downloader.
+///
+/// Downloads a file over many parallel HTTP/1.1 (or HTTP/2) connections,
+/// directly or through an HTTP or SOCKS5 proxy. A connection that finishes
+/// early takes over part of the slowest one, so one slow path never holds the
+/// file back. Progress is saved every second: kill it at any moment and run
+/// the same command again to resume without losing or corrupting a byte.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hfget", version, max_term_width = 100, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", exit_codes_help()))]
+pub struct Args {
+    /// The file's URL; several URLs are the same file at several places
+    /// (mirrors), all used at once.
+    #[arg(value_name = "URL")]
+    pub urls: Vec<String>,
+
+    /// Connections per server, 1 to 64 (aria2c caps this at 16).
+    #[arg(short = 'x', long = "max-connection-per-server", value_name = "N", default_value_t = 16,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
+    pub max_connection_per_server: u16,
+
+    /// Connections for the whole download, 1 to 64 [default: -x times the number of URLs].
+    #[arg(short = 's', long = "split", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
+    pub split: Option<u16>,
+
+    /// Never split a range smaller than twice this size (K = 1024, M = 1024²).
+    #[arg(short = 'k', long = "min-split-size", value_name = "SIZE", default_value = "1M",
+          value_parser = size_arg)]
+    pub min_split_size: u64,
+
+    /// Output file name, relative to --dir unless absolute [default: the last part of the URL].
+    #[arg(short = 'o', long = "out", value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Folder to save into [default: the current folder].
+    #[arg(short = 'd', long = "dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Continue a file that exists without a control file (e.g. from another
+    /// tool), treating its bytes as the start of the download.
+    #[arg(short = 'c', long = "continue")]
+    pub continue_partial: bool,
+
+    /// Download the entries of an aria2c input file (URLs, TAB-separated
+    /// mirrors, indented `dir=`/`out=`/`header=`/`checksum=` lines).
+    #[arg(short = 'i', long = "input-file", value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+
+    /// Files downloaded at once with --input-file.
+    #[arg(short = 'j', long = "max-concurrent-downloads", value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// An extra request header, e.g. 'Authorization: Bearer ...' (repeatable).
+    /// Authorization and Cookie are sent only to the URL's own origin.
+    #[arg(long = "header", value_name = "'NAME: VALUE'")]
+    pub header: Vec<String>,
+
+    /// Verify the finished file, e.g. sha-256=<hex> (also sha-1, sha-512).
+    /// The file gets its final name only if it matches.
+    #[arg(long = "checksum", value_name = "TYPE=HEX")]
+    pub checksum: Option<String>,
+
+    /// Failed attempts in a row, with no byte received, before a connection
+    /// gives up; 0 = never.
+    #[arg(short = 'm', long = "max-tries", value_name = "N", default_value_t = 5)]
+    pub max_tries: u32,
+
+    /// Seconds before the first retry; later retries wait up to twice as long
+    /// each time (with random jitter) [default: 0.5].
+    #[arg(long = "retry-wait", value_name = "SEC")]
+    pub retry_wait: Option<f64>,
+
+    /// Seconds without a byte from any connection before reconnecting, and
+    /// the wait for response headers.
+    #[arg(
+        short = 't',
+        long = "timeout",
+        value_name = "SEC",
+        default_value_t = 60
+    )]
+    pub timeout: u64,
+
+    /// Seconds to wait for a connection (and its TLS or proxy handshake).
+    #[arg(long = "connect-timeout", value_name = "SEC", default_value_t = 10)]
+    pub connect_timeout: u64,
+
+    /// How to size the file up front: falloc reserves the space (a full disk
+    /// fails at once), trunc makes a sparse file, none grows it as it goes.
+    #[arg(long = "file-allocation", value_name = "MODE", default_value = "falloc",
+          value_parser = ["none", "trunc", "falloc", "prealloc"])]
+    pub file_allocation: String,
+
+    /// How bytes are written: pwrite (positional writes, the default: faster
+    /// in our measurements) or mmap (memory-mapped windows).
+    #[arg(long = "write-mode", value_name = "MODE", default_value = "pwrite",
+          value_parser = ["pwrite", "mmap"])]
+    pub write_mode: String,
+
+    /// If the file changed on the server since the partial download began,
+    /// discard what was downloaded and start over (instead of stopping).
+    #[arg(long = "allow-restart")]
+    pub allow_restart: bool,
+
+    /// Replace an existing output file.
+    #[arg(long = "allow-overwrite")]
+    pub allow_overwrite: bool,
+
+    /// Seconds between saves of the progress (the most a crash can lose).
+    #[arg(long = "auto-save-interval", value_name = "SEC", default_value_t = 1.0)]
+    pub auto_save_interval: f64,
+
+    /// Proxy for all requests: http://, https://, socks5:// or socks5h://
+    /// (with user:password@ if needed); an empty value turns proxies off.
+    #[arg(long = "all-proxy", value_name = "URL")]
+    pub all_proxy: Option<String>,
+
+    /// Proxy for http:// URLs.
+    #[arg(long = "http-proxy", value_name = "URL")]
+    pub http_proxy: Option<String>,
+
+    /// Proxy for https:// URLs.
+    #[arg(long = "https-proxy", value_name = "URL")]
+    pub https_proxy: Option<String>,
+
+    /// Hosts that bypass the proxy: comma-separated names (with their
+    /// subdomains), IPs, CIDR ranges, optional :port, or *.
+    #[arg(long = "no-proxy", value_name = "LIST")]
+    pub no_proxy: Option<String>,
+
+    /// Trust the CA certificates in this PEM file too.
+    #[arg(long = "ca-certificate", value_name = "FILE")]
+    pub ca_certificate: Option<PathBuf>,
+
+    /// Check TLS certificates; --check-certificate=false turns checks off (unsafe).
+    #[arg(long = "check-certificate", value_name = "BOOL", default_value_t = true,
+          action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true")]
+    pub check_certificate: bool,
+
+    /// Offer HTTP/2 on TLS connections (still one TCP connection per segment).
+    #[arg(long = "http2")]
+    pub http2: bool,
+
+    /// The User-Agent header.
+    #[arg(short = 'U', long = "user-agent", value_name = "UA")]
+    pub user_agent: Option<String>,
+
+    /// Print only errors.
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail: each connection's route, TLS version and ALPN; -vv for debugging.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+fn size_arg(s: &str) -> Result<u64, String> {
+    parse_size(s)
+}
+
+impl Args {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            _ => Verbosity::Debug,
+        }
+    }
+
+    /// Network options shared by every download of this run.
+    pub fn net_options(&self) -> Result<NetOptions, String> {
+        let flags = ProxyFlags {
+            all: self.all_proxy.clone(),
+            http: self.http_proxy.clone(),
+            https: self.https_proxy.clone(),
+            no_proxy: self.no_proxy.clone(),
+        };
+        let proxy = ProxySettings::from_env(&flags)?;
+        Ok(NetOptions {
+            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
+            response_timeout: Duration::from_secs(self.timeout.max(1)),
+            http2: self.http2,
+            tls: TlsOptions {
+                ca_certificate: self.ca_certificate.clone(),
+                check_certificate: self.check_certificate,
+            },
+            proxy,
+            user_agent: self
+                .user_agent
+                .clone()
+                .unwrap_or_else(|| concat!("hfget/", env!("CARGO_PKG_VERSION")).to_string()),
+        })
+    }
+
+    /// The spec for the URLs on the command line.
+    pub fn spec(&self) -> Result<DownloadSpec, String> {
+        let entry = Entry {
+            line: 0,
+            urls: self.urls.clone(),
+            options: Vec::new(),
+        };
+        self.spec_for(&entry)
+    }
+
+    /// The spec for one entry (command line or input file): the entry's
+    /// options override the command line's.
+    pub fn spec_for(&self, entry: &Entry) -> Result<DownloadSpec, String> {
+        let at = if entry.line > 0 {
+            format!("input file line {}: ", entry.line)
+        } else {
+            String::new()
+        };
+        if entry.urls.is_empty() {
+            return Err(format!("{at}no URL given (see hfget --help)"));
+        }
+        let urls: Vec<Url> = entry
+            .urls
+            .iter()
+            .map(|u| parse_url(u).map_err(|e| format!("{at}{e}")))
+            .collect::<Result<_, _>>()?;
+        let opt = |k: &str| {
+            entry
+                .options
+                .iter()
+                .rev()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
+        let num = |k: &str, default: u64, max: u64| -> Result<u64, String> {
+            match opt(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| (1..=max).contains(n) || (max == u64::MAX))
+                    .ok_or_else(|| format!("{at}invalid {k}={v}")),
+            }
+        };
+        let x = num(
+            "max-connection-per-server",
+            self.max_connection_per_server as u64,
+            MAX_CONNECTIONS as u64,
+        )? as usize;
+        let s = match opt("split") {
+            Some(_) => num("split", 0, MAX_CONNECTIONS as u64)? as usize,
+            None => self
+                .split
+                .map(|s| s as usize)
+                .unwrap_or((x * urls.len()).min(MAX_CONNECTIONS)),
+        };
+        let k = match opt("min-split-size") {
+            Some(v) => parse_size(v).map_err(|e| format!("{at}{e}"))?,
+            None => self.min_split_size,
+        }
+        .max(1);
+        let dir = opt("dir").map(PathBuf::from).or_else(|| self.dir.clone());
+        let out = match opt("out") {
+            Some(o) => Some(PathBuf::from(o)),
+            None if entry.line == 0 => self.out.clone(),
+            None => None,
+        };
+        let output = output_path(dir.as_deref(), out.as_deref(), &urls[0]);
+        let mut headers = HeaderMap::new();
+        let entry_headers = entry
+            .options
+            .iter()
+            .filter(|(key, _)| key == "header")
+            .map(|(_, v)| v.as_str());
+        for h in self.header.iter().map(String::as_str).chain(entry_headers) {
+            let (name, value) = parse_header(h).map_err(|e| format!("{at}{e}"))?;
+            headers.append(name, value);
+        }
+        let checksum = match opt("checksum").or(self.checksum.as_deref()) {
+            Some(c) => Some(Checksum::parse(c).map_err(|e| format!("{at}{e}"))?),
+            None => None,
+        };
+        let mut retry = RetryPolicy {
+            max_tries: match opt("max-tries") {
+                Some(v) => v
+                    .parse()
+                    .map_err(|_| format!("{at}invalid max-tries={v}"))?,
+                None => self.max_tries,
+            },
+            ..RetryPolicy::default()
+        };
+        let wait = match opt("retry-wait") {
+            Some(v) => Some(
+                v.parse::<f64>()
+                    .map_err(|_| format!("{at}invalid retry-wait={v}"))?,
+            ),
+            None => self.retry_wait,
+        };
+        if let Some(w) = wait {
+            if !(0.0..=600.0).contains(&w) {
+                return Err(format!(
+                    "{at}--retry-wait must be between 0 and 600 seconds"
+                ));
+            }
+            retry.base = Duration::from_secs_f64(w);
+        }
+        let timeout = num("timeout", self.timeout, u64::MAX)?.max(1);
+        if !(0.05..=600.0).contains(&self.auto_save_interval) {
+            return Err("--auto-save-interval must be between 0.05 and 600 seconds".into());
+        }
+        let mut spec = DownloadSpec::new(urls[0].clone(), output);
+        spec.urls = urls;
+        spec.headers = headers;
+        spec.connections = s.max(1);
+        spec.per_source = x.max(1);
+        spec.min_split = k;
+        spec.retry = retry;
+        spec.timeout = Duration::from_secs(timeout);
+        spec.allocation = self.file_allocation.parse()?;
+        spec.write_mode = self.write_mode.parse::<WriteMode>()?;
+        spec.checksum = checksum;
+        spec.allow_restart = self.allow_restart;
+        spec.continue_partial = self.continue_partial || opt("continue") == Some("true");
+        spec.allow_overwrite = self.allow_overwrite || opt("allow-overwrite") == Some("true");
+        spec.checkpoint_interval = Duration::from_secs_f64(self.auto_save_interval);
+        Ok(spec)
+    }
+}
+
+/// Accepts http and https URLs only, with a message that says why not.
+pub fn parse_url(text: &str) -> Result<Url, String> {
+    let url = Url::parse(text.trim()).map_err(|e| format!("invalid URL {text:?}: {e}"))?;
+    match url.scheme() {
+        "http" | "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
+        "http" | "https" => Err(format!("invalid URL {text:?}: no host")),
+        other => Err(format!(
+            "unsupported URL scheme {other:?} in {text:?}: hfget downloads http:// and https:// URLs"
+        )),
+    }
+}
+
+/// `-o` relative to `-d` unless absolute; without `-o`, the URL's file name.
+pub fn output_path(dir: Option<&Path>, out: Option<&Path>, url: &Url) -> PathBuf {
+    let name = match out {
+        Some(o) if o.is_absolute() => return o.to_path_buf(),
+        Some(o) => o.to_path_buf(),
+        None => PathBuf::from(output_name::from_url(url)),
+    };
+    match dir {
+        Some(d) => d.join(name),
+        None => name,
+    }
+}
+
+/// Parses `Name: value`.
+pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text.split_once(':').ok_or_else(|| {
+        format!(
+            "invalid header {:?}: expected 'Name: value'",
+            redact_header(text)
+        )
+    })?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|_| format!("invalid header name {:?}", name.trim()))?;
+    let mut value = HeaderValue::from_str(value.trim())
+        .map_err(|_| format!("invalid value for header {name}"))?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// Only the name of a header, for messages (its value may be a token).
+fn redact_header(text: &str) -> String {
+    match text.split_once(':') {
+        Some((n, _)) => format!("{}: ***", n.trim()),
+        None => "***".into(),
+    }
+}
+
+/// Whether the allocation mode string is one we know (for tests of the help).
+pub fn allocation(s: &str) -> Result<Allocation, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Args {
+        Args::try_parse_from(std::iter::once("hfget").chain(v.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn aria2_defaults_and_limits() {
+        let a = args(&["http://h/f.bin"]);
+        let s = a.spec().unwrap();
+        assert_eq!(
+            (s.per_source, s.connections, s.min_split),
+            (16, 16, 1 << 20)
+        );
+        assert_eq!(s.output, PathBuf::from("f.bin"));
+        let s = args(&["-x", "64", "-k", "4M", "http://h/f", "http://m/f"])
+            .spec()
+            .unwrap();
+        assert_eq!(
+            (s.per_source, s.connections, s.min_split),
+            (64, 64, 4 << 20)
+        );
+        assert!(Args::try_parse_from(["hfget", "-x", "65", "http://h/f"]).is_err());
+        assert!(Args::try_parse_from(["hfget", "-x", "0", "http://h/f"]).is_err());
+        assert!(Args::try_parse_from(["hfget", "-k", "lots", "http://h/f"]).is_err());
+    }
+
+    #[test]
+    fn output_relative_to_dir_or_absolute() {
+        let s = args(&["-d", "out", "-o", "x.bin", "http://h/f"])
+            .spec()
+            .unwrap();
+        assert_eq!(s.output, PathBuf::from("out/x.bin"));
+        let s = args(&["-d", "out", "-o", "/abs/x.bin", "http://h/f"])
+            .spec()
+            .unwrap();
+        assert_eq!(s.output, PathBuf::from("/abs/x.bin"));
+        let s = args(&["-d", "out", "http://h/a%20b"]).spec().unwrap();
+        assert_eq!(s.output, PathBuf::from("out/a b"));
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        assert!(
+            args(&["ftp://h/f"])
+                .spec()
+                .unwrap_err()
+                .contains("unsupported URL scheme")
+        );
+        assert!(args(&[]).spec().unwrap_err().contains("no URL"));
+        let e = args(&["--header", "Authorization Bearer secret", "http://h/f"])
+            .spec()
+            .unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        assert!(
+            args(&["--checksum", "sha-256=12", "http://h/f"])
+                .spec()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn check_certificate_false() {
+        assert!(!args(&["--check-certificate=false", "http://h/f"]).check_certificate);
+        assert!(args(&["--check-certificate", "http://h/f"]).check_certificate);
+    }
+
+    #[test]
+    fn input_entry_options_override() {
+        let a = args(&["-x", "8", "-d", "base"]);
+        let e = Entry {
+            line: 3,
+            urls: vec!["http://h/f".into()],
+            options: vec![
+                ("out".into(), "g.bin".into()),
+                ("split".into(), "2".into()),
+                ("header".into(), "X-A: 1".into()),
+            ],
+        };
+        let s = a.spec_for(&e).unwrap();
+        assert_eq!(s.output, PathBuf::from("base/g.bin"));
+        assert_eq!((s.connections, s.per_source), (2, 8));
+        assert_eq!(s.headers.get("x-a").unwrap(), "1");
+    }
+}

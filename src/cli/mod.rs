@@ -1,0 +1,40 @@
+//! Command-line front ends: argument definitions and their translation into
+//! engine specs. The binaries in `src/bin` only add the runtime, signals and
+//! the terminal.
+
+pub mod hfget;
+pub mod input_file;
+pub mod output_name;
+
+use tokio_util::sync::CancellationToken;
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM (so the download saves its
+/// progress and stops); a second one exits at once with `second_exit` —
+/// nothing is lost by that either, since the control file never claims bytes
+/// that were not written.
+pub fn cancel_on_signals(token: CancellationToken, second_exit: i32) {
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for round in 0..2 {
+            let term_fut = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term_fut => {}
+            }
+            if round == 0 {
+                eprintln!("\nStopping and saving progress... (press Ctrl-C again to quit at once)");
+                token.cancel();
+            } else {
+                std::process::exit(second_exit);
+            }
+        }
+    });
+}

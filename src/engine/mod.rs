@@ -1,0 +1,143 @@
+//! The download engine: one file, many connections, crash-safe.
+//!
+//! - [`job`]: one download from start to finish (on-disk state, probe,
+//!   storage, slots, verified finish);
+//! - [`scheduler`]: who fetches which bytes (equal regions, proportional
+//!   stealing, takeover of stalled regions);
+//! - [`worker`]: one connection slot issuing bounded range requests;
+//! - [`fetch`]: one request with redirects followed by hand;
+//! - [`source`]: a URL, its redirect target and its health;
+//! - [`retry`], [`progress`], [`verify`], [`error`].
+
+pub mod error;
+pub mod fetch;
+pub mod job;
+pub mod progress;
+pub mod retry;
+pub mod scheduler;
+pub mod source;
+pub mod verify;
+mod worker;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::HeaderMap;
+use url::Url;
+
+pub use error::Error;
+pub use fetch::Hop;
+pub use job::download;
+pub use progress::Progress;
+pub use retry::RetryPolicy;
+pub use verify::Checksum;
+
+use crate::storage::{Allocation, WriteMode};
+
+/// The most connections one download may use (aria2c stops at 16).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// What to download, where, and how.
+#[derive(Clone, Debug)]
+pub struct DownloadSpec {
+    /// The same file at one or more places (mirrors).
+    pub urls: Vec<Url>,
+    /// Extra request headers; `Authorization` and `Cookie` go only to the
+    /// origin of the URL they belong with.
+    pub headers: HeaderMap,
+    /// The final path.
+    pub output: PathBuf,
+    /// Where the data is written until complete (default: output + ".part").
+    pub part_path: Option<PathBuf>,
+    /// The control file (default: part + ".ctl").
+    pub control_path: Option<PathBuf>,
+    /// Connections for the whole download (`-s`).
+    pub connections: usize,
+    /// Connections per source (`-x`).
+    pub per_source: usize,
+    /// A range shorter than twice this is never split (`-k`).
+    pub min_split: u64,
+    pub retry: RetryPolicy,
+    /// No byte at all from any connection for this long: reconnect.
+    pub timeout: Duration,
+    pub allocation: Allocation,
+    pub write_mode: WriteMode,
+    pub checksum: Option<Checksum>,
+    /// A changed remote file (or another URL) discards the partial download
+    /// instead of stopping.
+    pub allow_restart: bool,
+    /// `-c`: an existing output file without a control file is taken as a
+    /// downloaded prefix (as aria2c does).
+    pub continue_partial: bool,
+    /// Replace an existing output file.
+    pub allow_overwrite: bool,
+    /// How often progress is made durable.
+    pub checkpoint_interval: Duration,
+}
+
+impl DownloadSpec {
+    /// A spec with our defaults for `url` → `output`.
+    pub fn new(url: Url, output: impl Into<PathBuf>) -> DownloadSpec {
+        DownloadSpec {
+            urls: vec![url],
+            headers: HeaderMap::new(),
+            output: output.into(),
+            part_path: None,
+            control_path: None,
+            connections: 16,
+            per_source: 16,
+            min_split: 1 << 20,
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(60),
+            allocation: Allocation::default(),
+            write_mode: WriteMode::default(),
+            checksum: None,
+            allow_restart: false,
+            continue_partial: false,
+            allow_overwrite: false,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        if self.urls.is_empty() {
+            return Err(Error::Config("no URL given".into()));
+        }
+        if self.connections == 0 || self.per_source == 0 {
+            return Err(Error::Config(
+                "the connection count must be at least 1".into(),
+            ));
+        }
+        if self.connections > MAX_CONNECTIONS || self.per_source > MAX_CONNECTIONS {
+            return Err(Error::Config(format!(
+                "at most {MAX_CONNECTIONS} connections per download"
+            )));
+        }
+        if self.output.as_os_str().is_empty() {
+            return Err(Error::Config("no output file name".into()));
+        }
+        Ok(())
+    }
+}
+
+/// How a download went.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub path: PathBuf,
+    pub total: Option<u64>,
+    /// Bytes received in this run.
+    pub received: u64,
+    /// Bytes that were already done when this run started.
+    pub resumed: u64,
+    pub elapsed: Duration,
+    /// Connections used.
+    pub connections: usize,
+    /// The server did not support ranges: one stream, no resume.
+    pub single_stream: bool,
+    /// Nothing needed fetching.
+    pub already_complete: bool,
+    /// Redirects seen by the first request (hfd reads the Hub's headers here).
+    pub hops: Vec<Hop>,
+    /// Bytes received from each source, in the order of `urls`.
+    pub source_bytes: Vec<u64>,
+}

@@ -1,0 +1,211 @@
+//! A source: one URL the file can be fetched from, and what we learnt about it.
+//!
+//! The original URL is resolved once (redirects followed) and every segment
+//! goes to the final URL, so a hub that rate-limits its resolver is asked once
+//! per file, not once per connection. When the final URL expires (a signed
+//! CDN URL answering 401/403/410), the source resolves again from the original.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use http::HeaderMap;
+use http::header::{AUTHORIZATION, COOKIE, HeaderName, PROXY_AUTHORIZATION};
+use url::Url;
+
+use crate::net::{Origin, redact_url};
+
+/// Headers that identify the user: sent only to the origin the user named.
+fn is_sensitive(name: &HeaderName) -> bool {
+    name == AUTHORIZATION || name == COOKIE || name == PROXY_AUTHORIZATION
+}
+
+/// At most this many re-resolves per minute per source: a target that keeps
+/// refusing is an access problem, not an expired URL.
+const MAX_RERESOLVES_PER_MINUTE: usize = 3;
+
+#[derive(Debug)]
+pub struct Source {
+    pub id: usize,
+    pub original: Url,
+    original_origin: Origin,
+    headers: HeaderMap,
+    sensitive: HeaderMap,
+    resolved: Mutex<Resolved>,
+    reresolves: Mutex<VecDeque<Instant>>,
+    /// Lowered on 429/503: how many connections this source may carry.
+    conn_limit: AtomicUsize,
+    /// Live slots on this source.
+    active: AtomicUsize,
+    dead: AtomicBool,
+    /// Smoothed time to the first response byte, in microseconds.
+    ttfb_us: AtomicU64,
+    /// Bytes received from this source (for multi-source reports).
+    pub bytes: AtomicU64,
+}
+
+#[derive(Clone, Debug)]
+struct Resolved {
+    url: Url,
+    generation: u64,
+}
+
+impl Source {
+    pub fn new(
+        id: usize,
+        original: Url,
+        user_headers: &HeaderMap,
+        conn_limit: usize,
+    ) -> Result<Source, crate::net::NetError> {
+        let original_origin = Origin::of(&original)?;
+        let mut headers = HeaderMap::new();
+        let mut sensitive = HeaderMap::new();
+        for (k, v) in user_headers {
+            if is_sensitive(k) {
+                sensitive.append(k, v.clone());
+            } else {
+                headers.append(k, v.clone());
+            }
+        }
+        Ok(Source {
+            id,
+            resolved: Mutex::new(Resolved {
+                url: original.clone(),
+                generation: 0,
+            }),
+            original,
+            original_origin,
+            headers,
+            sensitive,
+            reresolves: Mutex::new(VecDeque::new()),
+            conn_limit: AtomicUsize::new(conn_limit.max(1)),
+            active: AtomicUsize::new(0),
+            dead: AtomicBool::new(false),
+            ttfb_us: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        })
+    }
+
+    /// The URL for messages: no credentials, no query.
+    pub fn display(&self) -> String {
+        redact_url(&self.original)
+    }
+
+    /// Headers for a request to `url`: the user's, with credentials only when
+    /// `url` is on the origin the user named.
+    pub fn headers_for(&self, url: &Url) -> HeaderMap {
+        let mut h = self.headers.clone();
+        if Origin::of(url).is_ok_and(|o| o == self.original_origin) {
+            for (k, v) in &self.sensitive {
+                h.append(k, v.clone());
+            }
+        }
+        h
+    }
+
+    /// Where segment requests go now, and the generation of that answer.
+    pub fn current(&self) -> (Url, u64) {
+        let r = self.resolved.lock().unwrap();
+        (r.url.clone(), r.generation)
+    }
+
+    /// Records the final URL found by following redirects from the original.
+    pub fn set_resolved(&self, url: Url) {
+        let mut r = self.resolved.lock().unwrap();
+        if r.url != url {
+            r.url = url;
+            r.generation += 1;
+        }
+    }
+
+    /// True when segments currently go somewhere other than the original URL.
+    pub fn is_redirected(&self) -> bool {
+        self.resolved.lock().unwrap().url != self.original
+    }
+
+    /// Forgets the redirect target seen at `generation` so the next request
+    /// resolves again from the original URL. Many connections hit the same
+    /// expiry at once; only the first one resets, the rest see the new
+    /// generation. Returns false when re-resolves come too often.
+    pub fn expire(&self, generation: u64) -> bool {
+        let mut r = self.resolved.lock().unwrap();
+        if r.generation != generation {
+            return true;
+        }
+        let mut times = self.reresolves.lock().unwrap();
+        let now = Instant::now();
+        while times
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
+        {
+            times.pop_front();
+        }
+        if times.len() >= MAX_RERESOLVES_PER_MINUTE {
+            return false;
+        }
+        times.push_back(now);
+        tracing::info!(
+            "{}: the redirect target expired or was refused; resolving again",
+            self.display()
+        );
+        r.url = self.original.clone();
+        r.generation += 1;
+        true
+    }
+
+    pub fn conn_limit(&self) -> usize {
+        self.conn_limit.load(Relaxed)
+    }
+
+    /// Multiplicative decrease after 429/503: at most half the live slots.
+    pub fn lower_conn_limit(&self) -> usize {
+        let active = self.active.load(Relaxed).max(1);
+        let new = (active / 2).max(1);
+        let old = self.conn_limit.fetch_min(new, Relaxed);
+        let now = old.min(new);
+        if now < old {
+            tracing::warn!(
+                "{}: the server is overloaded; lowering connections to {now}",
+                self.display()
+            );
+        }
+        now
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Relaxed)
+    }
+
+    pub fn slot_started(&self) {
+        self.active.fetch_add(1, Relaxed);
+    }
+
+    pub fn slot_ended(&self) {
+        self.active.fetch_sub(1, Relaxed);
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Relaxed)
+    }
+
+    pub fn mark_dead(&self) {
+        self.dead.store(true, Relaxed);
+    }
+
+    /// Folds a time-to-first-byte sample into the smoothed value.
+    pub fn record_ttfb(&self, d: Duration) {
+        let sample = d.as_micros().min(u64::MAX as u128) as u64;
+        let _ = self.ttfb_us.fetch_update(Relaxed, Relaxed, |old| {
+            Some(if old == 0 {
+                sample
+            } else {
+                (old * 7 + sample * 3) / 10
+            })
+        });
+    }
+
+    pub fn ttfb(&self) -> Duration {
+        Duration::from_micros(self.ttfb_us.load(Relaxed))
+    }
+}

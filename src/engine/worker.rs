@@ -1,0 +1,507 @@
+//! One connection slot: takes a region from the scheduler and fetches it with
+//! successive bounded range requests over one keep-alive connection.
+//!
+//! Every answer is checked before a byte of it is written: status 206, a
+//! `Content-Range` that starts exactly where we asked and ends inside the
+//! request, the total length and validators recorded at the start. Bytes are
+//! claimed from the slot's region frame by frame, so a region cut short by a
+//! thief stops the stream at the cut.
+
+use std::ops::Range;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use super::error::{Error, GaveUpKind};
+use super::fetch::{ByteRange, Failure, fetch, status_failure};
+use super::job::Job;
+use super::scheduler::{Assignment, Preempt, Slot, request_size};
+use crate::net::Conn;
+use crate::net::http::{ContentRange, any_etag, content_range, last_modified};
+
+/// Writes go to the writer in batches of about this size: large enough for
+/// few, cheap `pwritev` calls, small enough to keep memory per slot low.
+const BATCH: usize = 256 * 1024;
+
+/// The probe's answer, handed to the first slot so its bytes are not wasted.
+pub struct FirstResponse {
+    pub conn: Conn,
+    pub response: Response<Incoming>,
+    pub range: Range<u64>,
+}
+
+/// How a response stream ended.
+enum StreamEnd {
+    /// The request was served completely; the connection can be reused.
+    Complete,
+    /// Our region ended before the response did (a thief took the rest), or we
+    /// were asked to reconnect: the connection must be dropped.
+    Abandoned,
+    /// The download is stopping.
+    Cancelled,
+}
+
+struct Worker {
+    job: Arc<Job>,
+    slot: Arc<Slot>,
+    conn: Option<Conn>,
+    counted_live: bool,
+    /// Consecutive failures without a byte received in between.
+    failures: u32,
+    progressed: bool,
+}
+
+/// Runs a slot until the download is done, cancelled, or the slot gives up.
+pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
+    let source = job.sources[slot.source].clone();
+    source.slot_started();
+    job.live_slots.fetch_add(1, Relaxed);
+    let mut w = Worker {
+        job,
+        slot,
+        conn: None,
+        counted_live: false,
+        failures: 0,
+        progressed: false,
+    };
+    w.main(first).await;
+    w.set_conn(None);
+    source.slot_ended();
+    w.job.live_slots.fetch_sub(1, Relaxed);
+    w.job.sched.changed.notify_waiters();
+}
+
+impl Worker {
+    fn set_conn(&mut self, conn: Option<Conn>) {
+        self.conn = conn;
+        self.sync_live();
+    }
+
+    /// Keeps the progress' live-connection count in step with `self.conn`.
+    fn sync_live(&mut self) {
+        let live = self.conn.is_some();
+        if live != self.counted_live {
+            if live {
+                self.job.progress.connection_opened();
+            } else {
+                self.job.progress.connection_closed();
+            }
+            self.counted_live = live;
+        }
+    }
+
+    async fn main(&mut self, mut first: Option<FirstResponse>) {
+        let job = self.job.clone();
+        let source = job.sources[self.slot.source].clone();
+        loop {
+            if job.cancel.is_cancelled() {
+                return;
+            }
+            match self.slot.take_preempt() {
+                Preempt::Cancel => return,
+                Preempt::RegionLost | Preempt::Reconnect => self.set_conn(None),
+                Preempt::None => {}
+            }
+            if source.is_dead() {
+                job.sched.release(&self.slot);
+                return;
+            }
+            if !self.slot.has_work() {
+                match job.sched.assign(&self.slot) {
+                    Assignment::Done => return,
+                    Assignment::Work(_) => {}
+                    Assignment::Wait => {
+                        // Nothing to take: keep no idle connection open to the server.
+                        self.set_conn(None);
+                        tokio::select! {
+                            _ = job.sched.changed.notified() => {}
+                            _ = self.slot.wake.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                            _ = job.cancel.cancelled() => return,
+                        }
+                        continue;
+                    }
+                }
+            }
+            // After 429/503 a source carries fewer connections: extra slots leave.
+            if source.active() > source.conn_limit() && job.live_slots.load(Relaxed) > 1 {
+                tracing::debug!("slot {} leaves: connection limit lowered", self.slot.id);
+                job.sched.release(&self.slot);
+                return;
+            }
+
+            let reused = self.conn.is_some() && first.is_none();
+            let (response, req, generation, redirected) = match first.take() {
+                Some(f) => {
+                    self.set_conn(Some(f.conn));
+                    let (_, g) = source.current();
+                    (f.response, f.range, g, source.is_redirected())
+                }
+                None => {
+                    let Some(req) = self.slot.next_request(request_size(self.slot.rate())) else {
+                        continue;
+                    };
+                    let (url, generation) = source.current();
+                    let byte_range = ByteRange {
+                        start: req.start,
+                        end: Some(req.end),
+                    };
+                    let mut conn = self.conn.take();
+                    let r = fetch(
+                        &job.net,
+                        &source,
+                        url,
+                        byte_range,
+                        job.if_range.as_deref(),
+                        &mut conn,
+                    )
+                    .await;
+                    self.set_conn(conn);
+                    match r {
+                        Ok(f) => {
+                            source.record_ttfb(f.ttfb);
+                            if !f.hops.is_empty() {
+                                source.set_resolved(f.url.clone());
+                            }
+                            let redirected = f.url != source.original;
+                            (f.response, req, generation, redirected)
+                        }
+                        Err(failure) => {
+                            if !self.on_failure(failure, generation).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+
+            if let Err(failure) = self.check(&response, &req) {
+                let failure = match failure {
+                    Some(f) => f,
+                    None => {
+                        let url = source.current().0;
+                        status_failure(response, &url, redirected, &source).await
+                    }
+                };
+                self.set_conn(None);
+                if !self.on_failure(failure, generation).await {
+                    return;
+                }
+                continue;
+            }
+
+            job.sched.transfer_started(&self.slot, !reused);
+            match self.stream(response, &req).await {
+                Ok(StreamEnd::Complete) => {}
+                Ok(StreamEnd::Abandoned) => self.set_conn(None),
+                Ok(StreamEnd::Cancelled) => return,
+                Err(failure) => {
+                    self.set_conn(None);
+                    if !self.on_failure(failure, generation).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the answer to a request for `req`. `Err(None)` means "an error
+    /// status: let `status_failure` read and classify it".
+    fn check(
+        &self,
+        response: &Response<Incoming>,
+        req: &Range<u64>,
+    ) -> Result<(), Option<Failure>> {
+        let job = &self.job;
+        let url = job.sources[self.slot.source].display();
+        let h = response.headers();
+        let changed = |detail: String| {
+            Some(Failure::Fatal(Error::RemoteChanged {
+                url: url.clone(),
+                detail,
+            }))
+        };
+        // Validators first: whatever the status, a different ETag is a different file.
+        if let (Some(want), Some(got)) = (&job.validators.etag, any_etag(h))
+            && *want != got
+        {
+            return Err(changed(format!("its ETag was {want}, now {got}")));
+        }
+        if job.validators.etag.is_none()
+            && let (Some(want), Some(got)) = (&job.validators.last_modified, last_modified(h))
+            && *want != got
+        {
+            return Err(changed(format!("its Last-Modified was {want}, now {got}")));
+        }
+        match response.status() {
+            StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::OK => {
+                return Err(changed(
+                    "a range request was answered with the whole file, so the file no longer matches what was started".into(),
+                ));
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => {
+                return match content_range(h) {
+                    Some(ContentRange::Unsatisfied { total }) if total != job.validators.total => {
+                        Err(changed(format!(
+                            "its size was {} bytes, now {total}",
+                            job.validators.total
+                        )))
+                    }
+                    _ => Err(Some(Failure::Retry {
+                        kind: GaveUpKind::BadResponse,
+                        detail: format!("HTTP 416 for bytes {}-{}", req.start, req.end - 1),
+                        status: Some(416),
+                        retry_after: None,
+                        overloaded: false,
+                    })),
+                };
+            }
+            _ => return Err(None),
+        }
+        let bad = |detail: String| {
+            Err(Some(Failure::Retry {
+                kind: GaveUpKind::BadResponse,
+                detail,
+                status: Some(206),
+                retry_after: None,
+                overloaded: false,
+            }))
+        };
+        match content_range(h) {
+            Some(ContentRange::Bytes { first, last, total }) => {
+                if let Some(t) = total
+                    && t != job.validators.total
+                {
+                    return Err(changed(format!(
+                        "its size was {} bytes, now {t}",
+                        job.validators.total
+                    )));
+                }
+                if first != req.start {
+                    return bad(format!(
+                        "asked for bytes from {} but the answer starts at {first} (Content-Range {first}-{last}); nothing of it was written",
+                        req.start
+                    ));
+                }
+                if last >= req.end {
+                    return bad(format!(
+                        "asked for bytes {}-{} but got {first}-{last}",
+                        req.start,
+                        req.end - 1
+                    ));
+                }
+                Ok(())
+            }
+            _ => bad("a 206 answer without a valid Content-Range".into()),
+        }
+    }
+
+    /// Streams the body of a validated 206 into storage.
+    async fn stream(
+        &mut self,
+        response: Response<Incoming>,
+        req: &Range<u64>,
+    ) -> Result<StreamEnd, Failure> {
+        let job = self.job.clone();
+        let source = &job.sources[self.slot.source];
+        let mut body = response.into_body();
+        let mut expected = req.start;
+        let mut batch: Vec<Bytes> = Vec::new();
+        let mut batch_start = req.start;
+        let mut batch_len = 0usize;
+        let mut woken = pin!(self.slot.wake.notified());
+        woken.as_mut().enable();
+        let end = loop {
+            let frame = tokio::select! {
+                biased;
+                _ = &mut woken => {
+                    match self.slot.take_preempt() {
+                        Preempt::Cancel => break StreamEnd::Cancelled,
+                        Preempt::RegionLost | Preempt::Reconnect => break StreamEnd::Abandoned,
+                        Preempt::None => {
+                            woken.set(self.slot.wake.notified());
+                            woken.as_mut().enable();
+                            continue;
+                        }
+                    }
+                }
+                f = body.frame() => f,
+            };
+            let data = match frame {
+                None => {
+                    if expected < req.end && self.slot.region().start < req.end {
+                        self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                        return Err(Failure::retry(
+                            GaveUpKind::Network,
+                            format!(
+                                "the connection closed after {} of {} bytes",
+                                expected - req.start,
+                                req.end - req.start
+                            ),
+                        ));
+                    }
+                    break StreamEnd::Complete;
+                }
+                Some(Err(e)) => {
+                    self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                    return Err(Failure::retry(
+                        GaveUpKind::Network,
+                        format!("receiving failed after {} bytes: {e}", expected - req.start),
+                    ));
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(d) => d,
+                    Err(_) => continue,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            let len = data.len() as u64;
+            if expected + len > req.end {
+                self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                return Err(Failure::retry(
+                    GaveUpKind::BadResponse,
+                    "the server sent more bytes than the range asked for".to_string(),
+                ));
+            }
+            let (at, take) = self.slot.claim(len);
+            debug_assert!(
+                take == 0 || at == expected,
+                "claim at {at}, expected {expected}"
+            );
+            if take > 0 {
+                if batch_len == 0 {
+                    batch_start = at;
+                }
+                batch.push(if take == len {
+                    data
+                } else {
+                    data.slice(..take as usize)
+                });
+                batch_len += take as usize;
+                expected += take;
+                job.sched.received(&self.slot, take);
+                job.progress.add_received(take);
+                source.bytes.fetch_add(take, Relaxed);
+                if !self.progressed {
+                    self.progressed = true;
+                    self.failures = 0;
+                }
+                if batch_len >= BATCH {
+                    self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                }
+            }
+            if take < len {
+                // The region ended inside this frame: stolen, or taken over.
+                break StreamEnd::Abandoned;
+            }
+            if expected == req.end {
+                // Read the end of the body so the connection can be reused.
+                match body.frame().await {
+                    None => break StreamEnd::Complete,
+                    Some(_) => break StreamEnd::Abandoned,
+                }
+            }
+        };
+        self.flush(&mut batch, batch_start, &mut batch_len).await?;
+        Ok(end)
+    }
+
+    async fn flush(
+        &self,
+        batch: &mut Vec<Bytes>,
+        start: u64,
+        len: &mut usize,
+    ) -> Result<(), Failure> {
+        if *len == 0 {
+            return Ok(());
+        }
+        let bufs = std::mem::take(batch);
+        *len = 0;
+        match self.job.writer.write(start, bufs).await {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Failure::Fatal(self.job.storage_error())),
+        }
+    }
+
+    /// Handles a failed request; returns false when the slot must stop.
+    async fn on_failure(&mut self, failure: Failure, generation: u64) -> bool {
+        let job = self.job.clone();
+        let source = job.sources[self.slot.source].clone();
+        self.set_conn(None);
+        match failure {
+            Failure::Fatal(e) => {
+                job.source_failed(&self.slot, e);
+                false
+            }
+            Failure::Expired { detail, status } => {
+                if source.expire(generation) {
+                    true
+                } else {
+                    job.source_failed(
+                        &self.slot,
+                        Error::Auth {
+                            url: source.display(),
+                            status,
+                            hint: format!(
+                                "; the redirect target keeps refusing even after resolving again ({detail})"
+                            ),
+                        },
+                    );
+                    false
+                }
+            }
+            Failure::Retry {
+                kind,
+                detail,
+                status,
+                retry_after,
+                overloaded,
+            } => {
+                let had_progress = std::mem::replace(&mut self.progressed, false);
+                if had_progress {
+                    self.failures = 0;
+                }
+                self.failures += 1;
+                tracing::info!(
+                    "{} (slot {}): {detail}; attempt {} failed",
+                    source.display(),
+                    self.slot.id,
+                    self.failures
+                );
+                job.record_failure(source.id, kind, &detail, status, self.failures);
+                if overloaded {
+                    source.lower_conn_limit();
+                }
+                if job.retry.exhausted(self.failures) {
+                    job.slot_gave_up(&self.slot);
+                    return false;
+                }
+                // A connection that was delivering retries at once; repeated
+                // failures back off (full jitter), never below Retry-After.
+                let delay = if had_progress && retry_after.is_none() && !overloaded {
+                    Duration::ZERO
+                } else {
+                    job.retry.delay(self.failures, retry_after)
+                };
+                if !delay.is_zero() {
+                    tracing::debug!("slot {} waits {:?} before retrying", self.slot.id, delay);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = job.cancel.cancelled() => return false,
+                    }
+                }
+                true
+            }
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! Opening connections: route, transport, TLS, HTTP handshake.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::header::{HeaderMap, HeaderValue};
+use http::{Request, Response};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use url::Url;
+
+use super::proxy::{Proxy, ProxyKind, Route};
+use super::{Net, NetError, Origin, tls};
+
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxIo = Box<dyn Io>;
+
+enum Sender {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(http2::SendRequest<Empty<Bytes>>),
+}
+
+/// One open HTTP connection to one origin. Requests go one after another
+/// (HTTP/1.1 keep-alive); a connection whose response body was not read to
+/// the end must be dropped, not reused.
+pub struct Conn {
+    sender: Sender,
+    origin: Origin,
+    /// Plain-http target through an HTTP proxy: absolute-form request targets.
+    absolute_form: bool,
+    proxy_auth: Option<HeaderValue>,
+    route: Route,
+    tls_info: Option<String>,
+    response_timeout: Duration,
+}
+
+impl Conn {
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// "HTTP/1.1, TLS 1.3" style summary, for `-v`.
+    pub fn describe(&self) -> String {
+        let proto = match self.sender {
+            Sender::H1(_) => "HTTP/1.1",
+            Sender::H2(_) => "HTTP/2",
+        };
+        match &self.tls_info {
+            Some(t) => format!("{} {}, {proto}, {t}", self.origin, self.route),
+            None => format!("{} {}, {proto}", self.origin, self.route),
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self.sender, Sender::H2(_))
+    }
+
+    /// Whether this connection can carry a request for `url` (same origin and
+    /// same route) and is still open.
+    pub fn can_serve(&self, url: &Url, net: &Net) -> bool {
+        let open = match &self.sender {
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
+        };
+        open && Origin::of(url).is_ok_and(|o| o == self.origin) && net.route_for(url) == self.route
+    }
+
+    /// Sends `GET url` with `headers` and waits for the response head.
+    pub async fn get(
+        &mut self,
+        url: &Url,
+        headers: HeaderMap,
+    ) -> Result<Response<Incoming>, NetError> {
+        let host = self.origin.host.clone();
+        let http_err = |e: hyper::Error| NetError::Http {
+            host: host.clone(),
+            detail: describe_hyper_error(&e),
+        };
+        let mut target = url.clone();
+        target.set_fragment(None);
+        let uri: http::Uri = match self.sender {
+            Sender::H2(_) => target.as_str().parse::<http::Uri>(),
+            Sender::H1(_) if self.absolute_form => target.as_str().parse::<http::Uri>(),
+            Sender::H1(_) => {
+                let mut pq = target.path().to_string();
+                if let Some(q) = target.query() {
+                    pq.push('?');
+                    pq.push_str(q);
+                }
+                pq.parse::<http::Uri>()
+            }
+        }
+        .map_err(|e| NetError::BadUrl {
+            url: super::redact_url(url),
+            reason: e.to_string(),
+        })?;
+        let mut req = Request::get(uri)
+            .body(Empty::<Bytes>::new())
+            .expect("a GET with a valid URI is a valid request");
+        let h = req.headers_mut();
+        if let Sender::H1(_) = self.sender {
+            h.insert(
+                http::header::HOST,
+                HeaderValue::from_str(&self.origin.host_header()).map_err(|e| {
+                    NetError::BadUrl {
+                        url: super::redact_url(url),
+                        reason: e.to_string(),
+                    }
+                })?,
+            );
+        }
+        if let (true, Some(auth)) = (self.absolute_form, &self.proxy_auth) {
+            h.insert(http::header::PROXY_AUTHORIZATION, auth.clone());
+        }
+        for (k, v) in headers.iter() {
+            h.append(k, v.clone());
+        }
+        let fut = async {
+            match &mut self.sender {
+                Sender::H1(s) => {
+                    s.ready().await.map_err(http_err)?;
+                    s.send_request(req).await.map_err(http_err)
+                }
+                Sender::H2(s) => {
+                    s.ready().await.map_err(http_err)?;
+                    s.send_request(req).await.map_err(http_err)
+                }
+            }
+        };
+        let secs = self.response_timeout.as_secs();
+        match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(NetError::ResponseTimeout {
+                host: self.origin.host.clone(),
+                secs,
+            }),
+        }
+    }
+}
+
+fn describe_hyper_error(e: &hyper::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Opens a connection to `origin` along `route`.
+pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn, NetError> {
+    let opts = net.options();
+    let (io, absolute_form, proxy_auth): (BoxIo, bool, Option<HeaderValue>) = match &route {
+        Route::Direct => {
+            let tcp = tcp_connect(&origin.host, origin.port, opts.connect_timeout).await?;
+            (Box::new(tcp), false, None)
+        }
+        Route::Via(proxy) => match proxy.kind {
+            ProxyKind::Http | ProxyKind::Https => {
+                let mut io = proxy_transport(net, proxy).await?;
+                let auth = proxy.auth.as_ref().map(|(u, p)| basic_auth(u, p));
+                if origin.https {
+                    connect_tunnel(
+                        &mut io,
+                        proxy,
+                        &origin,
+                        auth.as_ref(),
+                        opts.response_timeout,
+                    )
+                    .await?;
+                    (io, false, None)
+                } else {
+                    (io, true, auth)
+                }
+            }
+            ProxyKind::Socks5 | ProxyKind::Socks5h => {
+                (socks_connect(net, proxy, &origin).await?, false, None)
+            }
+        },
+    };
+
+    let mut tls_info = None;
+    let mut h2 = false;
+    let io: BoxIo = if origin.https {
+        let config = net.tls_for_target()?;
+        let name = tls::server_name(&origin.host).map_err(NetError::Config)?;
+        let handshake = TlsConnector::from(config).connect(name, io);
+        let stream = match tokio::time::timeout(opts.connect_timeout, handshake).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(tls_error(&origin.host, e)),
+            Err(_) => {
+                return Err(NetError::Tls {
+                    host: origin.host.clone(),
+                    detail: format!("no handshake within {} s", opts.connect_timeout.as_secs()),
+                    certificate: false,
+                });
+            }
+        };
+        let (_, session) = stream.get_ref();
+        h2 = session.alpn_protocol() == Some(b"h2");
+        tls_info = Some(format!(
+            "{}, ALPN {}",
+            session
+                .protocol_version()
+                .map(|v| match v {
+                    rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
+                    rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
+                    other => format!("{other:?}"),
+                })
+                .unwrap_or_else(|| "TLS".into()),
+            session
+                .alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_else(|| "none".into())
+        ));
+        Box::new(stream)
+    } else {
+        io
+    };
+
+    let host = origin.host.clone();
+    let handshake_err = |e: hyper::Error| NetError::Http {
+        host: host.clone(),
+        detail: describe_hyper_error(&e),
+    };
+    let sender = if h2 {
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .adaptive_window(true)
+            .keep_alive_interval(Duration::from_secs(15))
+            .keep_alive_timeout(Duration::from_secs(15))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(handshake_err)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP/2 connection ended: {e}");
+            }
+        });
+        Sender::H2(sender)
+    } else {
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(handshake_err)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP/1.1 connection ended: {e}");
+            }
+        });
+        Sender::H1(sender)
+    };
+    let conn = Conn {
+        sender,
+        origin,
+        absolute_form,
+        proxy_auth,
+        route,
+        tls_info,
+        response_timeout: opts.response_timeout,
+    };
+    tracing::info!("connected: {}", conn.describe());
+    Ok(conn)
+}
+
+fn tls_error(host: &str, e: io::Error) -> NetError {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|re| {
+            matches!(
+                re,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+            )
+        });
+    let mut detail = e.to_string();
+    if certificate {
+        detail.push_str(
+            " (if a proxy or an internal CA signs this certificate, pass its CA with --ca-certificate or SSL_CERT_FILE)",
+        );
+    }
+    NetError::Tls {
+        host: host.to_string(),
+        detail,
+        certificate,
+    }
+}
+
+/// Resolves `host` and connects to the first address that answers.
+async fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, NetError> {
+    let addrs = resolve(host, port).await?;
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                return Ok(s);
+            }
+            Ok(Err(e)) => last = Some(describe_io(&e)),
+            Err(_) => last = Some(format!("timed out after {} s", timeout.as_secs())),
+        }
+    }
+    Err(NetError::Connect {
+        addr: authority(host, port),
+        detail: last.unwrap_or_else(|| "no address".into()),
+    })
+}
+
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, NetError> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    match tokio::net::lookup_host((host, port)).await {
+        Ok(it) => {
+            let v: Vec<SocketAddr> = it.collect();
+            if v.is_empty() {
+                Err(NetError::Dns {
+                    host: host.into(),
+                    detail: "no addresses".into(),
+                })
+            } else {
+                Ok(v)
+            }
+        }
+        Err(e) => Err(NetError::Dns {
+            host: host.into(),
+            detail: e.to_string(),
+        }),
+    }
+}
+
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn describe_io(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        io::ErrorKind::TimedOut => "timed out".into(),
+        _ => e.to_string(),
+    }
+}
+
+fn basic_auth(user: &str, pass: &str) -> HeaderValue {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let mut v =
+        HeaderValue::from_str(&format!("Basic {token}")).expect("base64 is a valid header value");
+    v.set_sensitive(true);
+    v
+}
+
+fn unreachable_proxy(proxy: &Proxy, e: NetError) -> NetError {
+    let detail = match e {
+        NetError::Connect { detail, .. } | NetError::Dns { detail, .. } => detail,
+        other => other.to_string(),
+    };
+    let hint = if detail == "connection refused" {
+        " — is it running?"
+    } else {
+        ""
+    };
+    NetError::Proxy {
+        proxy: proxy.to_string(),
+        detail: format!("cannot reach proxy {proxy}: {detail}{hint}"),
+        fatal: false,
+    }
+}
+
+/// TCP to an HTTP(S) proxy, with TLS to the proxy itself for `https://` proxies.
+async fn proxy_transport(net: &Net, proxy: &Proxy) -> Result<BoxIo, NetError> {
+    let opts = net.options();
+    let tcp = tcp_connect(&proxy.host, proxy.port, opts.connect_timeout)
+        .await
+        .map_err(|e| unreachable_proxy(proxy, e))?;
+    if proxy.kind != ProxyKind::Https {
+        return Ok(Box::new(tcp));
+    }
+    let config = net.tls_for_proxy()?;
+    let name = tls::server_name(&proxy.host).map_err(NetError::Config)?;
+    match tokio::time::timeout(
+        opts.connect_timeout,
+        TlsConnector::from(config).connect(name, tcp),
+    )
+    .await
+    {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => Err(NetError::Proxy {
+            proxy: proxy.to_string(),
+            detail: format!("TLS to proxy {proxy} failed: {}", tls_error(&proxy.host, e)),
+            fatal: true,
+        }),
+        Err(_) => Err(NetError::Proxy {
+            proxy: proxy.to_string(),
+            detail: format!("TLS to proxy {proxy} timed out"),
+            fatal: false,
+        }),
+    }
+}
+
+/// Asks an HTTP proxy for a tunnel to `origin` and checks its answer.
+async fn connect_tunnel(
+    io: &mut BoxIo,
+    proxy: &Proxy,
+    origin: &Origin,
+    auth: Option<&HeaderValue>,
+    timeout: Duration,
+) -> Result<(), NetError> {
+    let target = origin.authority();
+    let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
+    if let Some(a) = auth {
+        req.push_str("Proxy-Authorization: ");
+        req.push_str(a.to_str().unwrap_or(""));
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    let perr = |detail: String, fatal: bool| NetError::Proxy {
+        proxy: proxy.to_string(),
+        detail,
+        fatal,
+    };
+    let exchange = async {
+        io.write_all(req.as_bytes()).await?;
+        io.flush().await?;
+        // Read the answer head byte by byte: nothing of the tunnel may be
+        // consumed, and this happens once per connection.
+        let mut head = Vec::with_capacity(256);
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if io.read(&mut byte).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the proxy closed the connection",
+                ));
+            }
+            head.push(byte[0]);
+            if head.len() > 16 * 1024 {
+                return Err(io::Error::other("the proxy's answer is too long"));
+            }
+        }
+        Ok::<_, io::Error>(head)
+    };
+    let head = match tokio::time::timeout(timeout, exchange).await {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            return Err(perr(
+                format!("proxy {proxy} failed during CONNECT to {target}: {e}"),
+                false,
+            ));
+        }
+        Err(_) => {
+            return Err(perr(
+                format!(
+                    "proxy {proxy} did not answer CONNECT to {target} within {} s",
+                    timeout.as_secs()
+                ),
+                false,
+            ));
+        }
+    };
+    let text = String::from_utf8_lossy(&head);
+    let status_line = text.lines().next().unwrap_or("");
+    let code: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    match code {
+        200..=299 => Ok(()),
+        407 if auth.is_some() => Err(perr(
+            format!("proxy {proxy} rejected the credentials (407 Proxy Authentication Required)"),
+            true,
+        )),
+        407 => Err(perr(
+            format!(
+                "proxy {proxy} requires authentication (407): put user:password in the proxy URL, e.g. http://user:pass@host:port"
+            ),
+            true,
+        )),
+        0 => Err(perr(
+            format!("proxy {proxy} sent an invalid answer to CONNECT: {status_line:?}"),
+            false,
+        )),
+        _ => Err(perr(
+            format!(
+                "proxy {proxy} refused to connect to {target}: {}",
+                status_line.trim()
+            ),
+            code < 500,
+        )),
+    }
+}
+
+/// A SOCKS5 session to `origin`: the name is resolved here for `socks5://`,
+/// by the proxy for `socks5h://`.
+async fn socks_connect(net: &Net, proxy: &Proxy, origin: &Origin) -> Result<BoxIo, NetError> {
+    use tokio_socks::tcp::Socks5Stream;
+    let opts = net.options();
+    let tcp = tcp_connect(&proxy.host, proxy.port, opts.connect_timeout)
+        .await
+        .map_err(|e| unreachable_proxy(proxy, e))?;
+    let target: tokio_socks::TargetAddr<'static> = if proxy.kind == ProxyKind::Socks5h {
+        tokio_socks::TargetAddr::Domain(origin.host.clone().into(), origin.port)
+    } else {
+        let addrs = resolve(&origin.host, origin.port).await.map_err(|e| {
+            let mut e = e;
+            if let NetError::Dns { detail, .. } = &mut e {
+                detail.push_str(" (with socks5:// names are resolved locally; socks5h:// lets the proxy resolve them)");
+            }
+            e
+        })?;
+        tokio_socks::TargetAddr::Ip(addrs[0])
+    };
+    let handshake = async {
+        match &proxy.auth {
+            Some((u, p)) => Socks5Stream::connect_with_password_and_socket(tcp, target, u, p).await,
+            None => Socks5Stream::connect_with_socket(tcp, target).await,
+        }
+    };
+    let target_s = origin.authority();
+    match tokio::time::timeout(opts.connect_timeout, handshake).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => {
+            use tokio_socks::Error as E;
+            let (detail, fatal) = match e {
+                E::PasswordAuthFailure(_) => (
+                    format!("SOCKS5 proxy {proxy} rejected the user name or password"),
+                    true,
+                ),
+                E::NoAcceptableAuthMethods | E::AuthorizationRequired => (
+                    format!(
+                        "SOCKS5 proxy {proxy} requires authentication: put user:password in the proxy URL, e.g. socks5h://user:pass@host:port"
+                    ),
+                    true,
+                ),
+                E::InvalidAuthValues(why) => (
+                    format!("SOCKS5 proxy {proxy}: invalid credentials ({why})"),
+                    true,
+                ),
+                E::HostUnreachable
+                | E::NetworkUnreachable
+                | E::ConnectionRefused
+                | E::TtlExpired
+                | E::GeneralSocksServerFailure => (
+                    format!("SOCKS5 proxy {proxy} could not reach {target_s}: {e}"),
+                    false,
+                ),
+                E::ConnectionNotAllowedByRuleset => (
+                    format!("SOCKS5 proxy {proxy} does not allow connections to {target_s}"),
+                    true,
+                ),
+                other => (format!("SOCKS5 proxy {proxy} failed: {other}"), false),
+            };
+            Err(NetError::Proxy {
+                proxy: proxy.to_string(),
+                detail,
+                fatal,
+            })
+        }
+        Err(_) => Err(NetError::Proxy {
+            proxy: proxy.to_string(),
+            detail: format!(
+                "SOCKS5 proxy {proxy} did not complete the handshake within {} s",
+                opts.connect_timeout.as_secs()
+            ),
+            fatal: false,
+        }),
+    }
+}
