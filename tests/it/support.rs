@@ -1,0 +1,128 @@
+//! Shared helpers: a runtime, engine runs with test settings, the real
+//! binaries with a clean environment, and file hashes.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use hfd::engine::{self, DownloadSpec, Error, Outcome, Progress};
+use hfd::net::{Net, NetOptions};
+use sha2::Digest;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+pub use hfd::testserver::{Fail, FileSpec, Redirect, ServerOptions, TestServer};
+
+/// A spec with test settings: no backoff delays, a short checkpoint interval.
+pub fn spec(url: &str, out: &Path) -> DownloadSpec {
+    let mut s = DownloadSpec::new(Url::parse(url).unwrap(), out);
+    s.retry.no_delay = true;
+    s
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Runs the engine in-process with direct connections.
+pub fn download(spec: &DownloadSpec) -> Result<Outcome, Error> {
+    download_with(spec, NetOptions::default(), Progress::new())
+}
+
+pub fn download_with(
+    spec: &DownloadSpec,
+    opts: NetOptions,
+    progress: Arc<Progress>,
+) -> Result<Outcome, Error> {
+    runtime().block_on(engine::download(
+        &Net::new(opts),
+        spec,
+        progress,
+        CancellationToken::new(),
+    ))
+}
+
+pub fn sha256_file(p: &Path) -> String {
+    let mut f = std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap();
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("hfd-it-")
+        .tempdir()
+        .unwrap()
+}
+
+/// Names of the files in `dir`, sorted.
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "HTTP_PROXY",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+    "HF_TOKEN",
+    "HF_ENDPOINT",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+];
+
+/// The `hfget` binary with an environment that cannot leak in: no proxy
+/// variables, no terminal, zero backoff.
+pub fn hfget(dir: &Path) -> Command {
+    bin(env!("CARGO_BIN_EXE_hfget"), dir)
+}
+
+pub fn hfd_bin(dir: &Path) -> Command {
+    bin(env!("CARGO_BIN_EXE_hfd"), dir)
+}
+
+fn bin(path: &str, dir: &Path) -> Command {
+    let mut c = Command::new(path);
+    c.current_dir(dir);
+    for v in PROXY_VARS {
+        c.env_remove(v);
+    }
+    c.env("HFD_TEST_NO_RETRY_DELAY", "1")
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb");
+    c
+}
+
+/// Runs a command, returning (exit code, stdout, stderr).
+pub fn run(c: &mut Command) -> (i32, String, String) {
+    let out = c.output().expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+pub fn join(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
