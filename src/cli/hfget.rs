@@ -8,9 +8,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use super::input_file::Entry;
+use super::net_args::NetArgs;
 use super::output_name;
 use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS, RetryPolicy};
-use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
+use crate::net::NetOptions;
 use crate::size::parse_size;
 use crate::storage::{Allocation, WriteMode};
 use crate::ui::Verbosity;
@@ -123,10 +124,6 @@ pub struct Args {
     )]
     pub timeout: u64,
 
-    /// Seconds to wait for a connection (and its TLS or proxy handshake).
-    #[arg(long = "connect-timeout", value_name = "SEC", default_value_t = 10)]
-    pub connect_timeout: u64,
-
     /// How to size the file up front: falloc reserves the space (a full disk
     /// fails at once), trunc makes a sparse file, none grows it as it goes.
     #[arg(long = "file-allocation", value_name = "MODE", default_value = "falloc",
@@ -152,41 +149,8 @@ pub struct Args {
     #[arg(long = "auto-save-interval", value_name = "SEC", default_value_t = 1.0)]
     pub auto_save_interval: f64,
 
-    /// Proxy for all requests: http://, https://, socks5:// or socks5h://
-    /// (with user:password@ if needed); an empty value turns proxies off.
-    #[arg(long = "all-proxy", value_name = "URL")]
-    pub all_proxy: Option<String>,
-
-    /// Proxy for http:// URLs.
-    #[arg(long = "http-proxy", value_name = "URL")]
-    pub http_proxy: Option<String>,
-
-    /// Proxy for https:// URLs.
-    #[arg(long = "https-proxy", value_name = "URL")]
-    pub https_proxy: Option<String>,
-
-    /// Hosts that bypass the proxy: comma-separated names (with their
-    /// subdomains), IPs, CIDR ranges, optional :port, or *.
-    #[arg(long = "no-proxy", value_name = "LIST")]
-    pub no_proxy: Option<String>,
-
-    /// Trust the CA certificates in this PEM file too.
-    #[arg(long = "ca-certificate", value_name = "FILE")]
-    pub ca_certificate: Option<PathBuf>,
-
-    /// Check TLS certificates; --check-certificate=false turns checks off (unsafe).
-    #[arg(long = "check-certificate", value_name = "BOOL", default_value_t = true,
-          action = ArgAction::Set, num_args = 0..=1, require_equals = true,
-          default_missing_value = "true")]
-    pub check_certificate: bool,
-
-    /// Offer HTTP/2 on TLS connections (still one TCP connection per segment).
-    #[arg(long = "http2")]
-    pub http2: bool,
-
-    /// The User-Agent header.
-    #[arg(short = 'U', long = "user-agent", value_name = "UA")]
-    pub user_agent: Option<String>,
+    #[command(flatten)]
+    pub net: NetArgs,
 
     /// Print only errors.
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
@@ -213,27 +177,8 @@ impl Args {
 
     /// Network options shared by every download of this run.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        let flags = ProxyFlags {
-            all: self.all_proxy.clone(),
-            http: self.http_proxy.clone(),
-            https: self.https_proxy.clone(),
-            no_proxy: self.no_proxy.clone(),
-        };
-        let proxy = ProxySettings::from_env(&flags)?;
-        Ok(NetOptions {
-            connect_timeout: Duration::from_secs(self.connect_timeout.max(1)),
-            response_timeout: Duration::from_secs(self.timeout.max(1)),
-            http2: self.http2,
-            tls: TlsOptions {
-                ca_certificate: self.ca_certificate.clone(),
-                check_certificate: self.check_certificate,
-            },
-            proxy,
-            user_agent: self
-                .user_agent
-                .clone()
-                .unwrap_or_else(|| concat!("hfget/", env!("CARGO_PKG_VERSION")).to_string()),
-        })
+        self.net
+            .options(self.timeout, concat!("hfget/", env!("CARGO_PKG_VERSION")))
     }
 
     /// The spec for the URLs on the command line.
@@ -484,8 +429,16 @@ mod tests {
 
     #[test]
     fn check_certificate_false() {
-        assert!(!args(&["--check-certificate=false", "http://h/f"]).check_certificate);
-        assert!(args(&["--check-certificate", "http://h/f"]).check_certificate);
+        assert!(
+            !args(&["--check-certificate=false", "http://h/f"])
+                .net
+                .check_certificate
+        );
+        assert!(
+            args(&["--check-certificate", "http://h/f"])
+                .net
+                .check_certificate
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod hfget;
 pub mod input_file;
+pub mod net_args;
 pub mod output_name;
 
 use tokio_util::sync::CancellationToken;
