@@ -45,7 +45,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let rate = SIZE as f64 / secs;
         rates.push(rate);
         println!(
-            "{conns:>2} connection{}: {} in {secs:.2} s = {} (sha-256 verified, {} connections seen by the server)",
+            "{conns:>2} connection{}: {} in {secs:.2} s = {} (sha-256 verified; the server saw {} at once)",
             if conns == 1 { " " } else { "s" },
             Bytes(o.total.unwrap_or(0)),
             Rate(rate),
