@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# benches/compare.sh - hfget side by side with aria2c, curl, axel, hf_transfer
+# on the shared benchmark harness (../shared/bench), in one invocation, runs
+# alternating tool by tool so a noisy moment hits every tool alike.
+#
+#   benches/compare.sh A                    scenario A (4 GiB, loopback), default tools
+#   benches/compare.sh B -n 16,32 -t aria2c,hfget
+#   benches/compare.sh A -r 5 -o disk
+#
+# Everything after the scenario names goes to the harness (./run.sh --help in
+# the harness folder lists the options). The harness's data, server state,
+# downloads and result tables go under target/bench (HFD_BENCH_WORK), never
+# into the shared folder. Traffic stays on loopback or in the harness's own
+# network namespaces.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+harness=${HFD_BENCH_HARNESS:-$root/../shared/bench}
+work=${HFD_BENCH_WORK:-$root/target/bench}
+[[ -f $harness/harness.py ]] || { echo "no benchmark harness at $harness (set HFD_BENCH_HARNESS)" >&2; exit 2; }
+
+mkdir -p "$work/run" "$work/out" "$work/results"
+export BENCH_DATA=${BENCH_DATA:-$work/data} BENCH_RUN=${BENCH_RUN:-$work/run}
+(cd "$root" && cargo build --release --quiet --bins)
+[[ -f $BENCH_DATA/manifest.tsv ]] || "$harness/gen-data.sh"
+
+hfget="$root/target/release/hfget"
+exec python3 "$harness/harness.py" \
+    --disk-dir "$work/out" --results-dir "$work/results" \
+    --tool "hfget=$hfget {url} -x {n} -o {out} -q --allow-overwrite" \
+    "$@"
