@@ -72,13 +72,19 @@ pub fn init_logging(v: Verbosity) {
         Verbosity::Verbose => tracing::Level::INFO,
         Verbosity::Debug => tracing::Level::DEBUG,
     };
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(LogWriter)
         .with_ansi(use_color())
-        .with_target(false)
-        .without_time()
-        .try_init();
+        .with_target(false);
+    // Debug output is for timelines: stamp it with the time since start.
+    let _ = if v == Verbosity::Debug {
+        builder
+            .with_timer(tracing_subscriber::fmt::time::uptime())
+            .try_init()
+    } else {
+        builder.without_time().try_init()
+    };
 }
 
 /// A running display of one progress.

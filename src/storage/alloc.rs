@@ -118,7 +118,7 @@ fn disk_full(file: &File, path: &Path, total: u64) -> StorageError {
 /// download does not run for an hour and then stop at 97%. It is only a
 /// forecast (other writers share the disk), which is why the writer still
 /// turns ENOSPC into a clean [`StorageError::DiskFull`].
-fn check_space(file: &File, path: &Path, total: u64) -> Result<(), StorageError> {
+pub fn check_space(file: &File, path: &Path, total: u64) -> Result<(), StorageError> {
     let have = allocated_bytes(file).map_err(|e| StorageError::io(path, "inspect", e))?;
     let needed = total.saturating_sub(have);
     if needed == 0 {
