@@ -4,6 +4,7 @@ pub mod cli;
 pub mod engine;
 pub mod exit;
 pub mod extent;
+pub mod mirrors;
 pub mod net;
 pub mod size;
 pub mod storage;

@@ -58,6 +58,9 @@ async fn run(args: Args) -> ExitCode {
     hfd::cli::cancel_on_signals(cancel.clone(), ExitCode::Interrupted.code() as i32);
     let v = args.verbosity();
 
+    if args.bench {
+        return bench(&net, &args).await;
+    }
     let Some(input) = &args.input_file else {
         let spec = match args.spec() {
             Ok(s) => s,
@@ -102,6 +105,49 @@ async fn run(args: Args) -> ExitCode {
         }
     }
     last_error
+}
+
+/// `--bench`: measure every URL, print a table (or JSON); succeed when at
+/// least one source works.
+async fn bench(net: &Net, args: &Args) -> ExitCode {
+    let opts = match args.bench_options() {
+        Ok(o) => o,
+        Err(e) => return fail(ExitCode::BadOption, &e),
+    };
+    let mut sources = Vec::new();
+    for u in &args.urls {
+        match hfd::cli::hfget::parse_url(u) {
+            Ok(url) => sources.push((hfd::mirrors::label(&url), url)),
+            Err(e) => return fail(ExitCode::BadOption, &e),
+        }
+    }
+    if sources.is_empty() {
+        return fail(ExitCode::BadOption, "--bench needs at least one URL");
+    }
+    if !args.json && !args.quiet {
+        eprintln!(
+            "Measuring {} source{} ({} s with 1 connection, then {} s with {}) ...",
+            sources.len(),
+            if sources.len() == 1 { "" } else { "s" },
+            opts.seconds,
+            opts.seconds,
+            opts.connections
+        );
+    }
+    let report = hfd::mirrors::measure(net, &sources, &opts).await;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("a report serializes")
+        );
+    } else {
+        print!("{}", hfd::mirrors::table(&report, opts.connections));
+    }
+    if report.fastest.is_some() {
+        ExitCode::Ok
+    } else {
+        ExitCode::NetworkGaveUp
+    }
 }
 
 async fn one(net: Net, spec: DownloadSpec, v: Verbosity, cancel: CancellationToken) -> ExitCode {

@@ -26,6 +26,8 @@ Examples:
   hfget URL --all-proxy socks5h://127.0.0.1:7891
   hfget URL --header 'Authorization: Bearer <token>'
       the header goes only to the URL's own host, never to a redirect target
+  hfget --bench URL1 URL2 --seconds 5 --json
+      which mirror is fastest now (nothing is written to disk)
 
 Interrupted downloads resume when the same command runs again: the progress
 is in NAME.part.ctl next to NAME.part until the file is complete.
@@ -149,6 +151,24 @@ pub struct Args {
     #[arg(long = "auto-save-interval", value_name = "SEC", default_value_t = 1.0)]
     pub auto_save_interval: f64,
 
+    /// Measure each URL instead of downloading: time to first byte, then
+    /// --seconds of download into nowhere with 1 connection and with -x.
+    #[arg(long = "bench")]
+    pub bench: bool,
+
+    /// Seconds of each --bench measurement.
+    #[arg(
+        long = "seconds",
+        value_name = "S",
+        default_value_t = 10.0,
+        requires = "bench"
+    )]
+    pub seconds: f64,
+
+    /// With --bench: print one JSON document instead of a table.
+    #[arg(long = "json", requires = "bench")]
+    pub json: bool,
+
     #[command(flatten)]
     pub net: NetArgs,
 
@@ -179,6 +199,23 @@ impl Args {
     pub fn net_options(&self) -> Result<NetOptions, String> {
         self.net
             .options(self.timeout, concat!("hfget/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// Options of `--bench`.
+    pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
+        if !(0.1..=3600.0).contains(&self.seconds) {
+            return Err("--seconds must be between 0.1 and 3600".into());
+        }
+        let mut headers = HeaderMap::new();
+        for h in &self.header {
+            let (name, value) = parse_header(h)?;
+            headers.append(name, value);
+        }
+        Ok(crate::mirrors::BenchOptions {
+            seconds: self.seconds,
+            connections: self.max_connection_per_server as usize,
+            headers,
+        })
     }
 
     /// The spec for the URLs on the command line.

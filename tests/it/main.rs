@@ -6,5 +6,6 @@ mod crash;
 mod disk;
 mod engine;
 mod faults;
+mod mirrors;
 mod support;
 mod tls;
