@@ -6,6 +6,7 @@ mod crash;
 mod disk;
 mod engine;
 mod faults;
+mod fuzz_regressions;
 mod mirrors;
 mod support;
 mod tls;

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# benches/fuzz.sh [SECONDS] [TARGET...] - run each fuzz target for a bounded
+# time (default 300 s each; all targets by default). Needs cargo-fuzz
+# (`cargo install cargo-fuzz`); works on stable Rust with -s none.
+# An input that makes a target fail is copied to tests/fuzz/regressions/<target>/,
+# where the normal test suite replays it (tests/it/fuzz_regressions.rs).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-300}
+shift || true
+targets=("$@")
+[[ ${#targets[@]} -gt 0 ]] || targets=(control_file http_headers input_file proxy_config hub_json)
+status=0
+for t in "${targets[@]}"; do
+    [[ -f tests/fuzz/fuzz_targets/$t.rs ]] || { echo "no target $t, skipped"; continue; }
+    corpus=target/fuzz-corpus/$t
+    mkdir -p "$corpus" "tests/fuzz/regressions/$t"
+    seeds=()
+    [[ -d tests/fuzz/seeds/$t ]] && seeds=("tests/fuzz/seeds/$t")
+    echo "== $t: $secs s"
+    if ! cargo fuzz run --fuzz-dir tests/fuzz -s none "$t" "$corpus" "${seeds[@]}" -- \
+        -max_total_time="$secs" -max_len=16384 -rss_limit_mb=2048 -print_final_stats=1 2>&1 |
+        grep -E "^#[0-9]+ +DONE|stat::number_of_executed_units|panicked|SUMMARY"; then
+        :
+    fi
+    for crash in tests/fuzz/artifacts/"$t"/*; do
+        [[ -f $crash ]] || continue
+        cp "$crash" "tests/fuzz/regressions/$t/"
+        echo "FAILING INPUT kept: tests/fuzz/regressions/$t/$(basename "$crash")"
+        rm -f "$crash"
+        status=1
+    done
+done
+exit $status
