@@ -168,12 +168,25 @@ impl fmt::Display for Route {
 
 /// Proxy choices given on the command line (aria2c's option names).
 /// `Some("")` means "explicitly none".
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ProxyFlags {
     pub all: Option<String>,
     pub http: Option<String>,
     pub https: Option<String>,
     pub no_proxy: Option<String>,
+}
+
+/// Written by hand so that credentials in the flags never reach a log.
+impl fmt::Debug for ProxyFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = |v: &Option<String>| v.as_deref().map(redact_text);
+        f.debug_struct("ProxyFlags")
+            .field("all", &r(&self.all))
+            .field("http", &r(&self.http))
+            .field("https", &r(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 /// A chosen proxy and the flag or variable it came from (for `-v`).
@@ -813,6 +826,19 @@ mod tests {
         );
         assert!(Proxy::parse("http://h:99999").is_err());
         assert!(Proxy::parse("http://").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let flags = ProxyFlags {
+            all: Some("socks5h://u:topsecret@h:1".into()),
+            https: Some("http://u:topsecret@h:2".into()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &[]);
+        for text in [format!("{flags:?}"), format!("{s:?}")] {
+            assert!(!text.contains("topsecret"), "{text}");
+        }
     }
 
     #[test]
