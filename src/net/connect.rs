@@ -163,12 +163,23 @@ impl Conn {
             }
         };
         // Through an HTTP proxy in absolute form, a 407 is the proxy's
-        // answer, not the origin's: report it as a proxy failure.
+        // answer, not the origin's: report it as a proxy failure. So is
+        // tinyproxy 1.11's answer to wrong credentials, a 401 with its own
+        // realm (Debian 12 ships it; an origin has no reason to use it).
         if self.absolute_form
-            && response.status() == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED
             && let Route::Via(proxy) = &self.route
         {
-            return Err(proxy_auth_error(proxy, self.proxy_auth.is_some()));
+            let status = response.status();
+            let tinyproxy_reject = status == http::StatusCode::UNAUTHORIZED
+                && self.proxy_auth.is_some()
+                && response
+                    .headers()
+                    .get(http::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("realm=\"tinyproxy\""));
+            if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED || tinyproxy_reject {
+                return Err(proxy_auth_error(proxy, self.proxy_auth.is_some()));
+            }
         }
         Ok(response)
     }

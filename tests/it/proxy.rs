@@ -1101,7 +1101,20 @@ fn tinyproxy_for_http_and_https_variables_with_credentials_and_a_redirect() {
     all_from(&plain, VIA);
     all_from(&secure, VIA);
     all_from(&direct_only, DIRECT);
-    // Wrong credentials on a CONNECT tunnel (tinyproxy answers 401 there).
+    // Wrong credentials, for a forwarded request and on a CONNECT tunnel
+    // (tinyproxy answers 401 to both; its realm tells it from an origin's).
+    let o = get(
+        dir.path(),
+        &plain.url("/f.bin"),
+        "bad-plain.bin",
+        &["-v"],
+        &[(
+            "http_proxy",
+            &format!("http://{user}:wrong-90@127.0.0.1:{}", tp.port),
+        )],
+    );
+    o.failed(PROXY_EXIT, &["rejected the user name or password"]);
+    o.no_secret(user, "wrong-90");
     let o = get(
         dir.path(),
         &secure.url("/f.bin"),
