@@ -12,6 +12,9 @@
 //! 3. `https_proxy`, then `HTTPS_PROXY` (or `http_proxy`, then `HTTP_PROXY`);
 //! 4. `all_proxy`, then `ALL_PROXY`;
 //!
+//! where steps 3 and 4 apply only when no proxy flag was given at all (a
+//! user who names a proxy on the command line means that one, unlike
+//! aria2c, where an exported `https_proxy` still beats `--all-proxy`),
 //! and `--no-proxy`, else `no_proxy`, else `NO_PROXY`, exempts hosts. An empty
 //! value counts as unset; an empty flag (`--all-proxy=`) turns the
 //! environment's proxies off. When both spellings of a variable are set and
