@@ -10,12 +10,21 @@
 //! then serves until SIGINT, SIGTERM, or stdin reaching EOF (so a parent
 //! that dies takes the server with it). Stdin is not watched when it is
 //! `/dev/null` (a background job in a script) or with `--no-stdin`.
+//!
+//! `--tls CA_FILE` serves HTTPS with a throwaway CA (written to `CA_FILE`
+//! for the client's `--ca-certificate`); `--proxies` also runs the
+//! in-process SOCKS5 and HTTP proxies of `hfd::testserver::proxy` and prints
+//! a line `proxy URL` for each (benches/proxy.sh compares them with the
+//! real ones).
 
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Parser;
 use hfd::size::parse_size;
+use hfd::testserver::proxy::{HttpProxy, HttpProxyOptions, SocksOptions, SocksProxy};
 use hfd::testserver::{FileSpec, ServerOptions, TestServer};
 
 #[derive(Parser, Debug)]
@@ -54,6 +63,14 @@ struct Args {
     /// Do not stop when stdin reaches EOF.
     #[arg(long)]
     no_stdin: bool,
+    /// Serve HTTPS with a throwaway CA and a certificate for 127.0.0.1 and
+    /// localhost; the CA certificate (PEM) is written to this file.
+    #[arg(long, value_name = "CA_FILE")]
+    tls: Option<PathBuf>,
+    /// Also run the in-process SOCKS5 and HTTP proxies; prints `proxy URL`
+    /// lines after the file lines.
+    #[arg(long)]
+    proxies: bool,
 }
 
 fn main() {
@@ -62,8 +79,19 @@ fn main() {
         eprintln!("serve: --min-size is larger than --max-size");
         std::process::exit(2);
     }
+    let tls = match &args.tls {
+        None => None,
+        Some(ca_file) => match throwaway_tls(ca_file) {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                eprintln!("serve: --tls: {e}");
+                std::process::exit(1);
+            }
+        },
+    };
     let server = match TestServer::try_start_with(ServerOptions {
         bind: SocketAddr::new(args.bind, args.port),
+        tls,
         ..ServerOptions::default()
     }) {
         Ok(s) => s,
@@ -107,11 +135,59 @@ fn main() {
     for ((path, spec), sha) in files.iter().zip(&hashes) {
         let _ = writeln!(out, "{} {} {sha}", server.url(path), spec.len());
     }
+    let mut proxies = None;
+    if args.proxies {
+        let started = SocksProxy::start(SocksOptions::default())
+            .and_then(|s| HttpProxy::start(HttpProxyOptions::default()).map(|h| (s, h)));
+        match started {
+            Ok((socks, http)) => {
+                let _ = writeln!(out, "proxy {}", socks.url("socks5h"));
+                let _ = writeln!(out, "proxy {}", http.url());
+                proxies = Some((socks, http));
+            }
+            Err(e) => {
+                eprintln!("serve: cannot start the proxies: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     let _ = out.flush();
     drop(out);
 
     wait_for_stop(!args.no_stdin && !stdin_is_dev_null());
+    drop(proxies);
     drop(server);
+}
+
+/// A CA that lives as long as this process, and a server certificate for
+/// loopback signed by it; the CA goes to `ca_file` for the client.
+fn throwaway_tls(ca_file: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let ca_key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "hfd serve throwaway CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|e| err(&e))?;
+    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
+    let leaf =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .map_err(|e| err(&e))?
+            .signed_by(&key, &ca)
+            .map_err(|e| err(&e))?;
+    std::fs::write(ca_file, ca.pem()).map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .map_err(|e| err(&e))?;
+    Ok(Arc::new(config))
 }
 
 /// Hashes on every core: a set of large files would otherwise delay the

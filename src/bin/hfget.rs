@@ -45,9 +45,7 @@ async fn run(args: Args) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(ExitCode::BadOption, &e),
     };
-    for note in &net_opts.proxy.notes {
-        tracing::warn!("{note}");
-    }
+    net_opts.proxy.announce();
     if !net_opts.tls.check_certificate {
         tracing::warn!(
             "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"

@@ -1,14 +1,16 @@
 //! Network options shared by `hfget` and `hfd`: proxies (aria2c's names),
 //! TLS, HTTP/2, timeouts.
 
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use crate::net::proxy::redact_text;
 use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
 
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct NetArgs {
     /// Seconds to wait for a connection (and its TLS or proxy handshake).
     #[arg(long = "connect-timeout", value_name = "SEC", default_value_t = 10)]
@@ -51,6 +53,25 @@ pub struct NetArgs {
     pub user_agent: Option<String>,
 }
 
+/// Written by hand so that proxy credentials cannot reach a log through
+/// `{:?}` of the parsed arguments.
+impl fmt::Debug for NetArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = |v: &Option<String>| v.as_deref().map(redact_text);
+        f.debug_struct("NetArgs")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("all_proxy", &r(&self.all_proxy))
+            .field("http_proxy", &r(&self.http_proxy))
+            .field("https_proxy", &r(&self.https_proxy))
+            .field("no_proxy", &self.no_proxy)
+            .field("ca_certificate", &self.ca_certificate)
+            .field("check_certificate", &self.check_certificate)
+            .field("http2", &self.http2)
+            .field("user_agent", &self.user_agent)
+            .finish()
+    }
+}
+
 impl NetArgs {
     /// Network options from these flags and the environment's proxy variables.
     pub fn options(
@@ -79,5 +100,30 @@ impl NetArgs {
                 .clone()
                 .unwrap_or_else(|| default_agent.to_string()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        net: NetArgs,
+    }
+
+    #[test]
+    fn debug_hides_proxy_passwords() {
+        let cli = Cli::try_parse_from([
+            "t",
+            "--all-proxy",
+            "http://u:topsecret@h:1",
+            "--https-proxy=socks5h://u:topsecret@h:2",
+        ])
+        .unwrap();
+        let d = format!("{:?}", cli.net);
+        assert!(!d.contains("topsecret") && d.contains("***@h:1"), "{d}");
     }
 }

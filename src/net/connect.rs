@@ -39,6 +39,9 @@ pub struct Conn {
     absolute_form: bool,
     proxy_auth: Option<HeaderValue>,
     route: Route,
+    /// Where the route led, for `-v`: the address a direct connection or a
+    /// locally resolved SOCKS request went to.
+    route_detail: Option<String>,
     tls_info: Option<String>,
     response_timeout: Duration,
 }
@@ -52,16 +55,25 @@ impl Conn {
         &self.route
     }
 
-    /// "HTTP/1.1, TLS 1.3" style summary, for `-v`.
+    /// The per-connection line `-v` shows: origin, route (proxy
+    /// credentials redacted), protocol, and TLS version and ALPN, e.g.
+    /// `https://hub.example:443 via socks5h://***@127.0.0.1:7891, HTTP/2, TLS 1.3, ALPN h2`.
     pub fn describe(&self) -> String {
         let proto = match self.sender {
             Sender::H1(_) => "HTTP/1.1",
             Sender::H2(_) => "HTTP/2",
         };
-        match &self.tls_info {
-            Some(t) => format!("{} {}, {proto}, {t}", self.origin, self.route),
-            None => format!("{} {}, {proto}", self.origin, self.route),
+        let mut s = format!("{} {}", self.origin, self.route);
+        if let Some(d) = &self.route_detail {
+            s.push_str(&format!(" ({d})"));
         }
+        s.push_str(", ");
+        s.push_str(proto);
+        if let Some(t) = &self.tls_info {
+            s.push_str(", ");
+            s.push_str(t);
+        }
+        s
     }
 
     pub fn is_http2(&self) -> bool {
@@ -141,13 +153,35 @@ impl Conn {
             }
         };
         let secs = self.response_timeout.as_secs();
-        match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(NetError::ResponseTimeout {
-                host: self.origin.host.clone(),
-                secs,
-            }),
+        let response = match tokio::time::timeout(self.response_timeout, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(NetError::ResponseTimeout {
+                    host: self.origin.host.clone(),
+                    secs,
+                });
+            }
+        };
+        // Through an HTTP proxy in absolute form, a 407 is the proxy's
+        // answer, not the origin's: report it as a proxy failure. So is
+        // tinyproxy 1.11's answer to wrong credentials, a 401 with its own
+        // realm (Debian 12 ships it; an origin has no reason to use it).
+        if self.absolute_form
+            && let Route::Via(proxy) = &self.route
+        {
+            let status = response.status();
+            let tinyproxy_reject = status == http::StatusCode::UNAUTHORIZED
+                && self.proxy_auth.is_some()
+                && response
+                    .headers()
+                    .get(http::header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.to_ascii_lowercase().contains("realm=\"tinyproxy\""));
+            if status == http::StatusCode::PROXY_AUTHENTICATION_REQUIRED || tinyproxy_reject {
+                return Err(proxy_auth_error(proxy, self.proxy_auth.is_some()));
+            }
         }
+        Ok(response)
     }
 }
 
@@ -165,9 +199,13 @@ fn describe_hyper_error(e: &hyper::Error) -> String {
 /// Opens a connection to `origin` along `route`.
 pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn, NetError> {
     let opts = net.options();
+    let mut route_detail = None;
     let (io, absolute_form, proxy_auth): (BoxIo, bool, Option<HeaderValue>) = match &route {
         Route::Direct => {
             let tcp = tcp_connect(&origin.host, origin.port, opts.connect_timeout).await?;
+            if let Ok(peer) = tcp.peer_addr() {
+                route_detail = Some(peer.to_string());
+            }
             (Box::new(tcp), false, None)
         }
         Route::Via(proxy) => match proxy.kind {
@@ -189,7 +227,9 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
                 }
             }
             ProxyKind::Socks5 | ProxyKind::Socks5h => {
-                (socks_connect(net, proxy, &origin).await?, false, None)
+                let (io, detail) = socks_connect(net, proxy, &origin).await?;
+                route_detail = detail;
+                (io, false, None)
             }
         },
     };
@@ -271,6 +311,7 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
         absolute_form,
         proxy_auth,
         route,
+        route_detail,
         tls_info,
         response_timeout: opts.response_timeout,
     };
@@ -375,6 +416,8 @@ fn unreachable_proxy(proxy: &Proxy, e: NetError) -> NetError {
     };
     let hint = if detail == "connection refused" {
         " — is it running?"
+    } else if detail.starts_with("timed out") {
+        " — is the address right, and is it running?"
     } else {
         ""
     };
@@ -485,50 +528,121 @@ async fn connect_tunnel(
         .unwrap_or(0);
     match code {
         200..=299 => Ok(()),
-        407 if auth.is_some() => Err(perr(
-            format!("proxy {proxy} rejected the credentials (407 Proxy Authentication Required)"),
-            true,
-        )),
-        407 => Err(perr(
-            format!(
-                "proxy {proxy} requires authentication (407): put user:password in the proxy URL, e.g. http://user:pass@host:port"
-            ),
-            true,
-        )),
+        // Any answer to CONNECT comes from the proxy itself. tinyproxy 1.11
+        // answers wrong credentials with 401 rather than 407.
+        407 => Err(proxy_auth_error(proxy, auth.is_some())),
+        401 if auth.is_some() => Err(proxy_auth_error(proxy, true)),
         0 => Err(perr(
             format!("proxy {proxy} sent an invalid answer to CONNECT: {status_line:?}"),
             false,
         )),
-        _ => Err(perr(
+        // The proxy tried and failed (502, 503, 504): the target may be
+        // down for a moment, so this is retried.
+        500..=599 => Err(perr(
             format!(
-                "proxy {proxy} refused to connect to {target}: {}",
+                "proxy {proxy} could not reach {target}: {}",
                 status_line.trim()
             ),
-            code < 500,
+            false,
+        )),
+        _ => Err(perr(
+            format!(
+                "proxy {proxy} refused a tunnel to {target}: {} (some proxies allow CONNECT only to port 443)",
+                status_line.trim()
+            ),
+            true,
         )),
     }
 }
 
+/// The error for a proxy's 407 (or tinyproxy's 401): wrong credentials if
+/// we sent some, missing ones otherwise. Retrying cannot help either way.
+fn proxy_auth_error(proxy: &Proxy, sent: bool) -> NetError {
+    let detail = if sent {
+        format!(
+            "proxy {proxy} rejected the user name or password (407 Proxy Authentication Required): check the user:password in the proxy URL (percent-encode '@' as %40 and ':' as %3A)"
+        )
+    } else {
+        format!(
+            "proxy {proxy} requires authentication (407): put user:password in the proxy URL, e.g. http://user:pass@host:port"
+        )
+    };
+    NetError::Proxy {
+        proxy: proxy.to_string(),
+        detail,
+        fatal: true,
+    }
+}
+
 /// A SOCKS5 session to `origin`: the name is resolved here for `socks5://`,
-/// by the proxy for `socks5h://`.
-async fn socks_connect(net: &Net, proxy: &Proxy, origin: &Origin) -> Result<BoxIo, NetError> {
+/// by the proxy for `socks5h://` (IP literals are sent as addresses either
+/// way). With local resolution each address is tried in turn, as a direct
+/// connection would (`localhost` may give `::1` first while the origin
+/// listens on IPv4). Returns the stream and, for local resolution, the
+/// address used.
+async fn socks_connect(
+    net: &Net,
+    proxy: &Proxy,
+    origin: &Origin,
+) -> Result<(BoxIo, Option<String>), NetError> {
+    let literal = origin.host.parse::<std::net::IpAddr>().ok();
+    if let Some(ip) = literal {
+        let target = tokio_socks::TargetAddr::Ip(SocketAddr::new(ip, origin.port));
+        return Ok((
+            socks_session(net, proxy, origin, target)
+                .await
+                .map_err(|f| f.0)?,
+            None,
+        ));
+    }
+    if proxy.kind == ProxyKind::Socks5h {
+        let target = tokio_socks::TargetAddr::Domain(origin.host.clone().into(), origin.port);
+        return Ok((
+            socks_session(net, proxy, origin, target)
+                .await
+                .map_err(|f| f.0)?,
+            None,
+        ));
+    }
+    let addrs = resolve(&origin.host, origin.port).await.map_err(|mut e| {
+        if let NetError::Dns { detail, .. } = &mut e {
+            detail.push_str(
+                " (with socks5:// names are resolved locally; socks5h:// lets the proxy resolve them)",
+            );
+        }
+        e
+    })?;
+    let mut last = None;
+    // A few addresses at most: each attempt is a new session with the proxy.
+    for addr in addrs.into_iter().take(4) {
+        match socks_session(net, proxy, origin, tokio_socks::TargetAddr::Ip(addr)).await {
+            Ok(io) => return Ok((io, Some(format!("resolved locally to {}", addr.ip())))),
+            Err(SocksFail(e, true)) => last = Some(e),
+            Err(SocksFail(e, false)) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| NetError::Dns {
+        host: origin.host.clone(),
+        detail: "no addresses".into(),
+    }))
+}
+
+/// A failed SOCKS5 session; `.1` is true when the proxy could not reach
+/// the target address (another address of the same name may work).
+struct SocksFail(NetError, bool);
+
+/// One SOCKS5 negotiation over a new TCP connection to the proxy.
+async fn socks_session(
+    net: &Net,
+    proxy: &Proxy,
+    origin: &Origin,
+    target: tokio_socks::TargetAddr<'static>,
+) -> Result<BoxIo, SocksFail> {
     use tokio_socks::tcp::Socks5Stream;
     let opts = net.options();
     let tcp = tcp_connect(&proxy.host, proxy.port, opts.connect_timeout)
         .await
-        .map_err(|e| unreachable_proxy(proxy, e))?;
-    let target: tokio_socks::TargetAddr<'static> = if proxy.kind == ProxyKind::Socks5h {
-        tokio_socks::TargetAddr::Domain(origin.host.clone().into(), origin.port)
-    } else {
-        let addrs = resolve(&origin.host, origin.port).await.map_err(|e| {
-            let mut e = e;
-            if let NetError::Dns { detail, .. } = &mut e {
-                detail.push_str(" (with socks5:// names are resolved locally; socks5h:// lets the proxy resolve them)");
-            }
-            e
-        })?;
-        tokio_socks::TargetAddr::Ip(addrs[0])
-    };
+        .map_err(|e| SocksFail(unreachable_proxy(proxy, e), false))?;
     let handshake = async {
         match &proxy.auth {
             Some((u, p)) => Socks5Stream::connect_with_password_and_socket(tcp, target, u, p).await,
@@ -540,9 +654,15 @@ async fn socks_connect(net: &Net, proxy: &Proxy, origin: &Origin) -> Result<BoxI
         Ok(Ok(s)) => Ok(Box::new(s)),
         Ok(Err(e)) => {
             use tokio_socks::Error as E;
+            let unreachable = matches!(
+                e,
+                E::HostUnreachable | E::NetworkUnreachable | E::ConnectionRefused
+            );
             let (detail, fatal) = match e {
                 E::PasswordAuthFailure(_) => (
-                    format!("SOCKS5 proxy {proxy} rejected the user name or password"),
+                    format!(
+                        "SOCKS5 proxy {proxy} rejected the user name or password: check the user:password in the proxy URL (percent-encode '@' as %40 and ':' as %3A)"
+                    ),
                     true,
                 ),
                 E::NoAcceptableAuthMethods | E::AuthorizationRequired => (
@@ -552,7 +672,7 @@ async fn socks_connect(net: &Net, proxy: &Proxy, origin: &Origin) -> Result<BoxI
                     true,
                 ),
                 E::InvalidAuthValues(why) => (
-                    format!("SOCKS5 proxy {proxy}: invalid credentials ({why})"),
+                    format!("SOCKS5 proxy {proxy}: unusable credentials ({why})"),
                     true,
                 ),
                 E::HostUnreachable
@@ -569,19 +689,25 @@ async fn socks_connect(net: &Net, proxy: &Proxy, origin: &Origin) -> Result<BoxI
                 ),
                 other => (format!("SOCKS5 proxy {proxy} failed: {other}"), false),
             };
-            Err(NetError::Proxy {
-                proxy: proxy.to_string(),
-                detail,
-                fatal,
-            })
+            Err(SocksFail(
+                NetError::Proxy {
+                    proxy: proxy.to_string(),
+                    detail,
+                    fatal,
+                },
+                unreachable,
+            ))
         }
-        Err(_) => Err(NetError::Proxy {
-            proxy: proxy.to_string(),
-            detail: format!(
-                "SOCKS5 proxy {proxy} did not complete the handshake within {} s",
-                opts.connect_timeout.as_secs()
-            ),
-            fatal: false,
-        }),
+        Err(_) => Err(SocksFail(
+            NetError::Proxy {
+                proxy: proxy.to_string(),
+                detail: format!(
+                    "SOCKS5 proxy {proxy} did not complete the handshake within {} s",
+                    opts.connect_timeout.as_secs()
+                ),
+                fatal: false,
+            },
+            false,
+        )),
     }
 }

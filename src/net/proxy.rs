@@ -12,6 +12,9 @@
 //! 3. `https_proxy`, then `HTTPS_PROXY` (or `http_proxy`, then `HTTP_PROXY`);
 //! 4. `all_proxy`, then `ALL_PROXY`;
 //!
+//! where steps 3 and 4 apply only when no proxy flag was given at all (a
+//! user who names a proxy on the command line means that one, unlike
+//! aria2c, where an exported `https_proxy` still beats `--all-proxy`),
 //! and `--no-proxy`, else `no_proxy`, else `NO_PROXY`, exempts hosts. An empty
 //! value counts as unset; an empty flag (`--all-proxy=`) turns the
 //! environment's proxies off. When both spellings of a variable are set and
@@ -116,12 +119,14 @@ impl Proxy {
     }
 }
 
-/// Shown with the password replaced, so proxies can appear in messages and logs.
+/// Shown with the user name and password replaced by `***`, so proxies can
+/// appear in messages and logs. The user name goes too: some proxy services
+/// put an access token there.
 impl fmt::Display for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}://", self.scheme())?;
-        if let Some((user, _)) = &self.auth {
-            write!(f, "{user}:***@")?;
+        if self.auth.is_some() {
+            f.write_str("***@")?;
         }
         write!(f, "{}", self.authority())
     }
@@ -133,19 +138,18 @@ impl fmt::Debug for Proxy {
     }
 }
 
-/// Replaces the password of a `user:password@` in free text.
+/// Replaces the `user:password@` of a proxy URL in free text by `***@`
+/// (for values that did not parse, so `Proxy`'s own redaction cannot apply).
 pub fn redact_text(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
-        (scheme_end, Some(at)) => {
-            let start = scheme_end.map_or(0, |i| i + 3);
-            if at < start {
-                return text.to_string();
-            }
-            let userinfo = &text[start..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{}:***{}", &text[..start], user, &text[at..])
-        }
-        _ => text.to_string(),
+    let start = text.find("://").map_or(0, |i| i + 3);
+    // The authority ends at the first '/', '?' or '#' after the scheme; a
+    // password may itself contain '@', so the last '@' before that counts.
+    let end = text[start..]
+        .find(['/', '?', '#'])
+        .map_or(text.len(), |i| start + i);
+    match text[start..end].rfind('@') {
+        Some(at) => format!("{}***{}", &text[..start], &text[start + at..]),
+        None => text.to_string(),
     }
 }
 
@@ -167,7 +171,7 @@ impl fmt::Display for Route {
 
 /// Proxy choices given on the command line (aria2c's option names).
 /// `Some("")` means "explicitly none".
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct ProxyFlags {
     pub all: Option<String>,
     pub http: Option<String>,
@@ -175,14 +179,74 @@ pub struct ProxyFlags {
     pub no_proxy: Option<String>,
 }
 
+/// Written by hand so that credentials in the flags never reach a log.
+impl fmt::Debug for ProxyFlags {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = |v: &Option<String>| v.as_deref().map(redact_text);
+        f.debug_struct("ProxyFlags")
+            .field("all", &r(&self.all))
+            .field("http", &r(&self.http))
+            .field("https", &r(&self.https))
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
+}
+
+/// A chosen proxy and the flag or variable it came from (for `-v`).
+#[derive(Clone, Debug)]
+struct Chosen {
+    proxy: Arc<Proxy>,
+    source: &'static str,
+}
+
 /// The resolved proxy configuration.
 #[derive(Clone, Debug, Default)]
 pub struct ProxySettings {
-    http: Option<Arc<Proxy>>,
-    https: Option<Arc<Proxy>>,
+    http: Option<Chosen>,
+    https: Option<Chosen>,
     no_proxy: NoProxy,
-    /// Lines worth telling the user once (which spelling of a variable won).
+    no_proxy_source: Option<&'static str>,
+    /// Lines worth telling the user once, at the default verbosity: which
+    /// spelling of a variable won, which variable or entry was ignored.
     pub notes: Vec<String>,
+}
+
+/// The environment's value for a pair of spellings, or `None`; `notes`
+/// learns when both are set and differ, and which one is used.
+fn env_pair(
+    env: &impl Fn(&str) -> Option<String>,
+    lower: &'static str,
+    upper: &'static str,
+    notes: &mut Vec<String>,
+    redact: bool,
+) -> Option<(String, &'static str)> {
+    let get = |k: &str| {
+        env(k)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let mut u = get(upper);
+    // httpoxy: under CGI, a request header `Proxy:` arrives as HTTP_PROXY.
+    if upper == "HTTP_PROXY" && u.is_some() && get("REQUEST_METHOD").is_some() {
+        notes.push(
+            "ignoring HTTP_PROXY because REQUEST_METHOD is set (under CGI it can come from a request header); use http_proxy".into(),
+        );
+        u = None;
+    }
+    match (get(lower), u) {
+        (Some(l), Some(u)) => {
+            if l != u {
+                let shown = if redact { redact_text(&l) } else { l.clone() };
+                notes.push(format!(
+                    "both {lower} and {upper} are set and differ; using {lower}={shown}"
+                ));
+            }
+            Some((l, lower))
+        }
+        (Some(l), None) => Some((l, lower)),
+        (None, Some(u)) => Some((u, upper)),
+        (None, None) => None,
+    }
 }
 
 impl ProxySettings {
@@ -197,83 +261,97 @@ impl ProxySettings {
     }
 
     /// Settings from flags and an environment lookup (tests pass a map).
+    ///
+    /// Precedence (docs/proxy.md has the table next to curl's, aria2c's and
+    /// reqwest's): if any proxy flag is given, the flags alone decide (a
+    /// scheme's own flag, else `--all-proxy`; an empty value means none) and
+    /// the proxy variables are not read at all, so `--all-proxy=` switches
+    /// them off. Otherwise the scheme's variable, else `all_proxy`; for each,
+    /// the lowercase spelling wins over the uppercase one. Empty values count
+    /// as unset. `--no-proxy` (even empty) replaces `no_proxy`/`NO_PROXY`.
     pub fn resolve(
         flags: &ProxyFlags,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let mut notes = Vec::new();
-        let mut var = |lower: &str, upper: &str| -> Option<String> {
-            let l = env(lower).filter(|v| !v.trim().is_empty());
-            let u = env(upper).filter(|v| !v.trim().is_empty());
-            match (l, u) {
-                (Some(l), Some(u)) if l.trim() != u.trim() => {
-                    notes.push(format!(
-                        "both {lower} and {upper} are set and differ; using {lower}={}",
-                        redact_text(l.trim())
-                    ));
-                    Some(l)
-                }
-                (Some(l), _) => Some(l),
-                (None, u) => u,
+        let parse = |v: &str, source: &'static str| -> Result<Option<Chosen>, String> {
+            let v = v.trim();
+            if v.is_empty() {
+                return Ok(None);
             }
+            let proxy = Proxy::parse(v).map_err(|e| format!("{e} (from {source})"))?;
+            Ok(Some(Chosen {
+                proxy: Arc::new(proxy),
+                source,
+            }))
         };
-        let env_http = var("http_proxy", "HTTP_PROXY");
-        let env_https = var("https_proxy", "HTTPS_PROXY");
-        let env_all = var("all_proxy", "ALL_PROXY");
-        let env_no = var("no_proxy", "NO_PROXY");
-
-        let parse = |v: &Option<String>| -> Result<Option<Arc<Proxy>>, String> {
-            match v.as_deref().map(str::trim) {
-                None | Some("") => Ok(None),
-                Some(s) => Proxy::parse(s).map(|p| Some(Arc::new(p))),
-            }
-        };
-        // A flag that is present (even empty) decides; otherwise the environment.
         let any_flag = flags.all.is_some() || flags.http.is_some() || flags.https.is_some();
-        let pick = |flag: &Option<String>, env_specific: &Option<String>| {
-            if any_flag {
-                match flag {
-                    Some(_) => parse(flag),
-                    None => parse(&flags.all),
-                }
-            } else {
-                match env_specific {
-                    Some(_) => parse(env_specific),
-                    None => parse(&env_all),
-                }
-            }
+        let (http, https) = if any_flag {
+            let pick = |own: &Option<String>, own_name: &'static str| match own {
+                Some(v) => parse(v, own_name),
+                None => parse(flags.all.as_deref().unwrap_or(""), "--all-proxy"),
+            };
+            (
+                pick(&flags.http, "--http-proxy")?,
+                pick(&flags.https, "--https-proxy")?,
+            )
+        } else {
+            let all = env_pair(&env, "all_proxy", "ALL_PROXY", &mut notes, true);
+            let mut pick = |lower, upper| match env_pair(&env, lower, upper, &mut notes, true) {
+                Some((v, source)) => parse(&v, source),
+                None => match &all {
+                    Some((v, source)) => parse(v, source),
+                    None => Ok(None),
+                },
+            };
+            let http = pick("http_proxy", "HTTP_PROXY")?;
+            let https = pick("https_proxy", "HTTPS_PROXY")?;
+            (http, https)
         };
-        let http = pick(&flags.http, &env_http)?;
-        let https = pick(&flags.https, &env_https)?;
-        let no_proxy = NoProxy::parse(
-            flags
-                .no_proxy
-                .as_deref()
-                .or(env_no.as_deref())
-                .unwrap_or(""),
-        )?;
+        // Remarks about NO_PROXY only matter when some proxy is in use.
+        let mut no_proxy_notes = Vec::new();
+        let (no_proxy, no_proxy_source) = match &flags.no_proxy {
+            Some(list) => (NoProxy::parse(list)?, Some("--no-proxy")),
+            None => match env_pair(&env, "no_proxy", "NO_PROXY", &mut no_proxy_notes, false) {
+                Some((list, source)) => {
+                    let (np, bad) = NoProxy::parse_lenient(&list);
+                    for e in bad {
+                        no_proxy_notes.push(format!(
+                            "ignoring {source} entry {e:?}: {}",
+                            NoProxy::ENTRY_HELP
+                        ));
+                    }
+                    (np, Some(source))
+                }
+                None => (NoProxy::default(), None),
+            },
+        };
+        if http.is_some() || https.is_some() {
+            notes.append(&mut no_proxy_notes);
+        }
         Ok(ProxySettings {
             http,
             https,
             no_proxy,
+            no_proxy_source,
             notes,
         })
     }
 
     /// The route for a request to `url`, decided by the URL's own host and scheme.
     pub fn route_for(&self, url: &Url) -> Route {
-        let proxy = match url.scheme() {
+        let chosen = match url.scheme() {
             "https" => &self.https,
             _ => &self.http,
         };
-        match proxy {
-            Some(p) => {
+        match chosen {
+            Some(c) => {
                 let host = url.host_str().unwrap_or("");
                 let port = url.port_or_known_default().unwrap_or(0);
                 if self.no_proxy.matches(host, port) {
                     Route::Direct
                 } else {
-                    Route::Via(p.clone())
+                    Route::Via(c.proxy.clone())
                 }
             }
             None => Route::Direct,
@@ -284,6 +362,36 @@ impl ProxySettings {
     pub fn is_direct(&self) -> bool {
         self.http.is_none() && self.https.is_none()
     }
+
+    /// Tells the user what matters once per run: the notes at the default
+    /// verbosity (a variable spelled twice is a classic trap), the choice
+    /// per scheme with `-v`. Both binaries call this.
+    pub fn announce(&self) {
+        for note in &self.notes {
+            tracing::warn!("{note}");
+        }
+        for line in self.describe() {
+            tracing::info!("proxy: {line}");
+        }
+    }
+
+    /// What was chosen and from where, one line per scheme, for `-v`
+    /// (credentials redacted).
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (scheme, c) in [("http", &self.http), ("https", &self.https)] {
+            lines.push(match c {
+                Some(c) => format!("{scheme}:// URLs via {} (from {})", c.proxy, c.source),
+                None => format!("{scheme}:// URLs: direct (no proxy configured)"),
+            });
+        }
+        if let Some(source) = self.no_proxy_source
+            && !self.is_direct()
+        {
+            lines.push(format!("no proxy for: {} (from {source})", self.no_proxy));
+        }
+        lines
+    }
 }
 
 /// A NO_PROXY list with curl's matching rules plus ports and CIDR ranges.
@@ -291,6 +399,18 @@ impl ProxySettings {
 pub struct NoProxy {
     all: bool,
     entries: Vec<NoProxyEntry>,
+    /// The usable entries as given (lowercase), for `-v`.
+    text: Vec<String>,
+}
+
+impl fmt::Display for NoProxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.text.is_empty() {
+            f.write_str("(nothing)")
+        } else {
+            f.write_str(&self.text.join(","))
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -306,24 +426,47 @@ enum NoProxyEntry {
 }
 
 impl NoProxy {
-    /// Parses a comma-separated list; entries may carry a `:port`, names may
-    /// start with a dot, `*` alone exempts everything.
+    /// What an entry may be, for messages.
+    pub const ENTRY_HELP: &'static str = "expected a host name (matching its subdomains too), an IP address or a CIDR range such as 192.168.0.0/16, with an optional :port, or *";
+
+    /// Parses a comma-separated list given on the command line: a bad
+    /// entry is an error, since the user can fix it right there.
     pub fn parse(list: &str) -> Result<NoProxy, String> {
+        let (np, bad) = Self::parse_lenient(list);
+        match bad.first() {
+            None => Ok(np),
+            Some(e) => Err(format!(
+                "invalid --no-proxy entry {e:?}: {}",
+                Self::ENTRY_HELP
+            )),
+        }
+    }
+
+    /// Parses a list from the environment, returning the entries it could
+    /// not use. Environments carry lists written for other tools (`<local>`,
+    /// `192.168.*`), and one odd entry must not stop every download.
+    pub fn parse_lenient(list: &str) -> (NoProxy, Vec<String>) {
         let mut np = NoProxy::default();
+        let mut bad = Vec::new();
         for raw in list.split(',') {
             let e = raw.trim().to_ascii_lowercase();
             if e.is_empty() {
                 continue;
             }
+            np.text.push(e.clone());
             if e == "*" {
                 np.all = true;
                 continue;
             }
-            np.entries.push(parse_no_proxy_entry(&e).ok_or_else(|| {
-                format!("invalid NO_PROXY entry {e:?}: expected a host name, an IP address or a CIDR range, with an optional :port")
-            })?);
+            match parse_no_proxy_entry(&e) {
+                Some(entry) => np.entries.push(entry),
+                None => {
+                    np.text.pop();
+                    bad.push(raw.trim().to_string());
+                }
+            }
         }
-        Ok(np)
+        (np, bad)
     }
 
     /// True when requests to `host:port` must not use the proxy.
@@ -429,21 +572,28 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn settings(flags: &ProxyFlags, env: &[(&str, &str)]) -> ProxySettings {
+    fn try_settings(flags: &ProxyFlags, env: &[(&str, &str)]) -> Result<ProxySettings, String> {
         let map: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        ProxySettings::resolve(flags, |k| map.get(k).cloned()).unwrap()
+        ProxySettings::resolve(flags, |k| map.get(k).cloned())
+    }
+
+    fn settings(flags: &ProxyFlags, env: &[(&str, &str)]) -> ProxySettings {
+        try_settings(flags, env).unwrap()
     }
 
     fn route(s: &ProxySettings, url: &str) -> String {
         s.route_for(&Url::parse(url).unwrap()).to_string()
     }
 
+    fn no_flags() -> ProxyFlags {
+        ProxyFlags::default()
+    }
+
     #[test]
     fn each_variable_alone_applies_to_its_scheme() {
-        let none = ProxyFlags::default();
         for (var, http, https) in [
             ("http_proxy", true, false),
             ("HTTP_PROXY", true, false),
@@ -452,102 +602,308 @@ mod tests {
             ("all_proxy", true, true),
             ("ALL_PROXY", true, true),
         ] {
-            let s = settings(&none, &[(var, "127.0.0.1:7890")]);
+            let s = settings(&no_flags(), &[(var, "127.0.0.1:7890")]);
             let via = "via http://127.0.0.1:7890";
             assert_eq!(route(&s, "http://h/x") == via, http, "{var} http");
             assert_eq!(route(&s, "https://h/x") == via, https, "{var} https");
+            assert!(s.notes.is_empty(), "{var}: {:?}", s.notes);
+            let described = s.describe().join("\n");
+            assert!(described.contains(&format!("(from {var})")), "{described}");
         }
     }
 
     #[test]
-    fn lowercase_wins_and_is_noted() {
+    fn specific_variable_beats_all_proxy() {
         let s = settings(
-            &ProxyFlags::default(),
+            &no_flags(),
             &[
-                ("https_proxy", "socks5h://a:1"),
-                ("HTTPS_PROXY", "http://b:2"),
+                ("ALL_PROXY", "socks5h://a:1"),
+                ("https_proxy", "http://b:2"),
             ],
         );
-        assert_eq!(route(&s, "https://h/"), "via socks5h://a:1");
-        assert_eq!(s.notes.len(), 1);
-        assert!(s.notes[0].contains("https_proxy"), "{:?}", s.notes);
-        let same = settings(
-            &ProxyFlags::default(),
-            &[("https_proxy", "http://b:2"), ("HTTPS_PROXY", "http://b:2")],
-        );
-        assert!(same.notes.is_empty());
+        assert_eq!(route(&s, "https://h/"), "via http://b:2");
+        assert_eq!(route(&s, "http://h/"), "via socks5h://a:1");
     }
 
     #[test]
-    fn empty_variable_is_unset_and_flags_beat_env() {
+    fn lowercase_wins_and_is_noted_once_with_the_password_hidden() {
         let s = settings(
-            &ProxyFlags::default(),
+            &no_flags(),
+            &[
+                ("https_proxy", "socks5h://me:pw@a:1"),
+                ("HTTPS_PROXY", "http://b:2"),
+            ],
+        );
+        assert_eq!(route(&s, "https://h/"), "via socks5h://***@a:1");
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        assert_eq!(
+            s.notes[0],
+            "both https_proxy and HTTPS_PROXY are set and differ; using https_proxy=socks5h://***@a:1"
+        );
+        // Equal values (up to surrounding blanks) are not worth a line.
+        let same = settings(
+            &no_flags(),
+            &[
+                ("https_proxy", "http://b:2 "),
+                ("HTTPS_PROXY", "http://b:2"),
+            ],
+        );
+        assert!(same.notes.is_empty());
+        let s = settings(
+            &no_flags(),
+            &[("all_proxy", "http://a:1"), ("ALL_PROXY", "http://b:2")],
+        );
+        assert_eq!(route(&s, "http://h/"), "via http://a:1");
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    }
+
+    #[test]
+    fn empty_variable_is_unset() {
+        let s = settings(
+            &no_flags(),
             &[("https_proxy", ""), ("HTTPS_PROXY", "http://u:2")],
         );
         assert_eq!(route(&s, "https://h/"), "via http://u:2");
+        assert!(s.notes.is_empty());
+        let s = settings(&no_flags(), &[("http_proxy", "  "), ("all_proxy", "")]);
+        assert!(s.is_direct());
+        // An empty specific variable does not hide all_proxy either.
+        let s = settings(
+            &no_flags(),
+            &[("https_proxy", ""), ("all_proxy", "http://a:1")],
+        );
+        assert_eq!(route(&s, "https://h/"), "via http://a:1");
+    }
+
+    #[test]
+    fn any_proxy_flag_replaces_the_environment() {
+        let env = [
+            ("https_proxy", "http://e:1"),
+            ("HTTPS_PROXY", "http://E:1"),
+            ("http_proxy", "http://e:2"),
+        ];
         let flags = ProxyFlags {
             all: Some("socks5://f:3".into()),
             ..Default::default()
         };
-        let s = settings(&flags, &[("https_proxy", "http://e:1")]);
+        let s = settings(&flags, &env);
         assert_eq!(route(&s, "https://h/"), "via socks5://f:3");
+        assert_eq!(route(&s, "http://h/"), "via socks5://f:3");
+        assert!(s.notes.is_empty(), "unused variables are not discussed");
+        let flags = ProxyFlags {
+            https: Some("http://f:4".into()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &env);
+        assert_eq!(route(&s, "https://h/"), "via http://f:4");
+        assert_eq!(route(&s, "http://h/"), "direct");
         let off = ProxyFlags {
             all: Some(String::new()),
             ..Default::default()
         };
-        let s = settings(&off, &[("all_proxy", "http://e:1")]);
+        let s = settings(&off, &env);
+        assert!(s.is_direct());
+        // A scheme's own flag, even empty, beats --all-proxy.
+        let flags = ProxyFlags {
+            all: Some("http://a:1".into()),
+            https: Some(String::new()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &[]);
         assert_eq!(route(&s, "https://h/"), "direct");
+        assert_eq!(route(&s, "http://h/"), "via http://a:1");
     }
 
     #[test]
-    fn credentials_are_decoded_and_redacted() {
+    fn uppercase_http_proxy_is_ignored_under_cgi() {
+        let s = settings(
+            &no_flags(),
+            &[("HTTP_PROXY", "http://evil:1"), ("REQUEST_METHOD", "GET")],
+        );
+        assert_eq!(route(&s, "http://h/"), "direct");
+        assert!(s.notes[0].contains("REQUEST_METHOD"), "{:?}", s.notes);
+        let s = settings(
+            &no_flags(),
+            &[("http_proxy", "http://ok:1"), ("REQUEST_METHOD", "GET")],
+        );
+        assert_eq!(route(&s, "http://h/"), "via http://ok:1");
+    }
+
+    #[test]
+    fn bad_proxy_values_name_their_source_without_the_password() {
+        let e = try_settings(&no_flags(), &[("ALL_PROXY", "socks4://u:secret@h:1")]).unwrap_err();
+        assert!(e.contains("ALL_PROXY") && e.contains("unsupported"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let flags = ProxyFlags {
+            all: Some("http://u:secret@".into()),
+            ..Default::default()
+        };
+        let e = try_settings(&flags, &[]).unwrap_err();
+        assert!(e.contains("--all-proxy") && !e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn no_proxy_sources() {
+        let env = [
+            ("all_proxy", "http://p:1"),
+            ("no_proxy", "a.example"),
+            ("NO_PROXY", "b.example"),
+        ];
+        let s = settings(&no_flags(), &env);
+        assert_eq!(route(&s, "http://a.example/"), "direct");
+        assert_eq!(route(&s, "http://b.example/"), "via http://p:1");
+        assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+        assert!(s.notes[0].contains("using no_proxy=a.example"));
+        let flags = ProxyFlags {
+            no_proxy: Some("c.example".into()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &env);
+        assert_eq!(route(&s, "http://a.example/"), "via http://p:1");
+        assert_eq!(route(&s, "http://c.example/"), "direct");
+        assert!(s.notes.is_empty(), "{:?}", s.notes);
+        // An empty --no-proxy switches the variables off.
+        let flags = ProxyFlags {
+            no_proxy: Some(String::new()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &env);
+        assert_eq!(route(&s, "http://a.example/"), "via http://p:1");
+    }
+
+    #[test]
+    fn odd_no_proxy_entries_from_the_environment_are_skipped_with_a_note() {
+        let env = [
+            ("all_proxy", "http://p:1"),
+            ("no_proxy", "localhost,<local>,192.168.*, 10.0.0.0/8"),
+        ];
+        let s = settings(&no_flags(), &env);
+        assert_eq!(route(&s, "http://localhost/"), "direct");
+        assert_eq!(route(&s, "http://10.1.1.1/"), "direct");
+        assert_eq!(route(&s, "http://192.168.1.1/"), "via http://p:1");
+        assert_eq!(s.notes.len(), 2, "{:?}", s.notes);
+        assert!(s.notes[1].contains("\"192.168.*\"") && s.notes[1].contains("CIDR"));
+        // Without a proxy, NO_PROXY is irrelevant and not discussed.
+        let s = settings(&no_flags(), &[("no_proxy", "<local>")]);
+        assert!(s.notes.is_empty());
+        // On the command line the user can fix it at once: an error.
+        let flags = ProxyFlags {
+            no_proxy: Some("<local>".into()),
+            ..Default::default()
+        };
+        assert!(
+            try_settings(&flags, &[])
+                .unwrap_err()
+                .contains("--no-proxy")
+        );
+    }
+
+    #[test]
+    fn parse_forms_defaults_and_redaction() {
         let p = Proxy::parse("socks5://us%40er:p%3Ass@127.0.0.1:1080").unwrap();
         assert_eq!(p.auth, Some(("us@er".into(), "p:ss".into())));
-        assert_eq!(p.to_string(), "socks5://us@er:***@127.0.0.1:1080");
-        assert_eq!(
-            redact_text("http://me:secret@host:1"),
-            "http://me:***@host:1"
-        );
+        assert_eq!(p.to_string(), "socks5://***@127.0.0.1:1080");
+        assert_eq!(format!("{p:?}"), "socks5://***@127.0.0.1:1080");
+        // A raw '@' in the password is tolerated: the last one ends userinfo.
+        let p = Proxy::parse("http://u:p@ss@h:3128").unwrap();
+        assert_eq!(p.auth, Some(("u".into(), "p@ss".into())));
+        assert_eq!(p.host, "h");
+        for (text, kind, port) in [
+            ("h", ProxyKind::Http, 80),
+            ("HTTP://h", ProxyKind::Http, 80),
+            ("https://h", ProxyKind::Https, 443),
+            ("socks5://h", ProxyKind::Socks5, 1080),
+            ("socks5h://h:7891", ProxyKind::Socks5h, 7891),
+            ("127.0.0.1:7890/", ProxyKind::Http, 7890),
+        ] {
+            let p = Proxy::parse(text).unwrap();
+            assert_eq!((p.kind, p.port), (kind, port), "{text}");
+        }
+        let v6 = Proxy::parse("socks5h://[::1]:1080").unwrap();
+        assert_eq!(v6.host, "::1");
+        assert_eq!(v6.authority(), "[::1]:1080");
         assert!(
             Proxy::parse("socks4://h:1")
                 .unwrap_err()
                 .contains("unsupported")
         );
-        assert_eq!(Proxy::parse("h").unwrap().authority(), "h:80");
+        assert!(Proxy::parse("http://h:99999").is_err());
+        assert!(Proxy::parse("http://").is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let flags = ProxyFlags {
+            all: Some("socks5h://u:topsecret@h:1".into()),
+            https: Some("http://u:topsecret@h:2".into()),
+            ..Default::default()
+        };
+        let s = settings(&flags, &[]);
+        for text in [format!("{flags:?}"), format!("{s:?}")] {
+            assert!(!text.contains("topsecret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn redact_text_hides_userinfo_only() {
+        assert_eq!(redact_text("http://me:secret@host:1"), "http://***@host:1");
+        assert_eq!(redact_text("me:se@cret@host:1"), "***@host:1");
+        assert_eq!(redact_text("http://host:1/a@b"), "http://host:1/a@b");
+        assert_eq!(redact_text("socks5h://host"), "socks5h://host");
+        assert_eq!(redact_text("http://tok@h:1"), "http://***@h:1");
     }
 
     #[test]
     fn no_proxy_forms() {
         let np = NoProxy::parse(
-            "example.com, .corp.net,10.0.0.0/8, 192.168.1.5, [::1], internal:8080, ::ffff:0:0/96",
+            "example.com, .corp.net,10.0.0.0/8, 192.168.1.5, [::1], internal:8080, ::ffff:0:0/96, *.wild.org, 127.0.0.1:9000, fd00::/8",
         )
         .unwrap();
         assert!(np.matches("example.com", 443));
         assert!(np.matches("a.b.EXAMPLE.com", 443));
+        assert!(np.matches("example.com.", 443), "trailing dot");
         assert!(!np.matches("badexample.com", 443));
-        assert!(np.matches("corp.net", 80));
+        assert!(!np.matches("example.com.org", 443));
+        assert!(
+            np.matches("corp.net", 80),
+            "a leading dot still matches the name itself"
+        );
         assert!(np.matches("x.corp.net", 80));
+        assert!(np.matches("wild.org", 80) && np.matches("a.wild.org", 80));
         assert!(np.matches("10.1.2.3", 80));
         assert!(!np.matches("11.1.2.3", 80));
         assert!(np.matches("192.168.1.5", 80));
+        assert!(!np.matches("192.168.1.6", 80));
         assert!(np.matches("[::1]", 80));
+        assert!(np.matches("::1", 80));
+        assert!(np.matches("fd12::1", 80));
+        assert!(np.matches("::ffff:1.2.3.4", 80));
         assert!(np.matches("internal", 8080));
         assert!(!np.matches("internal", 80));
+        assert!(np.matches("127.0.0.1", 9000));
         assert!(
             !np.matches("127.0.0.1", 80),
             "loopback is not implicitly exempt"
         );
+        assert!(!np.matches("localhost", 80), "nor is localhost");
         assert!(NoProxy::parse("*").unwrap().matches("anything", 1));
-        assert!(NoProxy::parse("a b").is_err());
+        assert!(NoProxy::parse("a, *").unwrap().matches("anything", 1));
+        assert!(NoProxy::parse("").unwrap().entries.is_empty());
+        assert!(NoProxy::parse(" , ,").unwrap().entries.is_empty());
+        for bad in ["a b", "10.0.0.0/33", "h:port", "[::1", "a/b", "1.2.3.4/x"] {
+            assert!(NoProxy::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(np.to_string().split(',').count(), 10);
     }
 
     #[test]
     fn no_proxy_applies_per_target_host() {
         let s = settings(
-            &ProxyFlags::default(),
+            &no_flags(),
             &[("all_proxy", "http://p:1"), ("NO_PROXY", "cdn.example")],
         );
         assert_eq!(route(&s, "https://hub.example/x"), "via http://p:1");
         assert_eq!(route(&s, "https://eu.cdn.example/x"), "direct");
+        assert_eq!(route(&s, "http://cdn.example:8080/x"), "direct");
     }
 }

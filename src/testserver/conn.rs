@@ -21,8 +21,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -76,6 +76,8 @@ pub(crate) struct ConnState {
     /// Accept order, from 0.
     pub(crate) serial: u64,
     pub(crate) peer: SocketAddr,
+    /// The server name the client sent in its TLS ClientHello (SNI).
+    pub(crate) sni: OnceLock<String>,
     /// The per-connection token bucket for `throttle`/`slow_connections`.
     pub(crate) schedule: Schedule,
     cut: Mutex<Option<CutKind>>,
@@ -88,6 +90,7 @@ impl ConnState {
         ConnState {
             serial,
             peer,
+            sni: OnceLock::new(),
             schedule: Schedule::new(),
             cut: Mutex::new(None),
             cut_wanted: AtomicBool::new(false),

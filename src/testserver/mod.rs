@@ -15,6 +15,7 @@
 //!   stalls, 429/503, wrong `Content-Range`, corruption, a file that changes
 //!   midway, ...). [`ServerOptions::max_connections`] caps connections.
 //! * [`Stats`] and [`TestServer::requests`]: what clients actually did.
+//! * [`proxy`]: SOCKS5 and HTTP proxies that record what clients sent.
 //!
 //! ```no_run
 //! use hfd::testserver::{FileSpec, TestServer};
@@ -33,6 +34,7 @@ mod body;
 mod conn;
 mod content;
 mod faults;
+pub mod proxy;
 mod semantics;
 mod server;
 mod spec;

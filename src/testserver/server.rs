@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
@@ -49,6 +49,12 @@ pub struct ServerOptions {
     pub max_connections: Option<ConnLimit>,
     /// Most requests kept for `requests()`; older ones are dropped first.
     pub request_log_limit: usize,
+    /// Accept connections only from these peer addresses; others are closed
+    /// right after accept, before a byte is read, and counted in
+    /// `Stats::foreign_connections`. With a proxy that connects from
+    /// `127.0.0.2`, an origin that allows only `127.0.0.2` makes a test fail
+    /// if anything bypasses the proxy.
+    pub allow_peers: Option<Vec<IpAddr>>,
 }
 
 impl Default for ServerOptions {
@@ -59,6 +65,7 @@ impl Default for ServerOptions {
             http2: true,
             max_connections: None,
             request_log_limit: 100_000,
+            allow_peers: None,
         }
     }
 }
@@ -90,6 +97,9 @@ pub struct Stats {
     pub connections: u64,
     /// Connections refused by `max_connections`.
     pub refused_connections: u64,
+    /// Connections closed because their peer is not in `allow_peers`
+    /// (not counted in `connections`).
+    pub foreign_connections: u64,
     pub requests: u64,
     /// Response body bytes handed to connections (headers not included).
     pub bytes_served: u64,
@@ -113,6 +123,7 @@ pub struct PathStats {
 pub(crate) struct StatsInner {
     connections: AtomicU64,
     refused: AtomicU64,
+    foreign: AtomicU64,
     requests: AtomicU64,
     pub(crate) bytes_served: AtomicU64,
     current: AtomicU64,
@@ -156,6 +167,7 @@ impl StatsInner {
         Stats {
             connections: self.connections.load(Ordering::Relaxed),
             refused_connections: self.refused.load(Ordering::Relaxed),
+            foreign_connections: self.foreign.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
             current_transfers: self.current.load(Ordering::Relaxed),
@@ -170,6 +182,7 @@ impl StatsInner {
         for c in [
             &self.connections,
             &self.refused,
+            &self.foreign,
             &self.requests,
             &self.bytes_served,
         ] {
@@ -617,6 +630,13 @@ async fn accept_loop(
                 continue;
             }
         };
+        if let Some(allowed) = &opts.allow_peers
+            && !allowed.contains(&peer.ip())
+        {
+            shared.stats.foreign.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
         let serial = shared.conn_serial.fetch_add(1, Ordering::Relaxed);
         shared.stats.connections.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
@@ -687,6 +707,9 @@ async fn serve_connection(
                 return;
             };
             let h2 = s.get_ref().1.alpn_protocol() == Some(b"h2");
+            if let Some(name) = s.get_ref().1.server_name() {
+                let _ = conn.sni.set(name.to_string());
+            }
             (
                 Stream::Tls(Box::new(s)),
                 if h2 { Proto::H2 } else { Proto::H1 },
@@ -840,6 +863,7 @@ async fn handle(
         headers,
         conn: conn.serial,
         peer: conn.peer,
+        sni: conn.sni.get().cloned(),
         at: std::time::Instant::now(),
         status: 0,
         body_bytes: 0,

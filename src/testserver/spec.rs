@@ -320,6 +320,8 @@ pub struct RequestInfo {
     /// Accept serial number of the connection, from 0 (see `SlowConns`).
     pub conn: u64,
     pub peer: SocketAddr,
+    /// The TLS server name (SNI) the client asked for, on TLS connections.
+    pub sni: Option<String>,
     /// When the request head arrived (tests check retry spacing with it).
     pub at: std::time::Instant,
     /// Status answered.

@@ -8,5 +8,6 @@ mod engine;
 mod faults;
 mod fuzz_regressions;
 mod mirrors;
+mod proxy;
 mod support;
 mod tls;

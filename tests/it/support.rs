@@ -85,6 +85,7 @@ const PROXY_VARS: &[&str] = &[
     "HF_ENDPOINT",
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
+    "REQUEST_METHOD",
 ];
 
 /// The `hfget` binary with an environment that cannot leak in: no proxy
