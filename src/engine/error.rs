@@ -112,7 +112,9 @@ impl Error {
             Error::Storage(StorageError::Io { .. }) => ExitCode::IoError,
             Error::Storage(StorageError::Control(c)) => match c {
                 ControlError::Locked { .. } => ExitCode::AlreadyRunning,
-                ControlError::FutureVersion { .. } => ExitCode::CannotResume,
+                ControlError::FutureVersion { .. } | ControlError::NotOurs { .. } => {
+                    ExitCode::CannotResume
+                }
                 _ => ExitCode::IoError,
             },
             Error::FileExists { .. } => ExitCode::FileExists,

@@ -2,6 +2,7 @@
 //! Every test talks only to servers it starts on loopback.
 
 mod cli;
+mod control;
 mod crash;
 mod disk;
 mod engine;
