@@ -15,6 +15,8 @@
 //!   stalls, 429/503, wrong `Content-Range`, corruption, a file that changes
 //!   midway, ...). [`ServerOptions::max_connections`] caps connections.
 //! * [`Stats`] and [`TestServer::requests`]: what clients actually did.
+//! * [`hub::MockHub`]: a mock Hugging Face Hub (API, resolve redirects, a
+//!   second server as the CDN) for `hfd`'s tests, demo and benchmarks.
 //!
 //! ```no_run
 //! use hfd::testserver::{FileSpec, TestServer};
@@ -33,6 +35,7 @@ mod body;
 mod conn;
 mod content;
 mod faults;
+pub mod hub;
 mod semantics;
 mod server;
 mod spec;
