@@ -6,5 +6,6 @@ mod crash;
 mod disk;
 mod engine;
 mod faults;
+mod hfd;
 mod support;
 mod tls;
