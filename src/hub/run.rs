@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, HeaderName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -298,25 +299,35 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
         parent: counters.bytes.clone(),
         cancel: cancel.clone(),
         printer: p,
+        permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
     });
     let mut need = check.need;
     // Largest first: the long transfers start at once, and the small ones
     // fill the gaps at the end instead of one big file running alone.
     need.sort_by_key(|&i| std::cmp::Reverse(selected[i].size));
-    let mut queue = need.into_iter();
+    let mut queue = need.into_iter().peekable();
     let mut running = JoinSet::new();
     let mut failed = 0usize;
     let mut last_save = Instant::now();
     loop {
-        while running.len() < opts.jobs.max(1) && !cancel.is_cancelled() {
-            let Some(i) = queue.next() else { break };
-            let f = selected[i].clone();
-            let out = local.output(&rels[i]);
-            let part = local.partial(&rels[i]);
-            running.spawn(download_file(ctx.clone(), f, out, part));
-        }
-        let Some(joined) = running.join_next().await else {
-            break;
+        // A file holds one of the -j permits while it transfers; the next
+        // file may start while the last one is being verified and synced.
+        let want_more = queue.peek().is_some() && !cancel.is_cancelled();
+        let joined = tokio::select! {
+            permit = ctx.permits.clone().acquire_owned(), if want_more => {
+                let (Ok(permit), Some(i)) = (permit, queue.next()) else { continue };
+                let f = selected[i].clone();
+                let out = local.output(&rels[i]);
+                let part = local.partial(&rels[i]);
+                running.spawn(download_file(ctx.clone(), f, out, part, permit));
+                continue;
+            }
+            j = running.join_next(), if !running.is_empty() => j,
+            _ = cancel.cancelled(), if running.is_empty() && want_more => break,
+            else => break,
+        };
+        let Some(joined) = joined else {
+            continue;
         };
         match joined {
             Ok(FileResult::Done(path, record)) => {
@@ -659,6 +670,8 @@ struct FileCtx {
     parent: Arc<Progress>,
     cancel: CancellationToken,
     printer: Printer,
+    /// `-j`: one per file transferring.
+    permits: Arc<Semaphore>,
 }
 
 enum FileResult {
@@ -686,7 +699,45 @@ fn linked_checksum(hops: &[engine::Hop], lfs: bool) -> Option<Checksum> {
     }
 }
 
-async fn download_file(ctx: Arc<FileCtx>, f: RepoFile, out: PathBuf, part: PathBuf) -> FileResult {
+/// Runs the engine on one file, giving `permit` back as soon as every byte
+/// has arrived (the checksum, fsync and rename that follow use no
+/// connection).
+async fn transfer(
+    ctx: &FileCtx,
+    spec: &DownloadSpec,
+    progress: &Arc<Progress>,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> Result<engine::Outcome, Error> {
+    if permit.is_none() {
+        // A retry: wait for a turn like any other file.
+        tokio::select! {
+            p = ctx.permits.clone().acquire_owned() => *permit = p.ok(),
+            _ = ctx.cancel.cancelled() => return Err(Error::Interrupted),
+        }
+    }
+    let dl = engine::download(&ctx.net, spec, progress.clone(), ctx.cancel.clone());
+    tokio::pin!(dl);
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tokio::select! {
+            r = &mut dl => return r,
+            _ = tick.tick(), if permit.is_some() => {
+                if progress.total().is_some_and(|t| progress.done() >= t) {
+                    *permit = None;
+                }
+            }
+        }
+    }
+}
+
+async fn download_file(
+    ctx: Arc<FileCtx>,
+    f: RepoFile,
+    out: PathBuf,
+    part: PathBuf,
+    permit: OwnedSemaphorePermit,
+) -> FileResult {
+    let mut permit = Some(permit);
     let url = match ctx
         .endpoint
         .resolve_url(ctx.repo_type, &ctx.repo, &ctx.url_rev, &f.path)
@@ -714,7 +765,9 @@ async fn download_file(ctx: Arc<FileCtx>, f: RepoFile, out: PathBuf, part: PathB
     loop {
         attempt += 1;
         let progress = Progress::child(&ctx.parent);
-        let result = engine::download(&ctx.net, &spec, progress.clone(), ctx.cancel.clone()).await;
+        let result = transfer(&ctx, &spec, &progress, &mut permit).await;
+        // Verification below uses no connection either.
+        permit = None;
         match result {
             Ok(o) => {
                 let sum = match &spec.checksum {
