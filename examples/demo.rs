@@ -1,15 +1,20 @@
 //! The README's first command: the engine against the project's own local
 //! server, with generated data throttled per connection (as many mirrors
-//! throttle), downloaded with 1 and with 16 connections.
+//! throttle), downloaded with 1 and with 16 connections; then `hfd`
+//! downloading a generated multi-file repo from the project's mock Hugging
+//! Face Hub, with `HF_ENDPOINT` pointing at it.
 //!
 //! `cargo run --release --example demo` — no internet needed: everything runs
 //! on 127.0.0.1 and the files go to a temporary folder that is removed after.
 
 use std::time::Instant;
 
+use clap::Parser;
 use hfd::engine::{self, Checksum, DownloadSpec, Progress};
+use hfd::hub::display::Printer;
 use hfd::net::{Net, NetOptions};
 use hfd::size::{Bytes, Rate};
+use hfd::testserver::hub::{MockHub, RepoSpec};
 use hfd::testserver::{FileSpec, TestServer};
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +60,86 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "16 connections were {:.1}x faster than 1 (the ideal on this throttle is 16x).",
         rates[1] / rates[0]
+    );
+    println!();
+    hub_demo().await
+}
+
+/// Part two: `hfd` against the mock Hub. A gated repo (so a token is
+/// needed) with a few small git files and 12 LFS shards on a second server
+/// (the "CDN"), throttled per connection like the first part. The same code
+/// as the `hfd` binary runs in-process, reading `HF_ENDPOINT` from the map
+/// below instead of the environment.
+async fn hub_demo() -> Result<(), Box<dyn std::error::Error>> {
+    const TOKEN: &str = "hf_demo_token";
+    let hub = MockHub::start();
+    hub.set_token(TOKEN);
+    let repo = RepoSpec::generated(
+        "demo/tiny-model",
+        12,
+        (2 << 20)..(6 << 20),
+        7,
+        Some(PER_CONNECTION),
+    )
+    .gated("manual");
+    let files = repo.files.len();
+    let total: u64 = repo.files.iter().map(|f| f.spec.len()).sum();
+    hub.add_repo(repo);
+    let dir = tempfile::tempdir()?;
+    let local = dir.path().join("tiny-model");
+    let endpoint = hub.endpoint();
+    println!(
+        "Mock Hub: {endpoint} (LFS files on {}), repo demo/tiny-model: {files} files, {}",
+        hub.cdn().base_url(),
+        Bytes(total)
+    );
+    let argv = [
+        "hfd",
+        "demo/tiny-model",
+        "-x",
+        "16",
+        "--hf_token",
+        TOKEN,
+        "--local-dir",
+        local.to_str().ok_or("temporary folder name is not UTF-8")?,
+    ];
+    println!(
+        "$ HF_ENDPOINT={endpoint} hfd demo/tiny-model -x 16 --hf_token *** --local-dir <tmp>/tiny-model"
+    );
+    let args = hfd::cli::hfd::Args::try_parse_from(argv)?;
+    let env = |k: &str| (k == "HF_ENDPOINT").then(|| endpoint.clone());
+    let opts = args.options(env)?;
+    let net = Net::new(NetOptions::default());
+    let started = Instant::now();
+    let status = hfd::hub::run::run_with(
+        &opts,
+        net.clone(),
+        CancellationToken::new(),
+        Printer::plain(),
+    )
+    .await;
+    let secs = started.elapsed().as_secs_f64();
+    if status.exit_code() != 0 {
+        return Err(format!("hfd ended with {status:?}").into());
+    }
+    let resolves = hub.resolve_requests().len();
+    let leaked = hub
+        .cdn()
+        .requests()
+        .iter()
+        .filter(|r| r.header("authorization").is_some())
+        .count();
+    println!(
+        "  {} in {secs:.2} s = {}; every file verified (sha-256 / git sha-1); {resolves} resolve requests for {files} files; requests to the CDN carrying the token: {leaked}",
+        Bytes(total),
+        Rate(total as f64 / secs)
+    );
+    hub.hub().reset_stats();
+    println!("$ HF_ENDPOINT={endpoint} hfd demo/tiny-model ...   (again)");
+    hfd::hub::run::run_with(&opts, net, CancellationToken::new(), Printer::plain()).await;
+    println!(
+        "  the re-run made {} request(s) to the Hub",
+        hub.hub().requests().len()
     );
     Ok(())
 }

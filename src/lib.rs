@@ -4,6 +4,7 @@ pub mod cli;
 pub mod engine;
 pub mod exit;
 pub mod extent;
+pub mod hub;
 pub mod mirrors;
 pub mod net;
 pub mod size;

@@ -38,6 +38,23 @@ fn active_bar() -> &'static Mutex<Option<ProgressBar>> {
     ACTIVE_BAR.get_or_init(|| Mutex::new(None))
 }
 
+/// Makes `bar` the one that log lines (and [`suspend`]) clear while they
+/// print; `None` when it is gone. For displays other than [`Display`]
+/// (hfd's one-line repo progress).
+pub fn set_active_bar(bar: Option<ProgressBar>) {
+    *active_bar().lock().unwrap() = bar;
+}
+
+/// Runs `f` (which prints) with the active progress bar cleared, so the
+/// printed line and the bar never tear each other.
+pub fn suspend<R>(f: impl FnOnce() -> R) -> R {
+    let bar = active_bar().lock().unwrap().clone();
+    match bar {
+        Some(b) => b.suspend(f),
+        None => f(),
+    }
+}
+
 /// A `tracing` writer that prints above the progress bar.
 #[derive(Clone, Copy, Default)]
 pub struct LogWriter;

@@ -2,6 +2,7 @@
 //! engine specs. The binaries in `src/bin` only add the runtime, signals and
 //! the terminal.
 
+pub mod hfd;
 pub mod hfget;
 pub mod input_file;
 pub mod net_args;

@@ -108,6 +108,30 @@ pub async fn fetch(
     if_range: Option<&str>,
     conn: &mut Option<Conn>,
 ) -> Result<Fetched, Failure> {
+    fetch_inner(net, source, url, Some(range), if_range, conn).await
+}
+
+/// Sends a plain `GET url` (no `Range`), following redirects with the same
+/// rules as [`fetch`]: every hop routed by its own host, credentials only to
+/// the source's origin. For small API answers (hfd's repo info and tree
+/// pages), where a ranged request would be wrong.
+pub async fn fetch_whole(
+    net: &Net,
+    source: &Source,
+    url: Url,
+    conn: &mut Option<Conn>,
+) -> Result<Fetched, Failure> {
+    fetch_inner(net, source, url, None, None, conn).await
+}
+
+async fn fetch_inner(
+    net: &Net,
+    source: &Source,
+    url: Url,
+    range: Option<ByteRange>,
+    if_range: Option<&str>,
+    conn: &mut Option<Conn>,
+) -> Result<Fetched, Failure> {
     let started = Instant::now();
     let mut url = url;
     let mut hops = Vec::new();
@@ -118,10 +142,12 @@ pub async fn fetch(
         }
         let c = conn.as_mut().expect("connected above");
         let mut headers = source.headers_for(&url);
-        headers.insert(
-            RANGE,
-            HeaderValue::from_str(&range.header()).expect("ascii"),
-        );
+        if let Some(range) = range {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&range.header()).expect("ascii"),
+            );
+        }
         headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         if !headers.contains_key(USER_AGENT)
             && let Ok(ua) = HeaderValue::from_str(&net.options().user_agent)

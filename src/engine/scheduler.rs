@@ -203,7 +203,9 @@ pub fn initial_pieces(missing: &ExtentSet, n: usize, min_split: u64) -> Vec<Rang
         let parts = if len < 2 * k {
             1
         } else {
-            (len / target).max(1).min(len / k)
+            // Rounded up: `len / target` is n - 1 whenever n does not
+            // divide the length, which left a connection unused.
+            len.div_ceil(target).max(1).min(len / k)
         };
         let mut start = run.start;
         for i in 0..parts {
@@ -649,6 +651,23 @@ mod tests {
         assert_eq!(
             useful_connections(&initial_pieces(&ExtentSet::from_range(0..19), 8, 10), 8),
             1
+        );
+    }
+
+    #[test]
+    fn a_whole_file_gets_every_connection_asked_for() {
+        let mut rng = fastrand::Rng::with_seed(5);
+        for _ in 0..2000 {
+            let k = rng.u64(1..5000);
+            let len = rng.u64(2 * k..2_000_000);
+            let n = rng.usize(1..70);
+            let pieces = initial_pieces(&ExtentSet::from_range(0..len), n, k);
+            let want = (n as u64).min(len / k) as usize;
+            assert_eq!(pieces.len(), want, "len={len} n={n} k={k}");
+        }
+        assert_eq!(
+            initial_pieces(&ExtentSet::from_range(0..1001), 4, 10).len(),
+            4
         );
     }
 

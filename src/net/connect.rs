@@ -294,10 +294,17 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
         });
         Sender::H2(sender)
     } else {
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(handshake_err)?;
+        let mut b = http1::Builder::new();
+        if let Ok(v) = std::env::var("HFD_EXP_BUF") {
+            let (k, n) = v.split_once(':').unwrap();
+            let n: usize = n.parse().unwrap();
+            if k == "exact" {
+                b.read_buf_exact_size(Some(n));
+            } else {
+                b.max_buf_size(n);
+            }
+        }
+        let (sender, conn) = b.handshake(TokioIo::new(io)).await.map_err(handshake_err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("HTTP/1.1 connection ended: {e}");

@@ -16,6 +16,8 @@
 //!   midway, ...). [`ServerOptions::max_connections`] caps connections.
 //! * [`Stats`] and [`TestServer::requests`]: what clients actually did.
 //! * [`proxy`]: SOCKS5 and HTTP proxies that record what clients sent.
+//! * [`hub::MockHub`]: a mock Hugging Face Hub (API, resolve redirects, a
+//!   second server as the CDN) for `hfd`'s tests, demo and benchmarks.
 //!
 //! ```no_run
 //! use hfd::testserver::{FileSpec, TestServer};
@@ -34,6 +36,7 @@ mod body;
 mod conn;
 mod content;
 mod faults;
+pub mod hub;
 pub mod proxy;
 mod semantics;
 mod server;

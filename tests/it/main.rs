@@ -8,6 +8,7 @@ mod disk;
 mod engine;
 mod faults;
 mod fuzz_regressions;
+mod hfd;
 mod mirrors;
 mod proxy;
 mod support;

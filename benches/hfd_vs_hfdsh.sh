@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# hfd vs hfd.sh (+ aria2c) on the same many-file repo, served by the
+# project's mock Hub (examples/mock_hub.rs) on loopback.
+#
+#   benches/hfd_vs_hfdsh.sh /path/to/hfd.sh [RUNS]
+#
+# hfd.sh is not part of this repository (fetch it yourself; it needs curl,
+# aria2c and, for its fast listing path, jq). Defaults imitate scenario D of
+# ../shared/bench: 200 LFS files of 1-20 MiB, every connection throttled to
+# 8 MB/s, hfd.sh's defaults -x 4 -j 5 for both tools. Runs alternate between
+# the tools (the order flips each round) so a noisy moment hits both alike.
+# Each run starts from an empty folder; hfd.sh's result is then checked by
+# `hfd --local-dir` on the same folder (it must say "Up to date": every file
+# hashed and matching), outside the timing.
+#
+# Environment: FILES (200) MIN (1M) MAX (20M) THROTTLE (8000000) X (4) J (5)
+# OUT (/dev/shm/hfd-bench) EXTRA_HFD (extra hfd arguments, e.g. "-x 16").
+set -euo pipefail
+[ -n "${TRACE:-}" ] && set -x
+
+HFD_SH=${1:?usage: $0 /path/to/hfd.sh [RUNS]}
+RUNS=${2:-3}
+FILES=${FILES:-200} MIN=${MIN:-1M} MAX=${MAX:-20M} THROTTLE=${THROTTLE:-8000000}
+X=${X:-4} J=${J:-5} OUT=${OUT:-/dev/shm/hfd-bench} EXTRA_HFD=${EXTRA_HFD:-}
+REPO=bench/many
+
+for tool in curl aria2c; do
+    command -v "$tool" >/dev/null || { echo "$tool is needed by hfd.sh" >&2; exit 1; }
+done
+cd "$(dirname "$0")/.."
+cargo build --release --quiet --bin hfd --example mock_hub
+HFD=$PWD/target/release/hfd
+
+coproc HUB { exec target/release/examples/mock_hub --repo "$REPO" --files "$FILES" \
+    --min-size "$MIN" --max-size "$MAX" --throttle "$THROTTLE" 2>/dev/null; }
+trap 'kill "$HUB_PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+read -r -t 120 line <&"${HUB[0]}"
+export HF_ENDPOINT=${line#HF_ENDPOINT=}
+stats() { local r; echo stats >&"${HUB[1]}"; read -r -t 10 r <&"${HUB[0]}"; echo "$r"; }
+stats >/dev/null
+
+mkdir -p "$OUT"
+results=$(mktemp)
+one() { # tool -> appends "tool seconds cpu_seconds mb resolves api cdn_requests"
+    local tool=$1 dir="$OUT/$1" t0 t1 cpu
+    rm -rf "$dir"; mkdir -p "$dir"
+    t0=$(date +%s.%N)
+    if [ "$tool" = hfd ]; then
+        /usr/bin/time -f "%U %S" -o "$OUT/time" "$HFD" "$REPO" -x "$X" -j "$J" $EXTRA_HFD \
+            --local-dir "$dir/many" -q >/dev/null
+    else
+        (cd "$dir" && /usr/bin/time -f "%U %S" -o "$OUT/time" bash "$HFD_SH" "$REPO" -x "$X" -j "$J" \
+            >/dev/null 2>&1)
+    fi
+    t1=$(date +%s.%N)
+    cpu=$(awk '{print $1 + $2}' "$OUT/time")
+    local s; s=$(stats)
+    local bytes; bytes=$(du -sb --exclude=.hfd "$dir/many" | cut -f1)
+    if [ "$tool" != hfd ]; then
+        "$HFD" "$REPO" --local-dir "$dir/many" -q | grep -q "Up to date" \
+            || { echo "hfd.sh's download does not verify" >&2; exit 1; }
+        stats >/dev/null
+    fi
+    echo "$tool $(echo "$t1 - $t0" | bc) $cpu $bytes $s" >>"$results"
+    echo "  $tool: $(echo "$t1 - $t0" | bc) s, $s" >&2
+}
+for ((i = 1; i <= RUNS; i++)); do
+    if ((i % 2)); then order="hfd hfd.sh"; else order="hfd.sh hfd"; fi
+    echo "round $i/$RUNS" >&2
+    for t in $order; do one "$t"; done
+done
+
+echo
+if [ "$THROTTLE" = 0 ]; then rate="not throttled"; else rate="throttled to $THROTTLE B/s per connection"; fi
+echo "$FILES LFS files of $MIN-$MAX + 4 git files, CDN $rate, -x $X -j $J $EXTRA_HFD, $RUNS runs each ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo
+echo "| tool | wall s median [min-max] | MB/s (median) | client CPU s (median) | resolve requests | API requests | CDN requests |"
+echo "|---|---|---|---|---|---|---|"
+for tool in hfd hfd.sh; do
+    rows=$(awk -v t="$tool" '$1 == t' "$results" | sort -k2,2n)
+    n=$(echo "$rows" | wc -l)
+    mid=$(((n + 1) / 2))
+    med=$(echo "$rows" | sed -n "${mid}p")
+    cpu=$(echo "$rows" | awk '{print $3}' | sort -n | sed -n "${mid}p")
+    echo "$rows" | awk -v t="$tool" -v med="$med" -v cpu="$cpu" -v n="$n" '
+        NR == 1 { lo = $2 } NR == n { hi = $2 }
+        END { split(med, m, " "); split(m[5], r, "="); split(m[6], a, "="); split(m[7], q, "=");
+              printf "| %s%s | %.2f [%.2f-%.2f] | %.1f | %.2f | %s | %s | %s |\n",
+                     t, (t == "hfd.sh" ? " + aria2c" : ""), m[2], lo, hi, m[4] / m[2] / 1e6, cpu,
+                     r[2], a[2], q[2] }'
+done
+rm -f "$results"

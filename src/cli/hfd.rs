@@ -1,0 +1,298 @@
+//! `hfd`'s command line: hfd.sh's flags, spellings and defaults.
+//!
+//! `REPO_ID` first, `--include`/`--exclude` taking patterns until the next
+//! option, `--hf_username`/`--hf_token` with underscores, `-x 4 -j 5`,
+//! revision `main`, local dir = the part of the repo id after the first `/`.
+//! Where hfd.sh was wrong we differ on purpose: `-x`/`-j` go to 64 (users
+//! type `-x 16`), `-h` exits 0, and a flag missing its value is an error
+//! instead of an endless loop. Usage errors exit 1, as hfd.sh's do.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Parser};
+
+use super::net_args::NetArgs;
+use crate::engine::{MAX_CONNECTIONS, RetryPolicy};
+use crate::hub::run::default_local_dir;
+use crate::hub::{DEFAULT_ENDPOINT, Endpoint, Options, RepoId, RepoType};
+use crate::net::NetOptions;
+use crate::ui::Verbosity;
+
+const EXAMPLES: &str = "\
+Examples:
+  hfd gpt2
+  hfd gpt2 -x 16                                 16 connections per file (hfd.sh stopped at 10)
+  hfd bigscience/bloom-560m --exclude '*.safetensors'
+  hfd stabilityai/stable-diffusion-2 --include 'vae/*' '*.json'
+  hfd meta-llama/Llama-2-7b --hf_token hf_xxx -x 8   a gated repo: the token is enough
+  hfd lavita/medical-qa-shared-task-v1-toy --dataset
+  hfd bartowski/Phi-3.5-mini-instruct-exl2 --revision 5_0
+  HF_ENDPOINT=https://hf-mirror.com hfd gpt2
+  hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
+
+Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
+and a pattern matches anywhere in the path ('--include config' keeps every
+path containing \"config\"); case-sensitive; include first, then exclude.
+Quote patterns so the shell does not expand them.
+
+Everything runs in-process: --tool is accepted for compatibility and changes
+nothing. Files are verified (sha256 for LFS files, the git blob sha1 for the
+others) before they get their final name; the token goes only to HF_ENDPOINT,
+never to the storage host a file redirects to, and is never written to disk.
+Interrupted downloads resume when the same command runs again; their state
+is in LOCAL_DIR/.hfd/.
+
+Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN,
+HF_USERNAME, NO_COLOR, and the proxy variables (http_proxy, https_proxy,
+all_proxy, no_proxy, in either case).
+
+Exit status: 0 done or up to date, 1 error or incomplete download,
+130 interrupted (Ctrl-C).";
+
+/// hfd: download a Hugging Face model or dataset (a drop-in for hfd.sh).
+///
+/// Lists the repo through HF_ENDPOINT's API, downloads the selected files
+/// over many connections with resume and verification, and keeps its state
+/// in LOCAL_DIR/.hfd/.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hfd", version, max_term_width = 100, after_help = EXAMPLES)]
+pub struct Args {
+    /// The repo id: ORG/NAME, or a single NAME (e.g. gpt2).
+    #[arg(value_name = "REPO_ID")]
+    pub repo_id: String,
+
+    /// Keep only paths matching one of these patterns (one or more, until
+    /// the next option).
+    #[arg(long = "include", value_name = "PATTERN", num_args = 1.., action = ArgAction::Append)]
+    pub include: Vec<String>,
+
+    /// Leave out paths matching one of these patterns (one or more, until
+    /// the next option).
+    #[arg(long = "exclude", value_name = "PATTERN", num_args = 1.., action = ArgAction::Append)]
+    pub exclude: Vec<String>,
+
+    /// Hugging Face user name (accepted for compatibility; a token is enough).
+    #[arg(
+        long = "hf_username",
+        visible_alias = "hf-username",
+        value_name = "USER"
+    )]
+    pub hf_username: Option<String>,
+
+    /// Hugging Face token [default: $HF_TOKEN]; sent only to HF_ENDPOINT.
+    #[arg(long = "hf_token", visible_alias = "hf-token", value_name = "TOKEN")]
+    pub hf_token: Option<String>,
+
+    /// Accepted for compatibility with hfd.sh; hfd downloads in-process
+    /// whatever the value.
+    #[arg(long = "tool", value_name = "aria2c|wget", default_value = "aria2c",
+          value_parser = ["aria2c", "wget"])]
+    pub tool: String,
+
+    /// Connections per file, 1 to 64.
+    #[arg(short = 'x', value_name = "N", default_value_t = 4,
+          value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
+    pub connections: u16,
+
+    /// Files downloaded at once, 1 to 64.
+    #[arg(short = 'j', value_name = "N", default_value_t = 5,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub jobs: u16,
+
+    /// The repo is a dataset.
+    #[arg(long = "dataset")]
+    pub dataset: bool,
+
+    /// Where to put the files [default: the part of REPO_ID after the first '/'].
+    #[arg(long = "local-dir", visible_alias = "local_dir", value_name = "DIR")]
+    pub local_dir: Option<PathBuf>,
+
+    /// Branch, tag, commit or PR ref (e.g. refs/pr/1).
+    #[arg(long = "revision", value_name = "REV", default_value = "main")]
+    pub revision: String,
+
+    /// Hash every local file again, even those unchanged since they were
+    /// verified (catches silent disk corruption; slower).
+    #[arg(long = "verify")]
+    pub verify: bool,
+
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    /// Print only errors and the final verdict (no progress line).
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail (retries, redirects, rate limits); -vv for debugging.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Args {
+    pub fn verbosity(&self) -> Verbosity {
+        match (self.quiet, self.verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            _ => Verbosity::Debug,
+        }
+    }
+
+    /// Network options: the shared flags, the proxy variables, our agent.
+    pub fn net_options(&self) -> Result<NetOptions, String> {
+        self.net
+            .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")))
+    }
+
+    /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
+    /// (the process environment in the binary; a map in tests and the demo).
+    pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
+        let repo = RepoId::parse(&self.repo_id)?;
+        let endpoint_text = env("HF_ENDPOINT")
+            .filter(|s| !s.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+        let endpoint = Endpoint::parse(&endpoint_text)?;
+        let token = self
+            .hf_token
+            .clone()
+            .or_else(|| env("HF_TOKEN"))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        if self.revision.is_empty() {
+            return Err("--revision must not be empty".into());
+        }
+        // Checked here so a bad pattern fails before any request.
+        crate::hub::filter::Filter::new(&self.include, &self.exclude)?;
+        let local_dir = self
+            .local_dir
+            .clone()
+            .unwrap_or_else(|| default_local_dir(&repo));
+        if local_dir.as_os_str().is_empty() {
+            return Err("--local-dir must not be empty".into());
+        }
+        Ok(Options {
+            repo,
+            repo_type: if self.dataset {
+                RepoType::Dataset
+            } else {
+                RepoType::Model
+            },
+            revision: self.revision.clone(),
+            endpoint,
+            token,
+            include: self.include.clone(),
+            exclude: self.exclude.clone(),
+            local_dir,
+            connections: self.connections as usize,
+            jobs: self.jobs as usize,
+            verify_all: self.verify,
+            retry: RetryPolicy::default(),
+            verbosity: self.verbosity(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("hfd").chain(args.iter().copied()))
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_match_hfd_sh() {
+        let a = parse(&["org/name"]).unwrap();
+        let o = a.options(no_env).unwrap();
+        assert_eq!(o.connections, 4);
+        assert_eq!(o.jobs, 5);
+        assert_eq!(o.revision, "main");
+        assert_eq!(o.local_dir, PathBuf::from("name"));
+        assert_eq!(o.endpoint.as_str(), "https://huggingface.co");
+        assert_eq!(o.repo_type, RepoType::Model);
+        assert!(o.token.is_none());
+        assert_eq!(a.tool, "aria2c");
+        let g = parse(&["gpt2"]).unwrap().options(no_env).unwrap();
+        assert_eq!(g.local_dir, PathBuf::from("gpt2"));
+    }
+
+    #[test]
+    fn patterns_run_until_the_next_option() {
+        let a = parse(&[
+            "org/name",
+            "--include",
+            "*.json",
+            "vae/*",
+            "-x",
+            "16",
+            "--exclude",
+            "*.md",
+            "--dataset",
+        ])
+        .unwrap();
+        assert_eq!(a.include, ["*.json", "vae/*"]);
+        assert_eq!(a.exclude, ["*.md"]);
+        assert_eq!(a.connections, 16);
+        assert!(a.dataset);
+        let twice = parse(&["r", "--include", "a", "--include", "b"]).unwrap();
+        assert_eq!(twice.include, ["a", "b"]);
+    }
+
+    #[test]
+    fn environment_and_flags() {
+        let env = |k: &str| match k {
+            "HF_ENDPOINT" => Some("https://hf-mirror.com/".to_string()),
+            "HF_TOKEN" => Some("hf_env".to_string()),
+            _ => None,
+        };
+        let o = parse(&["a/b"]).unwrap().options(env).unwrap();
+        assert_eq!(o.endpoint.as_str(), "https://hf-mirror.com");
+        assert_eq!(o.token.as_deref(), Some("hf_env"));
+        let o = parse(&["a/b", "--hf_token", "hf_flag", "--hf_username", "me"])
+            .unwrap()
+            .options(env)
+            .unwrap();
+        assert_eq!(o.token.as_deref(), Some("hf_flag"));
+        let o = parse(&["a/b", "--local-dir", "x/y", "--revision", "refs/pr/1"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!(o.local_dir, PathBuf::from("x/y"));
+        assert_eq!(o.revision, "refs/pr/1");
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        for bad in [
+            &["r", "-x", "0"][..],
+            &["r", "-x", "65"],
+            &["r", "-x", "four"],
+            &["r", "-j", "0"],
+            &["r", "-j", "100"],
+            &["r", "--tool", "curl"],
+            &["r", "--revision"],
+            &["r", "--include"],
+            &["r", "--hf_token"],
+            &["r", "--local-dir"],
+            &[],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.use_stderr(), "{bad:?} should be a usage error");
+        }
+        assert!(parse(&["r", "-x", "64", "-j", "64"]).is_ok());
+        assert!(!parse(&["-h"]).unwrap_err().use_stderr());
+        assert!(!parse(&["--help"]).unwrap_err().use_stderr());
+        for bad_opts in [&["../x"][..], &["a/b/c"], &["r", "--include", "("]] {
+            assert!(
+                parse(bad_opts).unwrap().options(no_env).is_err(),
+                "{bad_opts:?}"
+            );
+        }
+        let bad_ep = |_: &str| Some("ftp://x".to_string());
+        assert!(parse(&["r"]).unwrap().options(bad_ep).is_err());
+    }
+}
