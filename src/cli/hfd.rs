@@ -140,8 +140,9 @@ impl Args {
 
     /// Network options: the shared flags, the proxy variables, our agent.
     pub fn net_options(&self) -> Result<NetOptions, String> {
+        let connections = usize::from(self.connections) * usize::from(self.jobs);
         self.net
-            .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")))
+            .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
     }
 
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`

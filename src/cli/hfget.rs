@@ -197,8 +197,16 @@ impl Args {
 
     /// Network options shared by every download of this run.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        self.net
-            .options(self.timeout, concat!("hfget/", env!("CARGO_PKG_VERSION")))
+        let x = usize::from(self.max_connection_per_server);
+        let connections = self
+            .split
+            .map(usize::from)
+            .unwrap_or(x * self.urls.len().max(1));
+        self.net.options(
+            self.timeout,
+            concat!("hfget/", env!("CARGO_PKG_VERSION")),
+            connections,
+        )
     }
 
     /// Options of `--bench`.

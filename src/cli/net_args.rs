@@ -78,6 +78,7 @@ impl NetArgs {
         &self,
         response_timeout_secs: u64,
         default_agent: &str,
+        connections: usize,
     ) -> Result<NetOptions, String> {
         let flags = ProxyFlags {
             all: self.all_proxy.clone(),
@@ -99,6 +100,7 @@ impl NetArgs {
                 .user_agent
                 .clone()
                 .unwrap_or_else(|| default_agent.to_string()),
+            read_buffer: crate::net::read_buffer_for(connections),
         })
     }
 }

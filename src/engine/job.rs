@@ -66,6 +66,8 @@ pub struct Job {
     pub if_range: Option<String>,
     pub cancel: CancellationToken,
     pub live_slots: AtomicUsize,
+    /// Bytes a slot gathers before handing them to the writer; see [`batch_bytes`].
+    pub batch: usize,
     fatal: Mutex<Option<Error>>,
     last_failure: Mutex<Vec<Option<LastFailure>>>,
 }
@@ -884,6 +886,7 @@ async fn run_slots(
         if_range,
         cancel: cancel.child_token(),
         live_slots: AtomicUsize::new(0),
+        batch: batch_bytes(wanted),
         fatal: Mutex::new(None),
         last_failure: Mutex::new(vec![None; n_sources]),
     });
@@ -1011,6 +1014,14 @@ async fn verify_in_place(path: &Path, sum: &super::Checksum) -> Result<(), Error
 
 /// Checksum, rename, folder fsync, control file removal: the last steps,
 /// in the order that keeps a crash at any point safe.
+/// Each slot's batch pins the network buffers its pieces live in, so the
+/// memory held by batches grows with the connection count: 4 MiB shared
+/// between the slots keeps 64 connections within the 40 MiB budget, while
+/// 256 KiB per slot at low counts keeps `pwritev` calls few and large.
+fn batch_bytes(connections: usize) -> usize {
+    ((4 << 20) / connections.max(1)).clamp(64 << 10, 256 << 10)
+}
+
 async fn finalize(spec: &DownloadSpec, paths: &Paths, total: u64) -> Result<(), Error> {
     if let Some(sum) = &spec.checksum
         && let Err(e) = verify_in_place(&paths.part, sum).await

@@ -25,10 +25,6 @@ use super::scheduler::{Assignment, Preempt, Slot, request_size};
 use crate::net::Conn;
 use crate::net::http::{ContentRange, any_etag, content_range, last_modified};
 
-/// Writes go to the writer in batches of about this size: large enough for
-/// few, cheap `pwritev` calls, small enough to keep memory per slot low.
-const BATCH: usize = 256 * 1024;
-
 /// The probe's answer, handed to the first slot so its bytes are not wasted.
 pub struct FirstResponse {
     pub conn: Conn,
@@ -396,7 +392,7 @@ impl Worker {
                     self.progressed = true;
                     self.failures = 0;
                 }
-                if batch_len >= BATCH {
+                if batch_len >= job.batch {
                     self.flush(&mut batch, batch_start, &mut batch_len).await?;
                 }
             }

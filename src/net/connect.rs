@@ -295,15 +295,9 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
         Sender::H2(sender)
     } else {
         let mut b = http1::Builder::new();
-        if let Ok(v) = std::env::var("HFD_EXP_BUF") {
-            let (k, n) = v.split_once(':').unwrap();
-            let n: usize = n.parse().unwrap();
-            if k == "exact" {
-                b.read_buf_exact_size(Some(n));
-            } else {
-                b.max_buf_size(n);
-            }
-        }
+        // hyper's adaptive read buffer may grow to ~400 KiB per connection,
+        // which at 64 connections alone would blow the memory budget.
+        b.max_buf_size(net.options().read_buffer.max(8192));
         let (sender, conn) = b.handshake(TokioIo::new(io)).await.map_err(handshake_err)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
