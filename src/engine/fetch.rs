@@ -267,8 +267,11 @@ pub async fn status_failure(
     source: &Source,
 ) -> Failure {
     let status = response.status().as_u16();
-    let retry_after = crate::net::http::retry_after(response.headers())
-        .or_else(|| crate::net::http::ratelimit_reset(response.headers()));
+    // Both are minimums the server asked for; obeying only the shorter
+    // one earns another 429.
+    let headers = response.headers();
+    let retry_after =
+        crate::net::http::retry_after(headers).max(crate::net::http::ratelimit_reset(headers));
     let snippet = error_snippet(response).await;
     let quoted = if snippet.is_empty() {
         String::new()

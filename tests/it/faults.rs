@@ -140,6 +140,24 @@ fn retry_after_is_honoured_on_503_and_429() {
 }
 
 #[test]
+fn the_later_of_retry_after_and_ratelimit_reset_is_honoured() {
+    // The Hub sends both; the shorter one alone would earn another 429.
+    let fail = Fail {
+        status: 429,
+        times: 1,
+        retry_after: Some("1".into()),
+        headers: vec![("RateLimit".into(), "\"resolvers\";r=0;t=2".into())],
+    };
+    let c = case(FileSpec::generated(7, 2 << 20).fail(fail));
+    c.ok(1);
+    let reqs = c.server.requests();
+    let refused = reqs.iter().find(|r| r.status == 429).expect("a 429");
+    let next = reqs.iter().find(|r| r.status == 206).expect("a 206");
+    let gap = next.at.duration_since(refused.at);
+    assert!(gap >= Duration::from_millis(1900), "retried after {gap:?}");
+}
+
+#[test]
 fn overload_lowers_the_connection_count() {
     // A server that refuses more than 2 concurrent connections with 503.
     let server = TestServer::start_with(ServerOptions {
