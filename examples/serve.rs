@@ -57,6 +57,10 @@ struct Args {
     /// Largest file of the set.
     #[arg(long, default_value = "64M", value_parser = parse_size)]
     max_size: u64,
+    /// The first response covering this offset of each file stops sending
+    /// there for good (one stalled connection; benches/stall.sh).
+    #[arg(long, value_name = "OFFSET", value_parser = parse_size)]
+    stall_at: Option<u64>,
     /// Print "-" instead of computing each file's SHA-256.
     #[arg(long)]
     no_sha256: bool,
@@ -120,6 +124,12 @@ fn main() {
         files = files
             .into_iter()
             .map(|(p, f)| (p, f.throttle(rate)))
+            .collect();
+    }
+    if let Some(at) = args.stall_at {
+        files = files
+            .into_iter()
+            .map(|(p, f)| (p, f.stall(at, 1, None)))
             .collect();
     }
     for (path, spec) in &files {
