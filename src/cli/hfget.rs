@@ -18,8 +18,9 @@ use crate::ui::Verbosity;
 
 const EXAMPLES: &str = "\
 Examples:
-  hfget https://example.com/model.safetensors -x 16
-      16 connections (hfget allows up to 64; aria2c stops at 16)
+  hfget https://example.com/model.safetensors
+      starts with 16 connections and adds more while they pay (up to 64)
+  hfget URL -x 32                  exactly 32 connections (aria2c stops at 16)
   hfget URL -d models -o weights.bin --checksum sha-256=<64 hex digits>
   hfget URL1 URL2                  the same file from two mirrors at once
   hfget -i list.txt -j 4           aria2c input file, 4 files at a time
@@ -58,10 +59,12 @@ pub struct Args {
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
 
-    /// Connections per server, 1 to 64 (aria2c caps this at 16).
-    #[arg(short = 'x', long = "max-connection-per-server", value_name = "N", default_value_t = 16,
+    /// Connections per server, 1 to 64 (aria2c caps this at 16)
+    /// [default: adaptive: start with 16, add half as many again every 2 s
+    /// while throughput grows accordingly, up to 64; fewer after 429/503].
+    #[arg(short = 'x', long = "max-connection-per-server", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
-    pub max_connection_per_server: u16,
+    pub max_connection_per_server: Option<u16>,
 
     /// Connections for the whole download, 1 to 64 [default: -x times the number of URLs].
     #[arg(short = 's', long = "split", value_name = "N",
@@ -197,7 +200,9 @@ impl Args {
 
     /// Network options shared by every download of this run.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        let x = usize::from(self.max_connection_per_server);
+        let x = self
+            .max_connection_per_server
+            .map_or(MAX_CONNECTIONS, usize::from);
         let connections = self
             .split
             .map(usize::from)
@@ -221,7 +226,7 @@ impl Args {
         }
         Ok(crate::mirrors::BenchOptions {
             seconds: self.seconds,
-            connections: self.max_connection_per_server as usize,
+            connections: self.max_connection_per_server.map_or(16, usize::from),
             headers,
         })
     }
@@ -270,9 +275,15 @@ impl Args {
                     .ok_or_else(|| format!("{at}invalid {k}={v}")),
             }
         };
+        // Neither -x nor -s, on the command line or the entry: adaptive.
+        let adaptive = self.max_connection_per_server.is_none()
+            && self.split.is_none()
+            && opt("max-connection-per-server").is_none()
+            && opt("split").is_none();
         let x = num(
             "max-connection-per-server",
-            self.max_connection_per_server as u64,
+            self.max_connection_per_server
+                .map_or(MAX_CONNECTIONS as u64, u64::from),
             MAX_CONNECTIONS as u64,
         )? as usize;
         let s = match opt("split") {
@@ -342,6 +353,9 @@ impl Args {
         spec.connections = s.max(1);
         spec.per_source = x.max(1);
         spec.min_split = k;
+        if adaptive {
+            spec.adaptive = Some(crate::engine::adaptive::Adaptive::default());
+        }
         spec.retry = retry;
         spec.timeout = Duration::from_secs(timeout);
         spec.allocation = self.file_allocation.parse()?;
@@ -419,13 +433,20 @@ mod tests {
 
     #[test]
     fn aria2_defaults_and_limits() {
+        // No -x: adaptive, from 16 up to the ceiling of 64.
         let a = args(&["http://h/f.bin"]);
         let s = a.spec().unwrap();
         assert_eq!(
             (s.per_source, s.connections, s.min_split),
-            (16, 16, 1 << 20)
+            (64, 64, 1 << 20)
         );
+        assert_eq!(s.adaptive.as_ref().map(|a| a.start), Some(16));
         assert_eq!(s.output, PathBuf::from("f.bin"));
+        // -x or -s: exactly that, as aria2c.
+        let s = args(&["-x", "16", "http://h/f.bin"]).spec().unwrap();
+        assert_eq!((s.per_source, s.connections, s.adaptive), (16, 16, None));
+        let s = args(&["-s", "8", "http://h/f.bin"]).spec().unwrap();
+        assert_eq!((s.connections, s.adaptive), (8, None));
         let s = args(&["-x", "64", "-k", "4M", "http://h/f", "http://m/f"])
             .spec()
             .unwrap();

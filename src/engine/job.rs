@@ -21,6 +21,7 @@ use http_body_util::BodyExt;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::adaptive::Growth;
 use super::error::{Error, GaveUpKind};
 use super::fetch::{ByteRange, Failure, Fetched, Hop, fetch, status_failure};
 use super::progress::Progress;
@@ -66,6 +67,8 @@ pub struct Job {
     pub if_range: Option<String>,
     pub cancel: CancellationToken,
     pub live_slots: AtomicUsize,
+    /// The adaptive connection count: slots above it leave.
+    pub slot_cap: AtomicUsize,
     /// Bytes a slot gathers before handing them to the writer; see [`batch_bytes`].
     pub batch: usize,
     fatal: Mutex<Option<Error>>,
@@ -73,6 +76,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Counts one slot out if more are live than the cap allows; the caller
+    /// must then leave. Atomic, so a lowered cap never sends too many away.
+    pub fn retire_one(&self) -> bool {
+        let cap = self.slot_cap.load(Relaxed);
+        self.live_slots
+            .fetch_update(Relaxed, Relaxed, |n| (n > cap.max(1)).then(|| n - 1))
+            .is_ok()
+    }
+
     /// Stops the download with `e` (the first error wins).
     pub fn fail(&self, e: Error) {
         let mut f = self.fatal.lock().unwrap();
@@ -863,7 +875,11 @@ async fn run_slots(
     // 5. Slots.
     let missing: ExtentSet = done.gaps(0..total).into_iter().collect();
     let wanted = spec.connections.min(spec.per_source * sources.len()).max(1);
-    let conns = useful_connections(&initial_pieces(&missing, wanted, spec.min_split), wanted);
+    let start = spec
+        .adaptive
+        .as_ref()
+        .map_or(wanted, |a| a.start.clamp(1, wanted));
+    let conns = useful_connections(&initial_pieces(&missing, start, spec.min_split), start);
     let sched = Arc::new(Scheduler::new(
         total,
         &missing,
@@ -886,6 +902,7 @@ async fn run_slots(
         if_range,
         cancel: cancel.child_token(),
         live_slots: AtomicUsize::new(0),
+        slot_cap: AtomicUsize::new(usize::MAX),
         batch: batch_bytes(wanted),
         fatal: Mutex::new(None),
         last_failure: Mutex::new(vec![None; n_sources]),
@@ -901,17 +918,22 @@ async fn run_slots(
     }
     let mut tasks = JoinSet::new();
     let mut first = first;
-    for i in 0..conns {
-        let source = pick_source(&job, i, spec.per_source);
+    let mut spawned = 0;
+    let mut spawn_slot = |tasks: &mut JoinSet<()>| {
+        let source = pick_source(&job, spawned, spec.per_source);
         let slot = sched.add_slot(source);
-        let f = if i == 0 {
+        let f = if spawned == 0 {
             first.take().inspect(|f| {
                 sched.take_for_probe(&slot, f.range.clone());
             })
         } else {
             None
         };
+        spawned += 1;
         tasks.spawn(worker::run(job.clone(), slot, f));
+    };
+    for _ in 0..conns {
+        spawn_slot(&mut tasks);
     }
     let monitor = {
         let job = job.clone();
@@ -929,13 +951,60 @@ async fn run_slots(
             }
         })
     };
+    // Growth only makes sense when the file is split in as many pieces as
+    // we started with: a file too small for more stays as it is.
+    let mut growth = spec
+        .adaptive
+        .as_ref()
+        .filter(|_| conns == start && start < wanted)
+        .map(|a| Growth::new(a, conns, wanted));
+    let mut grow_tick = tokio::time::interval(Duration::from_millis(250));
+    let mut peak = conns;
+    let mut rate_mark = (Instant::now(), progress.received());
     // Ctrl-C from the caller reaches the slots through the job's child token.
-    while tasks.join_next().await.is_some() {}
+    loop {
+        tokio::select! {
+            joined = tasks.join_next() => if joined.is_none() { break },
+            _ = grow_tick.tick(), if growth.as_ref().is_some_and(|g| !g.stopped()) => {
+                let g = growth.as_mut().expect("checked");
+                let live = job.live_slots.load(Relaxed);
+                let allowed = job
+                    .sources
+                    .iter()
+                    .filter(|s| !s.is_dead())
+                    .map(|s| s.conn_limit().min(spec.per_source))
+                    .sum::<usize>()
+                    .min(wanted);
+                // Not worth growing for the last few seconds' bytes.
+                let (now, received) = (Instant::now(), progress.received());
+                let rate = (received - rate_mark.1) as f64
+                    / now.duration_since(rate_mark.0).as_secs_f64().max(0.001);
+                rate_mark = (now, received);
+                if (sched.remaining() as f64) < rate * 4.0 {
+                    growth = None;
+                    continue;
+                }
+                match g.tick(now, received, live, allowed) {
+                    Some(n) if n > live => {
+                        tracing::info!("adaptive: {live} -> {n} connections");
+                        for _ in live..n {
+                            spawn_slot(&mut tasks);
+                        }
+                        peak = peak.max(n);
+                    }
+                    Some(n) => {
+                        tracing::info!("adaptive: back to {n} connections");
+                        job.slot_cap.store(n, Relaxed);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
     monitor.abort();
 
     let fatal = job.fatal.lock().unwrap().take();
     let complete = sched.is_done();
-    let peak = conns;
     let source_bytes = job.sources.iter().map(|s| s.bytes.load(Relaxed)).collect();
     let received = progress.received();
     drop(job);

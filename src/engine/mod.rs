@@ -9,6 +9,7 @@
 //! - [`source`]: a URL, its redirect target and its health;
 //! - [`retry`], [`progress`], [`verify`], [`error`].
 
+pub mod adaptive;
 pub mod error;
 pub mod fetch;
 pub mod job;
@@ -73,6 +74,9 @@ pub struct DownloadSpec {
     pub allow_overwrite: bool,
     /// How often progress is made durable.
     pub checkpoint_interval: Duration,
+    /// Start with fewer connections and add more while they pay; then
+    /// `connections` and `per_source` are the ceilings.
+    pub adaptive: Option<adaptive::Adaptive>,
 }
 
 impl DownloadSpec {
@@ -96,6 +100,7 @@ impl DownloadSpec {
             continue_partial: false,
             allow_overwrite: false,
             checkpoint_interval: Duration::from_secs(1),
+            adaptive: None,
         }
     }
 

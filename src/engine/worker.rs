@@ -48,6 +48,9 @@ struct Worker {
     slot: Arc<Slot>,
     conn: Option<Conn>,
     counted_live: bool,
+    /// Left because the adaptive count went down; `live_slots` already
+    /// counts it out.
+    retired: bool,
     /// Consecutive failures without a byte received in between.
     failures: u32,
     progressed: bool,
@@ -63,13 +66,16 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
         slot,
         conn: None,
         counted_live: false,
+        retired: false,
         failures: 0,
         progressed: false,
     };
     w.main(first).await;
     w.set_conn(None);
     source.slot_ended();
-    w.job.live_slots.fetch_sub(1, Relaxed);
+    if !w.retired {
+        w.job.live_slots.fetch_sub(1, Relaxed);
+    }
     w.job.sched.changed.notify_waiters();
 }
 
@@ -128,6 +134,16 @@ impl Worker {
             // After 429/503 a source carries fewer connections: extra slots leave.
             if source.active() > source.conn_limit() && job.live_slots.load(Relaxed) > 1 {
                 tracing::debug!("slot {} leaves: connection limit lowered", self.slot.id);
+                job.sched.release(&self.slot);
+                return;
+            }
+            // The adaptive count went down: as many slots leave as it says.
+            if job.retire_one() {
+                tracing::debug!(
+                    "slot {} leaves: fewer connections did as well",
+                    self.slot.id
+                );
+                self.retired = true;
                 job.sched.release(&self.slot);
                 return;
             }

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (one link step), modules by subject.
 //! Every test talks only to servers it starts on loopback.
 
+mod adaptive;
 mod cli;
 mod control;
 mod crash;

@@ -1,0 +1,77 @@
+//! The adaptive connection count (`hfget` without `-x`) against servers
+//! that reward more connections, and one that refuses them.
+
+use std::time::Duration;
+
+use hfd::engine::adaptive::Adaptive;
+use hfd::testserver::{ConnLimit, OverLimit};
+
+use crate::support::*;
+
+/// Adaptive growth from 4 connections, deciding every half second so the
+/// tests stay short; the ceiling is 64 as in `hfget`.
+fn adaptive_spec(url: &str, out: &std::path::Path) -> hfd::engine::DownloadSpec {
+    let mut s = spec(url, out);
+    s.connections = 64;
+    s.per_source = 64;
+    s.min_split = 256 << 10;
+    s.adaptive = Some(Adaptive {
+        start: 4,
+        window: Duration::from_millis(500),
+    });
+    s
+}
+
+#[test]
+fn a_per_connection_throttle_is_climbed_without_choosing_n() {
+    // 256 KiB/s per connection: every added connection pays in full.
+    let server = TestServer::start();
+    let file = FileSpec::generated(31, 32 << 20).throttle(256 << 10);
+    let want = file.sha256_hex();
+    server.add_file("/f.bin", file);
+    let dir = tempdir();
+    let out = dir.path().join("f.bin");
+    let o = download(&adaptive_spec(&server.url("/f.bin"), &out)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sha256_file(&out), want);
+    let st = server.stats();
+    // 4 -> 6 -> 9 -> 14 -> 21 -> ...: at least three steps were taken.
+    assert!(o.connections >= 14, "peak {} connections", o.connections);
+    assert!(st.peak_transfers >= 12, "{st:?}");
+}
+
+#[test]
+fn a_server_refusing_more_connections_stops_the_growth() {
+    // More than 6 at once get 503: growth must stop there, not keep trying.
+    let server = TestServer::start_with(ServerOptions {
+        max_connections: Some(ConnLimit {
+            max: 6,
+            over: OverLimit::Respond503,
+        }),
+        ..ServerOptions::default()
+    });
+    let file = FileSpec::generated(32, 6 << 20).throttle(512 << 10);
+    let want = file.sha256_hex();
+    server.add_file("/f.bin", file);
+    let dir = tempdir();
+    let out = dir.path().join("f.bin");
+    let o = download(&adaptive_spec(&server.url("/f.bin"), &out)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sha256_file(&out), want);
+    let st = server.stats();
+    // One step past the limit (6 -> 9) is how it learns; no more.
+    assert!(o.connections <= 9, "peak {} connections", o.connections);
+    assert!(st.refused_connections < 20, "{st:?}");
+}
+
+#[test]
+fn a_file_too_small_to_split_further_stays_as_it_starts() {
+    // Two pieces' worth at -k 256 KiB: the start is already everything.
+    let server = TestServer::start();
+    let file = FileSpec::generated(33, 1 << 20).throttle(256 << 10);
+    let want = file.sha256_hex();
+    server.add_file("/f.bin", file);
+    let dir = tempdir();
+    let out = dir.path().join("f.bin");
+    let o = download(&adaptive_spec(&server.url("/f.bin"), &out)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sha256_file(&out), want);
+    assert!(o.connections <= 4, "peak {} connections", o.connections);
+}
