@@ -94,10 +94,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
     pub connections: u16,
 
-    /// Files downloaded at once, 1 to 64.
-    #[arg(short = 'j', value_name = "N", default_value_t = 5,
+    /// Files downloaded at once, 1 to 64 [default: adaptive: start with 5
+    /// (as hfd.sh), add more every 2 s while the total rate grows
+    /// accordingly, up to 64 connections in all].
+    #[arg(short = 'j', value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub jobs: u16,
+    pub jobs: Option<u16>,
 
     /// The repo is a dataset.
     #[arg(long = "dataset")]
@@ -138,9 +140,17 @@ impl Args {
         }
     }
 
+    /// The most files at once: `-j`, or what 64 connections allow.
+    fn max_jobs(&self) -> usize {
+        match self.jobs {
+            Some(j) => usize::from(j),
+            None => (MAX_CONNECTIONS / usize::from(self.connections).max(1)).max(5),
+        }
+    }
+
     /// Network options: the shared flags, the proxy variables, our agent.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        let connections = usize::from(self.connections) * usize::from(self.jobs);
+        let connections = usize::from(self.connections) * self.max_jobs();
         self.net
             .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
     }
@@ -185,7 +195,8 @@ impl Args {
             exclude: self.exclude.clone(),
             local_dir,
             connections: self.connections as usize,
-            jobs: self.jobs as usize,
+            jobs: self.jobs.map_or(5, usize::from),
+            max_jobs: self.max_jobs(),
             verify_all: self.verify,
             retry: RetryPolicy::default(),
             verbosity: self.verbosity(),
@@ -211,6 +222,13 @@ mod tests {
         let o = a.options(no_env).unwrap();
         assert_eq!(o.connections, 4);
         assert_eq!(o.jobs, 5);
+        // No -j: adaptive from 5 up to 64 connections' worth of files.
+        assert_eq!(o.max_jobs, 16);
+        let fixed = parse(&["org/name", "-j", "5"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!((fixed.jobs, fixed.max_jobs), (5, 5));
         assert_eq!(o.revision, "main");
         assert_eq!(o.local_dir, PathBuf::from("name"));
         assert_eq!(o.endpoint.as_str(), "https://huggingface.co");

@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use http::header::{AUTHORIZATION, HeaderValue};
 use http::{HeaderMap, HeaderName};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::engine::adaptive::{Adaptive, Growth};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -59,8 +61,11 @@ pub struct Options {
     pub local_dir: PathBuf,
     /// `-x`: connections per file.
     pub connections: usize,
-    /// `-j`: files at a time.
+    /// `-j`: files at a time (at the start, when adaptive).
     pub jobs: usize,
+    /// More than `jobs`: grow the files at once up to this while the total
+    /// rate grows (no `-j` given).
+    pub max_jobs: usize,
     /// `--verify`: hash every local file, even those whose fingerprint is
     /// unchanged since they were verified.
     pub verify_all: bool,
@@ -309,6 +314,16 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
     let mut running = JoinSet::new();
     let mut failed = 0usize;
     let mut last_save = Instant::now();
+    // No -j: more files at once while that pays (see engine::adaptive).
+    let mut jobs_now = opts.jobs.max(1);
+    let mut growth = (opts.max_jobs > jobs_now).then(|| {
+        let a = Adaptive {
+            start: jobs_now,
+            ..Adaptive::default()
+        };
+        Growth::new(&a, jobs_now, opts.max_jobs)
+    });
+    let mut grow_tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         // A file holds one of the -j permits while it transfers; the next
         // file may start while the last one is being verified and synced.
@@ -320,6 +335,32 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
                 let out = local.output(&rels[i]);
                 let part = local.partial(&rels[i]);
                 running.spawn(download_file(ctx.clone(), f, out, part, permit));
+                continue;
+            }
+            _ = grow_tick.tick(), if want_more && growth.as_ref().is_some_and(|g| !g.stopped()) => {
+                let g = growth.as_mut().expect("checked");
+                let received = counters.bytes.received();
+                match g.tick(Instant::now(), received, jobs_now, opts.max_jobs) {
+                    Some(n) if n > jobs_now => {
+                        tracing::info!("adaptive: {jobs_now} -> {n} files at once");
+                        ctx.permits.add_permits(n - jobs_now);
+                        jobs_now = n;
+                    }
+                    Some(n) => {
+                        tracing::info!("adaptive: back to {n} files at once");
+                        // Running files keep their turns; the extra ones are
+                        // taken out of play as they come back.
+                        let extra = (jobs_now - n) as u32;
+                        let permits = ctx.permits.clone();
+                        tokio::spawn(async move {
+                            if let Ok(p) = permits.acquire_many_owned(extra).await {
+                                p.forget();
+                            }
+                        });
+                        jobs_now = n;
+                    }
+                    None => {}
+                }
                 continue;
             }
             j = running.join_next(), if !running.is_empty() => j,

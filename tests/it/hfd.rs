@@ -819,3 +819,26 @@ fn hostile_answers_fail_cleanly() {
     assert!(!err.contains("panicked"), "{err}");
     assert!(out.contains("Download incomplete"), "{out}{err}");
 }
+
+#[test]
+fn without_j_more_files_run_at_once_while_that_pays() {
+    // 40 shards of 256 KiB at 128 KiB/s per connection, one connection per
+    // file: every extra file at once adds its full rate, so hfd must go
+    // past hfd.sh's 5 by itself (`-j` given keeps it fixed: the other
+    // tests, which all pass -j or have fewer files).
+    let hub = MockHub::start();
+    hub.add_repo(RepoSpec::generated(
+        "org/many",
+        40,
+        (256 << 10)..(256 << 10) + 1,
+        7,
+        Some(128 << 10),
+    ));
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/many", "-x", "1", "-v"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Done. 44 files"), "{out}");
+    assert!(err.contains("adaptive: 5 -> 8 files at once"), "{err}");
+    let peak = hub.cdn().stats().peak_transfers;
+    assert!(peak >= 8, "at most {peak} transfers at once\n{err}");
+}
