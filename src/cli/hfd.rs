@@ -31,8 +31,8 @@ Examples:
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
   hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
                                    huggingface.co, hf-mirror.com (nothing is written)
-  hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint http://olah.lan:8090 --json
-  hfd gpt2 --endpoint https://hf-mirror.com --endpoint http://olah.lan:8090
+  hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
+  hfd gpt2 --endpoint https://hf-mirror.com --endpoint https://mirror.example
                                    every file from both endpoints at once
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
@@ -430,7 +430,7 @@ mod tests {
             "--endpoint",
             "https://hf-mirror.com",
             "--endpoint",
-            "http://10.0.0.1:8090/",
+            "https://mirror.example/",
             "--endpoint",
             "https://hf-mirror.com/",
         ])
@@ -438,7 +438,7 @@ mod tests {
         let o = a.options(env).unwrap();
         assert_eq!(o.endpoint.as_str(), "https://hf-mirror.com");
         let m: Vec<&str> = o.mirrors.iter().map(Endpoint::as_str).collect();
-        assert_eq!(m, ["http://10.0.0.1:8090"]);
+        assert_eq!(m, ["https://mirror.example"]);
         assert_eq!(a.connections(), 4);
         // --bench: the defaults after HF_ENDPOINT, without repeats.
         let b = parse(&["a/b", "--bench"]).unwrap();

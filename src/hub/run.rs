@@ -433,7 +433,7 @@ pub(crate) fn info_error(opts: &Options, ep: &Endpoint, e: &ApiError) -> String 
     else {
         return match e {
             ApiError::GaveUp { detail, .. } => format!(
-                "Cannot reach {}: {detail}. Check the network, HF_ENDPOINT and the proxy settings.",
+                "Cannot reach {}: {detail}. Check the network, the endpoint (HF_ENDPOINT, --endpoint) and the proxy settings.",
                 ep.as_str()
             ),
             other => format!("Failed to fetch metadata: {other}"),
