@@ -48,8 +48,8 @@ redirects to, and is never written to disk. Interrupted downloads resume
 when the same command runs again; their state is in LOCAL_DIR/.hfd/.
 
 Several endpoints: the first --endpoint lists the repo, and every file is
-fetched from all of them at once, each endpoint giving work in proportion
-to its measured speed (-x connections per endpoint). An endpoint that states
+fetched from all of them at once, -x connections each, the work shared in
+proportion to each endpoint's measured speed. An endpoint that states
 another size or hash for a file than the listing (X-Linked-Size,
 X-Linked-Etag) is not used for that file, and one that stops answering is
 dropped; the others finish. --bench measures, per endpoint, the time to the
@@ -58,9 +58,9 @@ into nowhere over 1 connection and over -x (default 16 with --bench).
 Per-connection throttling shows as an -x figure far above the 1-connection
 one. See docs/mirrors.md.
 
-Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint replaces it), HF_TOKEN,
-HF_USERNAME, NO_COLOR, and the proxy variables (http_proxy, https_proxy,
-all_proxy, no_proxy, in either case).
+Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
+replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
+(http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
 Exit status: 0 done or up to date, 1 error or incomplete download,
 130 interrupted (Ctrl-C).";
