@@ -11,7 +11,10 @@
 //! Options: `--repo ID` (default demo/model), `--files N` LFS shards
 //! (default 20), `--min-size`/`--max-size` (aria2 size syntax, default
 //! 1M/8M), `--throttle RATE` per connection on the CDN (default or 0: none),
-//! `--seed N`, `--token T` (makes the repo gated, needing that token).
+//! `--seed N`, `--token T` (makes the repo gated, needing that token),
+//! `--salt S` (commit ids from S instead of the address: two instances with
+//! the same salt and repo options name the same commits, like the Hub and a
+//! mirror, so `hfd --endpoint A --endpoint B` can use both).
 //! Everything listens on 127.0.0.1.
 //!
 //! On stdin, the line `stats` prints one line of counters since the last
@@ -31,6 +34,7 @@ fn main() -> Result<(), String> {
     let mut throttle = None;
     let mut seed = 2026u64;
     let mut token = None;
+    let mut salt = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -42,10 +46,14 @@ fn main() -> Result<(), String> {
             "--throttle" => throttle = Some(parse_size(&value()?)?).filter(|&t| t > 0),
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--token" => token = Some(value()?),
+            "--salt" => salt = Some(value()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
     let hub = MockHub::start();
+    if let Some(s) = &salt {
+        hub.set_commit_salt(s);
+    }
     let mut spec = RepoSpec::generated(repo.clone(), files, min..max.max(min + 1), seed, throttle);
     if let Some(t) = &token {
         hub.set_token(t);

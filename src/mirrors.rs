@@ -42,6 +42,25 @@ pub struct SourceReport {
     /// Throughput over one connection, bytes/s.
     pub single_connection_bps: f64,
     pub error: Option<String>,
+    /// The file measured, when the source is a Hub endpoint (`hfd --bench`
+    /// picks the repo's largest file on each endpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+impl SourceReport {
+    /// The row of a source that could not be measured at all.
+    pub fn failed(label: &str, error: String) -> SourceReport {
+        SourceReport {
+            source: label.to_string(),
+            ttfb_ms: None,
+            bytes: 0,
+            throughput_bps: 0.0,
+            single_connection_bps: 0.0,
+            error: Some(error),
+            file: None,
+        }
+    }
 }
 
 /// The whole measurement, as printed by `--json`.
@@ -58,6 +77,12 @@ pub async fn measure(net: &Net, sources: &[(String, Url)], opts: &BenchOptions) 
     for (label, url) in sources {
         results.push(measure_one(net, label, url, opts).await);
     }
+    report(results)
+}
+
+/// The report of measured rows: the fastest is the highest throughput with
+/// `connections` connections among the rows without an error.
+pub fn report(results: Vec<SourceReport>) -> BenchReport {
     let fastest = results
         .iter()
         .filter(|r| r.error.is_none() && r.throughput_bps > 0.0)
@@ -66,14 +91,11 @@ pub async fn measure(net: &Net, sources: &[(String, Url)], opts: &BenchOptions) 
     BenchReport { results, fastest }
 }
 
-async fn measure_one(net: &Net, label: &str, url: &Url, opts: &BenchOptions) -> SourceReport {
+/// Measures one source (see the module documentation).
+pub async fn measure_one(net: &Net, label: &str, url: &Url, opts: &BenchOptions) -> SourceReport {
     let mut report = SourceReport {
-        source: label.to_string(),
-        ttfb_ms: None,
-        bytes: 0,
-        throughput_bps: 0.0,
-        single_connection_bps: 0.0,
         error: None,
+        ..SourceReport::failed(label, String::new())
     };
     let source = match Source::new(0, url.clone(), &opts.headers, opts.connections) {
         Ok(s) => Arc::new(s),

@@ -1,4 +1,5 @@
-//! `hfd REPO_ID`: a drop-in for hfd.sh that downloads in-process.
+//! `hfd REPO_ID`: a drop-in for hfd.sh that downloads in-process; with
+//! `--bench`, a measurement of the Hub endpoints instead.
 
 use std::process::ExitCode;
 
@@ -40,15 +41,61 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
+    for note in &net_opts.proxy.notes {
+        tracing::warn!("{note}");
+    }
+    if !net_opts.tls.check_certificate {
+        tracing::warn!(
+            "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
+        );
+    }
+    if args.bench {
+        let (endpoints, bench) = match (
+            args.bench_endpoints(|k| std::env::var(k).ok()),
+            args.bench_options(),
+        ) {
+            (Ok(e), Ok(b)) => (e, b),
+            (Err(e), _) | (_, Err(e)) => {
+                Printer::from_env().error(&e);
+                return ExitCode::from(1);
+            }
+        };
+        let announce = !args.json && !args.quiet;
+        // No signal handler: nothing is written, so Ctrl-C may end it at once.
+        return runtime.block_on(async move {
+            let net = hfd::net::Net::new(net_opts);
+            if announce {
+                eprintln!(
+                    "Measuring {} endpoint{} on {} ({} s with 1 connection, then {} s with {}) ...",
+                    endpoints.len(),
+                    if endpoints.len() == 1 { "" } else { "s" },
+                    opts.repo,
+                    bench.seconds,
+                    bench.seconds,
+                    bench.connections
+                );
+            }
+            let report =
+                match hfd::hub::bench::bench(&opts, &endpoints, &bench, &net, announce).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        Printer::from_env().error(&e);
+                        return ExitCode::from(1);
+                    }
+                };
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("a report serializes")
+                );
+            } else {
+                print!("{}", hfd::mirrors::table(&report, bench.connections));
+            }
+            // Success while one endpoint works: the others are in the table.
+            ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })
+        });
+    }
     let status = runtime.block_on(async move {
-        for note in &net_opts.proxy.notes {
-            tracing::warn!("{note}");
-        }
-        if !net_opts.tls.check_certificate {
-            tracing::warn!(
-                "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
-            );
-        }
         let net = hfd::net::Net::new(net_opts);
         let cancel = CancellationToken::new();
         hfd::cli::cancel_on_signals(cancel.clone(), 130);

@@ -29,6 +29,11 @@ Examples:
   hfd bartowski/Phi-3.5-mini-instruct-exl2 --revision 5_0
   HF_ENDPOINT=https://hf-mirror.com hfd gpt2
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
+  hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
+                                   huggingface.co, hf-mirror.com (nothing is written)
+  hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
+  hfd gpt2 --endpoint https://hf-mirror.com --endpoint https://mirror.example
+                                   every file from both endpoints at once
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every
@@ -37,14 +42,25 @@ Quote patterns so the shell does not expand them.
 
 Everything runs in-process: --tool is accepted for compatibility and changes
 nothing. Files are verified (sha256 for LFS files, the git blob sha1 for the
-others) before they get their final name; the token goes only to HF_ENDPOINT,
-never to the storage host a file redirects to, and is never written to disk.
-Interrupted downloads resume when the same command runs again; their state
-is in LOCAL_DIR/.hfd/.
+others) before they get their final name; the token goes only to the
+endpoint (each endpoint, with several), never to the storage host a file
+redirects to, and is never written to disk. Interrupted downloads resume
+when the same command runs again; their state is in LOCAL_DIR/.hfd/.
 
-Environment: HF_ENDPOINT (default https://huggingface.co), HF_TOKEN,
-HF_USERNAME, NO_COLOR, and the proxy variables (http_proxy, https_proxy,
-all_proxy, no_proxy, in either case).
+Several endpoints: the first --endpoint lists the repo, and every file is
+fetched from all of them at once, -x connections each, the work shared in
+proportion to each endpoint's measured speed. An endpoint that states
+another size or hash for a file than the listing (X-Linked-Size,
+X-Linked-Etag) is not used for that file, and one that stops answering is
+dropped; the others finish. --bench measures, per endpoint, the time to the
+first byte of the repo's largest selected file, then --seconds of download
+into nowhere over 1 connection and over -x (default 16 with --bench).
+Per-connection throttling shows as an -x figure far above the 1-connection
+one. See docs/mirrors.md.
+
+Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
+replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
+(http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
 Exit status: 0 done or up to date, 1 error or incomplete download,
 130 interrupted (Ctrl-C).";
@@ -79,7 +95,7 @@ pub struct Args {
     )]
     pub hf_username: Option<String>,
 
-    /// Hugging Face token [default: $HF_TOKEN]; sent only to HF_ENDPOINT.
+    /// Hugging Face token [default: $HF_TOKEN]; sent only to the endpoint(s).
     #[arg(long = "hf_token", visible_alias = "hf-token", value_name = "TOKEN")]
     pub hf_token: Option<String>,
 
@@ -89,10 +105,11 @@ pub struct Args {
           value_parser = ["aria2c", "wget"])]
     pub tool: String,
 
-    /// Connections per file, 1 to 64.
-    #[arg(short = 'x', value_name = "N", default_value_t = 4,
+    /// Connections per file (per endpoint), 1 to 64 [default: 4; 16 with
+    /// --bench].
+    #[arg(short = 'x', value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=MAX_CONNECTIONS as i64))]
-    pub connections: u16,
+    pub connections: Option<u16>,
 
     /// Files downloaded at once, 1 to 64 [default: adaptive: start with 5
     /// (as hfd.sh), add more every 2 s while the total rate grows
@@ -117,6 +134,33 @@ pub struct Args {
     /// verified (catches silent disk corruption; slower).
     #[arg(long = "verify")]
     pub verify: bool,
+
+    /// A Hub endpoint; repeat for several [default: $HF_ENDPOINT, else
+    /// https://huggingface.co]. With several, each file is downloaded from
+    /// all at once and the first lists the repo. With --bench: the endpoints
+    /// to measure [default: $HF_ENDPOINT, https://huggingface.co,
+    /// https://hf-mirror.com].
+    #[arg(long = "endpoint", value_name = "URL", action = ArgAction::Append)]
+    pub endpoints: Vec<String>,
+
+    /// Measure each endpoint instead of downloading: list the repo there,
+    /// then time its largest selected file (time to first byte, --seconds
+    /// with 1 connection, then with -x). Nothing is written to disk.
+    #[arg(long = "bench")]
+    pub bench: bool,
+
+    /// Seconds of each --bench measurement.
+    #[arg(
+        long = "seconds",
+        value_name = "S",
+        default_value_t = 10.0,
+        requires = "bench"
+    )]
+    pub seconds: f64,
+
+    /// With --bench: print one JSON document instead of a table.
+    #[arg(long = "json", requires = "bench")]
+    pub json: bool,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -144,25 +188,93 @@ impl Args {
     fn max_jobs(&self) -> usize {
         match self.jobs {
             Some(j) => usize::from(j),
-            None => (MAX_CONNECTIONS / usize::from(self.connections).max(1)).max(5),
+            None => (MAX_CONNECTIONS / self.connections().max(1)).max(5),
         }
+    }
+
+    /// `-x`: as given, else hfd.sh's 4 (hfget's 16 for --bench, so the
+    /// two measure alike).
+    pub fn connections(&self) -> usize {
+        let default = if self.bench { 16 } else { 4 };
+        self.connections.map_or(default, usize::from)
     }
 
     /// Network options: the shared flags, the proxy variables, our agent.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        let connections = usize::from(self.connections) * self.max_jobs();
+        let connections = if self.bench {
+            self.connections()
+        } else {
+            self.connections() * self.max_jobs() * self.endpoints.len().max(1)
+        };
         self.net
             .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
+    }
+
+    /// `--endpoint`s, parsed, in order, without repeats.
+    fn endpoint_flags(&self) -> Result<Vec<Endpoint>, String> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for s in &self.endpoints {
+            let ep = Endpoint::parse(s)
+                .map_err(|e| e.replacen("invalid HF_ENDPOINT", "invalid --endpoint", 1))?;
+            if !out.iter().any(|o| o.url() == ep.url()) {
+                out.push(ep);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The endpoints `--bench` measures: `--endpoint`s when given, else
+    /// `HF_ENDPOINT` (if set), huggingface.co and hf-mirror.com, without
+    /// repeats.
+    pub fn bench_endpoints(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Endpoint>, String> {
+        let given = self.endpoint_flags()?;
+        if !given.is_empty() {
+            return Ok(given);
+        }
+        let mut out: Vec<Endpoint> = Vec::new();
+        let from_env = env("HF_ENDPOINT").filter(|s| !s.trim().is_empty());
+        let texts = from_env
+            .iter()
+            .map(String::as_str)
+            .chain(crate::hub::bench::DEFAULT_BENCH_ENDPOINTS);
+        for t in texts {
+            let ep = Endpoint::parse(t)?;
+            if !out.iter().any(|o| o.url() == ep.url()) {
+                out.push(ep);
+            }
+        }
+        Ok(out)
+    }
+
+    /// What `--bench` measures with: `--seconds` and `-x`.
+    pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
+        if !(0.1..=3600.0).contains(&self.seconds) {
+            return Err("--seconds must be between 0.1 and 3600".into());
+        }
+        Ok(crate::mirrors::BenchOptions {
+            seconds: self.seconds,
+            connections: self.connections(),
+            headers: http::HeaderMap::new(),
+        })
     }
 
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
     /// (the process environment in the binary; a map in tests and the demo).
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
         let repo = RepoId::parse(&self.repo_id)?;
-        let endpoint_text = env("HF_ENDPOINT")
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
-        let endpoint = Endpoint::parse(&endpoint_text)?;
+        let mut given = self.endpoint_flags()?;
+        let (endpoint, mirrors) = if given.is_empty() {
+            let endpoint_text = env("HF_ENDPOINT")
+                .filter(|s| !s.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string());
+            (Endpoint::parse(&endpoint_text)?, Vec::new())
+        } else {
+            let first = given.remove(0);
+            (first, given)
+        };
         let token = self
             .hf_token
             .clone()
@@ -190,11 +302,12 @@ impl Args {
             },
             revision: self.revision.clone(),
             endpoint,
+            mirrors,
             token,
             include: self.include.clone(),
             exclude: self.exclude.clone(),
             local_dir,
-            connections: self.connections as usize,
+            connections: self.connections(),
             jobs: self.jobs.map_or(5, usize::from),
             max_jobs: self.max_jobs(),
             verify_all: self.verify,
@@ -255,7 +368,7 @@ mod tests {
         .unwrap();
         assert_eq!(a.include, ["*.json", "vae/*"]);
         assert_eq!(a.exclude, ["*.md"]);
-        assert_eq!(a.connections, 16);
+        assert_eq!(a.connections(), 16);
         assert!(a.dataset);
         let twice = parse(&["r", "--include", "a", "--include", "b"]).unwrap();
         assert_eq!(twice.include, ["a", "b"]);
@@ -313,5 +426,62 @@ mod tests {
         }
         let bad_ep = |_: &str| Some("ftp://x".to_string());
         assert!(parse(&["r"]).unwrap().options(bad_ep).is_err());
+        for bad in [
+            &["r", "--endpoint", "ftp://x"][..],
+            &["r", "--endpoint", "not a url"],
+        ] {
+            assert!(parse(bad).unwrap().options(no_env).is_err(), "{bad:?}");
+        }
+        assert!(parse(&["r", "--json"]).unwrap_err().use_stderr());
+        assert!(parse(&["r", "--seconds", "2"]).unwrap_err().use_stderr());
+        let zero = parse(&["r", "--bench", "--seconds", "0"]).unwrap();
+        assert!(zero.bench_options().is_err());
+    }
+
+    #[test]
+    fn endpoints_for_downloads_and_bench() {
+        let env = |k: &str| (k == "HF_ENDPOINT").then(|| "http://127.0.0.1:1/".to_string());
+        // Several --endpoint: the first lists, the others also serve files;
+        // HF_ENDPOINT is replaced, repeats are dropped.
+        let a = parse(&[
+            "a/b",
+            "--endpoint",
+            "https://hf-mirror.com",
+            "--endpoint",
+            "https://mirror.example/",
+            "--endpoint",
+            "https://hf-mirror.com/",
+        ])
+        .unwrap();
+        let o = a.options(env).unwrap();
+        assert_eq!(o.endpoint.as_str(), "https://hf-mirror.com");
+        let m: Vec<&str> = o.mirrors.iter().map(Endpoint::as_str).collect();
+        assert_eq!(m, ["https://mirror.example"]);
+        assert_eq!(a.connections(), 4);
+        // --bench: the defaults after HF_ENDPOINT, without repeats.
+        let b = parse(&["a/b", "--bench"]).unwrap();
+        let eps: Vec<String> = b
+            .bench_endpoints(env)
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().to_string())
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                "http://127.0.0.1:1",
+                "https://huggingface.co",
+                "https://hf-mirror.com"
+            ]
+        );
+        let same = |_: &str| Some("https://huggingface.co/".to_string());
+        assert_eq!(b.bench_endpoints(same).unwrap().len(), 2);
+        assert_eq!(b.bench_endpoints(no_env).unwrap().len(), 2);
+        assert_eq!(b.connections(), 16);
+        let opts = b.bench_options().unwrap();
+        assert_eq!((opts.seconds, opts.connections), (10.0, 16));
+        let given = parse(&["a/b", "--bench", "--endpoint", "http://h:1", "-x", "2"]).unwrap();
+        assert_eq!(given.bench_endpoints(env).unwrap().len(), 1);
+        assert_eq!(given.connections(), 2);
     }
 }

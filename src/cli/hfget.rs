@@ -28,10 +28,17 @@ Examples:
   hfget URL --header 'Authorization: Bearer <token>'
       the header goes only to the URL's own host, never to a redirect target
   hfget --bench URL1 URL2 --seconds 5 --json
-      which mirror is fastest now (nothing is written to disk)
+      which mirror is fastest now (nothing is written to disk): time to first
+      byte, then the rate over 1 connection and over -x; an -x rate far above
+      the 1-connection one means the mirror throttles each connection
 
 Interrupted downloads resume when the same command runs again: the progress
 is in NAME.part.ctl next to NAME.part until the file is complete.
+
+With several URLs, each source gets -x connections and work in proportion to
+its measured speed; a source whose size or ETag differs from the first one's
+is dropped (named in a warning), and so is one that keeps failing. See
+docs/mirrors.md.
 
 Proxies: http_proxy, https_proxy, all_proxy and no_proxy are read in either
 case (lowercase wins when both differ); --all-proxy and friends override them.";

@@ -45,6 +45,9 @@ pub enum Error {
     RemoteChanged { url: String, detail: String },
     #[error("{url}: {detail}")]
     BadResponse { url: String, detail: String },
+    /// A source failed the caller's [`super::SourceCheck`].
+    #[error("{url} serves another file: {detail}")]
+    OtherFile { url: String, detail: String },
     #[error("{url}: more than {max} redirects")]
     TooManyRedirects { url: String, max: usize },
     #[error(
@@ -104,7 +107,7 @@ impl Error {
                 GaveUpKind::Tls => ExitCode::TlsFailed,
                 GaveUpKind::BadResponse => ExitCode::BadResponse,
             },
-            Error::RemoteChanged { .. } => ExitCode::RemoteChanged,
+            Error::RemoteChanged { .. } | Error::OtherFile { .. } => ExitCode::RemoteChanged,
             Error::BadResponse { .. } => ExitCode::BadResponse,
             Error::TooManyRedirects { .. } => ExitCode::TooManyRedirects,
             Error::ChecksumMismatch { .. } => ExitCode::ChecksumMismatch,

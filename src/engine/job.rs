@@ -30,7 +30,7 @@ use super::scheduler::{Scheduler, Slot, Tuning, initial_pieces, useful_connectio
 use super::source::Source;
 use super::verify;
 use super::worker::{self, FirstResponse};
-use super::{DownloadSpec, Outcome};
+use super::{DownloadSpec, Outcome, SourceCheck};
 use crate::extent::ExtentSet;
 use crate::net::http::{ContentRange, content_length, content_range, last_modified, strong_etag};
 use crate::net::{Conn, Net, redact_url};
@@ -65,6 +65,8 @@ pub struct Job {
     pub validators: Validators,
     /// Sent with every segment request: the strong ETag, else Last-Modified.
     pub if_range: Option<String>,
+    /// The caller's identity test; with it, each source has its own validators.
+    pub source_check: Option<SourceCheck>,
     pub cancel: CancellationToken,
     pub live_slots: AtomicUsize,
     /// The adaptive connection count: slots above it leave.
@@ -129,6 +131,10 @@ impl Job {
     /// A slot used up its retries: its work goes back to the queue; when no
     /// slot is left, the download fails with the last cause.
     pub fn slot_gave_up(&self, slot: &Slot) {
+        let src = &self.sources[slot.source];
+        if src.active() <= 1 {
+            src.gave_up.store(true, Relaxed);
+        }
         self.sched.release(slot);
         if self.live_slots.load(Relaxed) <= 1 {
             self.fail(self.gave_up_error());
@@ -159,6 +165,16 @@ impl Job {
             last: f.detail,
             kind: f.kind,
         }
+    }
+
+    /// What a request to `source` sends as `If-Range`: the first source's
+    /// validator, or with a [`SourceCheck`] the source's own once known.
+    pub fn if_range_for(&self, source: &Source) -> Option<String> {
+        if self.source_check.is_none() {
+            return self.if_range.clone();
+        }
+        let (etag, lm) = source.own_validators.get()?;
+        etag.clone().or_else(|| lm.clone())
     }
 
     /// Placeholder error for a failed write; the storage's own error replaces
@@ -358,7 +374,16 @@ pub async fn download(
         )
     };
     let retry = spec.retry.clone();
-    let probe = probe(net, &sources[0], probe_start, probe_end, &retry, &cancel).await?;
+    let probe = probe(
+        net,
+        &sources[0],
+        probe_start,
+        probe_end,
+        &retry,
+        spec.source_check.as_ref(),
+        &cancel,
+    )
+    .await?;
 
     match probe {
         Probe::AtEnd { total } if adopt_output && adopted_len == total => {
@@ -549,6 +574,7 @@ fn already_complete(spec: &DownloadSpec, paths: &Paths, total: u64, started: Ins
         already_complete: true,
         hops: Vec::new(),
         source_bytes: vec![0; spec.urls.len()],
+        sources_gave_up: vec![false; spec.urls.len()],
     }
 }
 
@@ -569,6 +595,7 @@ async fn probe(
     start: u64,
     end: u64,
     retry: &RetryPolicy,
+    check: Option<&SourceCheck>,
     cancel: &CancellationToken,
 ) -> Result<Probe, Error> {
     let mut failures = 0u32;
@@ -586,6 +613,15 @@ async fn probe(
             Ok(fetched) => {
                 source.record_ttfb(fetched.ttfb);
                 source.set_resolved(fetched.url.clone());
+                if let Some(c) = check
+                    && fetched.response.status().is_success()
+                    && let Err(detail) = c.check(&fetched.hops, fetched.response.headers())
+                {
+                    return Err(Error::OtherFile {
+                        url: source.display(),
+                        detail,
+                    });
+                }
                 let redirected = fetched.url != source.original;
                 match classify_probe(fetched, conn.take(), start, source, redirected).await {
                     Ok(p) => return Ok(p),
@@ -891,6 +927,11 @@ async fn run_slots(
         .clone()
         .or_else(|| validators.last_modified.clone());
     let n_sources = sources.len();
+    if spec.source_check.is_some() {
+        let _ = sources[0]
+            .own_validators
+            .set((validators.etag.clone(), validators.last_modified.clone()));
+    }
     let job = Arc::new(Job {
         net: net.clone(),
         sources,
@@ -900,6 +941,7 @@ async fn run_slots(
         retry: spec.retry.clone(),
         validators,
         if_range,
+        source_check: spec.source_check.clone(),
         cancel: cancel.child_token(),
         live_slots: AtomicUsize::new(0),
         slot_cap: AtomicUsize::new(usize::MAX),
@@ -1006,6 +1048,11 @@ async fn run_slots(
     let fatal = job.fatal.lock().unwrap().take();
     let complete = sched.is_done();
     let source_bytes = job.sources.iter().map(|s| s.bytes.load(Relaxed)).collect();
+    let sources_gave_up = job
+        .sources
+        .iter()
+        .map(|s| s.gave_up.load(Relaxed))
+        .collect();
     let received = progress.received();
     drop(job);
 
@@ -1052,6 +1099,7 @@ async fn run_slots(
         already_complete: false,
         hops,
         source_bytes,
+        sources_gave_up,
     })
 }
 
@@ -1349,6 +1397,7 @@ async fn single_stream(
         already_complete: false,
         hops,
         source_bytes: vec![got],
+        sources_gave_up: vec![false; spec.urls.len()],
     })
 }
 

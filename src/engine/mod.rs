@@ -21,6 +21,7 @@ pub mod verify;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -77,6 +78,39 @@ pub struct DownloadSpec {
     /// Start with fewer connections and add more while they pay; then
     /// `connections` and `per_source` are the ceilings.
     pub adaptive: Option<adaptive::Adaptive>,
+    /// `None`: every source must send the first source's ETag/Last-Modified
+    /// (aria2c's rule, right for plain mirrors of one file). `Some`: the
+    /// caller knows what identifies the file (a Hub's `X-Linked-Etag`), so
+    /// each source is held to that instead and to its own validators, because
+    /// mirrors behind different CDNs give different ETags for the same bytes.
+    pub source_check: Option<SourceCheck>,
+}
+
+/// The caller's test that a source serves the file it was asked for, run on
+/// every successful answer that started at the source's own URL (its first
+/// answer and each re-resolve), given the redirects followed and the final
+/// answer's headers. An `Err` names what differs; the source is dropped.
+#[derive(Clone)]
+pub struct SourceCheck(Arc<CheckFn>);
+
+type CheckFn = dyn Fn(&[Hop], &HeaderMap) -> Result<(), String> + Send + Sync;
+
+impl SourceCheck {
+    pub fn new(
+        f: impl Fn(&[Hop], &HeaderMap) -> Result<(), String> + Send + Sync + 'static,
+    ) -> SourceCheck {
+        SourceCheck(Arc::new(f))
+    }
+
+    pub fn check(&self, hops: &[Hop], final_headers: &HeaderMap) -> Result<(), String> {
+        (self.0)(hops, final_headers)
+    }
+}
+
+impl std::fmt::Debug for SourceCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceCheck(..)")
+    }
 }
 
 impl DownloadSpec {
@@ -101,6 +135,7 @@ impl DownloadSpec {
             allow_overwrite: false,
             checkpoint_interval: Duration::from_secs(1),
             adaptive: None,
+            source_check: None,
         }
     }
 
@@ -145,4 +180,7 @@ pub struct Outcome {
     pub hops: Vec<Hop>,
     /// Bytes received from each source, in the order of `urls`.
     pub source_bytes: Vec<u64>,
+    /// Sources whose every connection used up its retries, in the order of
+    /// `urls`: a caller downloading many files stops offering them.
+    pub sources_gave_up: Vec<bool>,
 }

@@ -6,8 +6,8 @@
 //! CDN URL answering 401/403/410), the source resolves again from the original.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
@@ -43,6 +43,11 @@ pub struct Source {
     ttfb_us: AtomicU64,
     /// Bytes received from this source (for multi-source reports).
     pub bytes: AtomicU64,
+    /// Its last connection used up its retries.
+    pub gave_up: AtomicBool,
+    /// With a [`super::SourceCheck`]: this source's own strong ETag and
+    /// Last-Modified, fixed by its first good answer.
+    pub own_validators: OnceLock<(Option<String>, Option<String>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +89,8 @@ impl Source {
             dead: AtomicBool::new(false),
             ttfb_us: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            gave_up: AtomicBool::new(false),
+            own_validators: OnceLock::new(),
         })
     }
 

@@ -23,7 +23,7 @@ use super::fetch::{ByteRange, Failure, fetch, status_failure};
 use super::job::Job;
 use super::scheduler::{Assignment, Preempt, Slot, request_size};
 use crate::net::Conn;
-use crate::net::http::{ContentRange, any_etag, content_range, last_modified};
+use crate::net::http::{ContentRange, any_etag, content_range, last_modified, strong_etag};
 
 /// The probe's answer, handed to the first slot so its bytes are not wasted.
 pub struct FirstResponse {
@@ -165,12 +165,13 @@ impl Worker {
                         end: Some(req.end),
                     };
                     let mut conn = self.conn.take();
+                    let if_range = job.if_range_for(&source);
                     let r = fetch(
                         &job.net,
                         &source,
                         url,
                         byte_range,
-                        job.if_range.as_deref(),
+                        if_range.as_deref(),
                         &mut conn,
                     )
                     .await;
@@ -182,6 +183,22 @@ impl Worker {
                                 source.set_resolved(f.url.clone());
                             }
                             let redirected = f.url != source.original;
+                            let from_source = !f.hops.is_empty() || !redirected;
+                            if let Some(c) = &job.source_check
+                                && from_source
+                                && f.response.status().is_success()
+                                && let Err(detail) = c.check(&f.hops, f.response.headers())
+                            {
+                                let e = Error::OtherFile {
+                                    url: source.display(),
+                                    detail,
+                                };
+                                self.set_conn(None);
+                                if !self.on_failure(Failure::Fatal(e), generation).await {
+                                    return;
+                                }
+                                continue;
+                            }
                             (f.response, req, generation, redirected)
                         }
                         Err(failure) => {
@@ -232,7 +249,8 @@ impl Worker {
         req: &Range<u64>,
     ) -> Result<(), Option<Failure>> {
         let job = &self.job;
-        let url = job.sources[self.slot.source].display();
+        let source = &job.sources[self.slot.source];
+        let url = source.display();
         let h = response.headers();
         let changed = |detail: String| {
             Some(Failure::Fatal(Error::RemoteChanged {
@@ -240,17 +258,27 @@ impl Worker {
                 detail,
             }))
         };
-        // Validators first: whatever the status, a different ETag is a different file.
-        if let (Some(want), Some(got)) = (&job.validators.etag, any_etag(h))
-            && *want != got
-        {
-            return Err(changed(format!("its ETag was {want}, now {got}")));
-        }
-        if job.validators.etag.is_none()
-            && let (Some(want), Some(got)) = (&job.validators.last_modified, last_modified(h))
-            && *want != got
-        {
-            return Err(changed(format!("its Last-Modified was {want}, now {got}")));
+        let same_validators = |etag: &Option<String>, lm: &Option<String>| {
+            if let (Some(want), Some(got)) = (etag, any_etag(h))
+                && *want != got
+            {
+                return Err(changed(format!("its ETag was {want}, now {got}")));
+            }
+            if etag.is_none()
+                && let (Some(want), Some(got)) = (lm, last_modified(h))
+                && *want != got
+            {
+                return Err(changed(format!("its Last-Modified was {want}, now {got}")));
+            }
+            Ok(())
+        };
+        // Validators first: whatever the status, a different ETag is a
+        // different file. With a source check each source answers for its
+        // own, once a good answer has fixed them (below).
+        if job.source_check.is_none() {
+            same_validators(&job.validators.etag, &job.validators.last_modified)?;
+        } else if let Some((etag, lm)) = source.own_validators.get() {
+            same_validators(etag, lm)?;
         }
         match response.status() {
             StatusCode::PARTIAL_CONTENT => {}
@@ -309,6 +337,12 @@ impl Worker {
                         req.start,
                         req.end - 1
                     ));
+                }
+                if job.source_check.is_some() && source.own_validators.get().is_none() {
+                    let (etag, lm) = source
+                        .own_validators
+                        .get_or_init(|| (strong_etag(h), last_modified(h)));
+                    same_validators(etag, lm)?;
                 }
                 Ok(())
             }

@@ -16,10 +16,17 @@
 //!    the engine: resolve once per file from the commit (so every file comes
 //!    from the same commit even if the branch moves meanwhile), data into
 //!    `.hfd/partial/`, checksum, then rename into place.
+//!
+//! With several endpoints (`--endpoint` more than once) the first one
+//! answers steps 1 and 2, and each file's resolve URL on every endpoint is a
+//! source of the same download, held to the listing's hash and size
+//! ([`super::identity`]). An endpoint that fails one file is left out for
+//! that file only (a mirror may lack it); one whose connections all give up
+//! is left out for the rest of the run, so later files do not wait for it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use http::header::{AUTHORIZATION, HeaderValue};
@@ -34,9 +41,10 @@ use super::api::{Api, ApiError, RepoFile, RepoInfo};
 use super::display::{Counters, LiveLine, Printer, Style, files_noun, human};
 use super::endpoint::{Endpoint, RepoId, RepoType};
 use super::filter::Filter;
+use super::identity;
 use super::state::{self, Listing, LocalDir, Record, Verified};
 use crate::engine::{self, Checksum, DownloadSpec, Error, Progress, RetryPolicy};
-use crate::net::Net;
+use crate::net::{Net, redact_url};
 use crate::ui::Verbosity;
 
 /// A file whose checksum fails (or that changes on the server while being
@@ -53,8 +61,12 @@ pub struct Options {
     pub repo: RepoId,
     pub repo_type: RepoType,
     pub revision: String,
+    /// Lists the repo, and serves every file.
     pub endpoint: Endpoint,
-    /// Never printed, never written.
+    /// Further endpoints every file is also fetched from, at once
+    /// (`--endpoint` given more than once).
+    pub mirrors: Vec<Endpoint>,
+    /// Never printed, never written; each endpoint gets it, no other host.
     pub token: Option<String>,
     pub include: Vec<String>,
     pub exclude: Vec<String>,
@@ -101,7 +113,7 @@ impl Status {
 
 /// The `Authorization` header for a token, marked sensitive so it never
 /// shows in debug output.
-fn credentials(token: Option<&str>) -> Result<HeaderMap, String> {
+pub(crate) fn credentials(token: Option<&str>) -> Result<HeaderMap, String> {
     let mut h = HeaderMap::new();
     if let Some(t) = token {
         let mut v = HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
@@ -149,7 +161,7 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
         Ok(i) => i,
         Err(ApiError::Interrupted) => return interrupted(&p),
         Err(e) => {
-            p.error(&info_error(opts, &e));
+            p.error(&info_error(opts, &opts.endpoint, &e));
             return Status::Failed;
         }
     };
@@ -280,6 +292,16 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
             opts.local_dir.display()
         ),
     );
+    if !opts.mirrors.is_empty() {
+        let all: Vec<&str> = std::iter::once(&opts.endpoint)
+            .chain(&opts.mirrors)
+            .map(Endpoint::as_str)
+            .collect();
+        p.out(
+            Style::Dim,
+            &format!("From {} endpoints at once: {}", all.len(), all.join(", ")),
+        );
+    }
 
     // 5. Downloads.
     let counters = Counters {
@@ -291,9 +313,13 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
     counters.bytes.set_total(Some(total_bytes));
     counters.bytes.add_existing(check.done_bytes);
     let line = LiveLine::start(counters.clone(), opts.verbosity == Verbosity::Quiet);
+    let endpoints: Vec<Endpoint> = std::iter::once(opts.endpoint.clone())
+        .chain(opts.mirrors.iter().cloned())
+        .collect();
     let ctx = Arc::new(FileCtx {
         net,
-        endpoint: opts.endpoint.clone(),
+        down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
+        endpoints,
         repo: opts.repo.clone(),
         repo_type: opts.repo_type,
         url_rev,
@@ -428,7 +454,7 @@ fn interrupted(p: &Printer) -> Status {
     Status::Interrupted
 }
 
-fn gated_message(opts: &Options) -> String {
+pub(crate) fn gated_message(opts: &Options) -> String {
     format!(
         "{} is gated: it needs a token. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {HUB_PAGE}/{}{}. Tokens: {HUB_PAGE}/settings/tokens",
         opts.repo,
@@ -437,8 +463,8 @@ fn gated_message(opts: &Options) -> String {
     )
 }
 
-/// One line for a failed repo-info call.
-fn info_error(opts: &Options, e: &ApiError) -> String {
+/// One line for a failed repo-info call to `ep`.
+pub(crate) fn info_error(opts: &Options, ep: &Endpoint, e: &ApiError) -> String {
     let ApiError::Status {
         url,
         status,
@@ -448,8 +474,8 @@ fn info_error(opts: &Options, e: &ApiError) -> String {
     else {
         return match e {
             ApiError::GaveUp { detail, .. } => format!(
-                "Cannot reach {}: {detail}. Check the network, HF_ENDPOINT and the proxy settings.",
-                opts.endpoint.as_str()
+                "Cannot reach {}: {detail}. Check the network, the endpoint (HF_ENDPOINT, --endpoint) and the proxy settings.",
+                ep.as_str()
             ),
             other => format!("Failed to fetch metadata: {other}"),
         };
@@ -476,17 +502,17 @@ fn info_error(opts: &Options, e: &ApiError) -> String {
         ),
         (401, _) if message.contains("Invalid credentials in Authorization header") => format!(
             "The token was rejected by {}: check --hf_token / HF_TOKEN.",
-            opts.endpoint.as_str()
+            ep.as_str()
         ),
         (401 | 403 | 404, _) if opts.token.is_none() => format!(
             "Repository {} not found on {}{dataset_hint}. If it is private or gated, pass --hf_token or set HF_TOKEN.",
             opts.repo,
-            opts.endpoint.as_str()
+            ep.as_str()
         ),
         (401 | 403 | 404, _) => format!(
             "Repository {} not found on {}{dataset_hint}, or the token has no access to it.",
             opts.repo,
-            opts.endpoint.as_str()
+            ep.as_str()
         ),
         _ => format!(
             "Failed to fetch metadata from {url}. HTTP status code: {status}.{}",
@@ -517,34 +543,7 @@ async fn file_list(
     {
         return Ok(l);
     }
-    let mut files = None;
-    if info.siblings_detailed && !info.siblings.is_empty() {
-        let sum = info
-            .siblings
-            .iter()
-            .fold(0u64, |a, f| a.saturating_add(f.size));
-        let treesize = api
-            .treesize(opts.repo_type, &opts.repo, &opts.revision)
-            .await;
-        if treesize == Some(sum) {
-            files = Some(info.siblings.clone());
-        }
-    }
-    let files = match files {
-        Some(f) => f,
-        None => {
-            let r = api
-                .tree(
-                    opts.repo_type,
-                    &opts.repo,
-                    &opts.revision,
-                    super::display::listing_progress,
-                )
-                .await;
-            super::display::listing_done();
-            r?
-        }
-    };
+    let files = list_files(opts, api, info, true).await?;
     let filter = Filter::new(&opts.include, &opts.exclude).unwrap_or_else(|_| Filter::all());
     let (n, bytes) = files
         .iter()
@@ -568,6 +567,40 @@ async fn file_list(
         p.warn(&e);
     }
     Ok(listing)
+}
+
+/// Every file of the revision on `api`'s endpoint: `siblings` when complete
+/// (its sizes add up to the `treesize`), else the paginated tree.
+pub(crate) async fn list_files(
+    opts: &Options,
+    api: &Api,
+    info: &RepoInfo,
+    show_progress: bool,
+) -> Result<Vec<RepoFile>, ApiError> {
+    if info.siblings_detailed && !info.siblings.is_empty() {
+        let sum = info
+            .siblings
+            .iter()
+            .fold(0u64, |a, f| a.saturating_add(f.size));
+        let treesize = api
+            .treesize(opts.repo_type, &opts.repo, &opts.revision)
+            .await;
+        if treesize == Some(sum) {
+            return Ok(info.siblings.clone());
+        }
+    }
+    let progress = |n| {
+        if show_progress {
+            super::display::listing_progress(n)
+        }
+    };
+    let r = api
+        .tree(opts.repo_type, &opts.repo, &opts.revision, progress)
+        .await;
+    if show_progress {
+        super::display::listing_done();
+    }
+    r
 }
 
 /// The verdict of the local check.
@@ -700,7 +733,11 @@ async fn local_check(
 /// What every file download shares.
 struct FileCtx {
     net: Net,
-    endpoint: Endpoint,
+    /// The listing's endpoint first, then `--endpoint`'s others.
+    endpoints: Vec<Endpoint>,
+    /// Endpoints that stopped answering during this run: later files do
+    /// not wait for them.
+    down: Vec<AtomicBool>,
     repo: RepoId,
     repo_type: RepoType,
     url_rev: String,
@@ -713,6 +750,18 @@ struct FileCtx {
     printer: Printer,
     /// `-j`: one per file transferring.
     permits: Arc<Semaphore>,
+}
+
+impl FileCtx {
+    /// Marks endpoint `i` as down for the rest of the run, saying so once.
+    fn endpoint_down(&self, i: usize, why: &str) {
+        if !self.down[i].swap(true, Relaxed) {
+            self.printer.warn(&format!(
+                "{} stopped answering ({why}); the other endpoints carry on",
+                self.endpoints[i].as_str()
+            ));
+        }
+    }
 }
 
 enum FileResult {
@@ -779,22 +828,21 @@ async fn download_file(
     permit: OwnedSemaphorePermit,
 ) -> FileResult {
     let mut permit = Some(permit);
-    let url = match ctx
-        .endpoint
-        .resolve_url(ctx.repo_type, &ctx.repo, &ctx.url_rev, &f.path)
-    {
-        Ok(u) => u,
-        Err(e) => return FileResult::Failed(format!("{}: {e}", f.path)),
-    };
+    let mut urls = Vec::with_capacity(ctx.endpoints.len());
+    for ep in &ctx.endpoints {
+        match ep.resolve_url(ctx.repo_type, &ctx.repo, &ctx.url_rev, &f.path) {
+            Ok(u) => urls.push(u),
+            Err(e) => return FileResult::Failed(format!("{}: {e}", f.path)),
+        }
+    }
     if let Some(dir) = part.parent()
         && let Err(e) = std::fs::create_dir_all(dir)
     {
         return FileResult::Failed(format!("cannot create {}: {e}", dir.display()));
     }
-    let mut spec = DownloadSpec::new(url, &out);
+    let mut spec = DownloadSpec::new(urls[0].clone(), &out);
     spec.headers = ctx.creds.clone();
     spec.part_path = Some(part);
-    spec.connections = ctx.connections;
     spec.per_source = ctx.connections;
     spec.retry = ctx.retry.clone();
     spec.checksum = f.checksum();
@@ -802,15 +850,43 @@ async fn download_file(
     // that changed on the server is simply fetched again from the start.
     spec.allow_restart = true;
     spec.allow_overwrite = true;
+    if urls.len() > 1 {
+        spec.source_check = Some(identity::check_for(&f));
+    }
+    // Endpoints this file no longer uses (a mirror lacking it, or serving
+    // another version): other files may still come from them.
+    let mut left_out = vec![false; urls.len()];
+    // After a checksum failure with several endpoints nobody can tell which
+    // one sent the bad bytes: the next attempt uses the listing's endpoint.
+    let mut first_only = false;
     let mut attempt = 0;
     loop {
         attempt += 1;
+        let mut live: Vec<usize> = (0..urls.len())
+            .filter(|&i| !left_out[i] && !ctx.down[i].load(Relaxed))
+            .collect();
+        if live.is_empty() {
+            // Every endpoint failed some earlier file: try them anyway.
+            live = (0..urls.len()).filter(|&i| !left_out[i]).collect();
+        }
+        if first_only {
+            live.truncate(1);
+        }
+        spec.urls = live.iter().map(|&i| urls[i].clone()).collect();
+        spec.connections = ctx.connections * spec.urls.len();
         let progress = Progress::child(&ctx.parent);
         let result = transfer(&ctx, &spec, &progress, &mut permit).await;
         // Verification below uses no connection either.
         permit = None;
         match result {
             Ok(o) => {
+                if live.len() > 1 {
+                    for (k, gave_up) in o.sources_gave_up.iter().enumerate() {
+                        if *gave_up && let Some(&i) = live.get(k) {
+                            ctx.endpoint_down(i, "its connections used up their retries");
+                        }
+                    }
+                }
                 let sum = match &spec.checksum {
                     Some(c) => Some(c.clone()),
                     None => match linked_checksum(&o.hops, f.lfs) {
@@ -827,6 +903,7 @@ async fn download_file(
                                 let _ = std::fs::remove_file(&out);
                                 progress.discard(progress.done());
                                 if attempt < ATTEMPTS_PER_FILE {
+                                    first_only = live.len() > 1;
                                     continue;
                                 }
                                 return FileResult::Failed(format!(
@@ -869,26 +946,72 @@ async fn download_file(
                 return FileResult::Done(f.path.clone(), record);
             }
             Err(Error::Interrupted) => return FileResult::Interrupted,
+            Err(_) if ctx.cancel.is_cancelled() => return FileResult::Interrupted,
+            Err(e) if live.len() > 1 && to_blame(&e, &spec.urls).is_some() => {
+                // One endpoint failed this file: the others carry on with it,
+                // keeping what was downloaded (it is checked at the end).
+                let k = to_blame(&e, &spec.urls).expect("checked in the guard");
+                let i = live[k];
+                progress.discard(progress.done());
+                left_out[i] = true;
+                attempt -= 1;
+                if matches!(e, Error::GaveUp { .. } | Error::Net(_)) {
+                    ctx.endpoint_down(i, &e.to_string());
+                } else {
+                    ctx.printer.warn(&format!(
+                        "{}: not using {} for this file: {e}",
+                        f.path,
+                        ctx.endpoints[i].as_str()
+                    ));
+                }
+            }
             Err(e @ (Error::ChecksumMismatch { .. } | Error::RemoteChanged { .. }))
-                if attempt < ATTEMPTS_PER_FILE && !ctx.cancel.is_cancelled() =>
+                if attempt < ATTEMPTS_PER_FILE =>
             {
                 progress.discard(progress.done());
+                first_only = matches!(e, Error::ChecksumMismatch { .. }) && live.len() > 1;
+                let from = if first_only {
+                    format!(" from {} alone", ctx.endpoints[live[0]].as_str())
+                } else {
+                    String::new()
+                };
                 ctx.printer
-                    .warn(&format!("{}: {e}; downloading it again", f.path));
+                    .warn(&format!("{}: {e}; downloading it again{from}", f.path));
             }
-            Err(_) if ctx.cancel.is_cancelled() => return FileResult::Interrupted,
             Err(e) => return FileResult::Failed(file_error(&ctx, &f, &e)),
         }
     }
 }
 
+/// Which of `urls` an engine error is about: the source it names, or the
+/// first source for a connection error (the probe, before any other source
+/// is asked). `None` for errors no source caused (disk, checksum, ...).
+fn to_blame(e: &Error, urls: &[url::Url]) -> Option<usize> {
+    let named = match e {
+        Error::NotFound { url, .. }
+        | Error::Auth { url, .. }
+        | Error::GaveUp { url, .. }
+        | Error::RemoteChanged { url, .. }
+        | Error::BadResponse { url, .. }
+        | Error::TooManyRedirects { url, .. }
+        | Error::OtherFile { url, .. } => url,
+        Error::Net(_) => return Some(0),
+        _ => return None,
+    };
+    urls.iter().position(|u| redact_url(u) == *named)
+}
+
 /// One line for a file that could not be downloaded.
 fn file_error(ctx: &FileCtx, f: &RepoFile, e: &Error) -> String {
     match e {
-        Error::NotFound { status, .. } => format!(
+        Error::NotFound { status, url } => format!(
             "{}: not found on {} (HTTP {status}); the file may have been removed, or the mirror lacks it",
             f.path,
-            ctx.endpoint.as_str()
+            ctx.endpoints
+                .iter()
+                .find(|ep| url.starts_with(ep.as_str()))
+                .unwrap_or(&ctx.endpoints[0])
+                .as_str()
         ),
         Error::Auth { status, .. } => format!(
             "{}: access denied (HTTP {status}). If {} is gated, accept its terms on {HUB_PAGE}/{}{} and pass --hf_token or set HF_TOKEN; check the token's permissions",

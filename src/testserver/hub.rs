@@ -237,6 +237,7 @@ struct State {
     treesize: bool,
     truncate_siblings: bool,
     commits_made: u64,
+    commit_salt: Option<String>,
 }
 
 /// The mock Hub: `hub()` serves the API, resolves and the resolve cache;
@@ -283,6 +284,7 @@ impl MockHub {
             treesize: true,
             truncate_siblings: false,
             commits_made: 0,
+            commit_salt: None,
         }));
         let h = Handler {
             state: state.clone(),
@@ -424,6 +426,13 @@ impl MockHub {
         lock(&self.state).treesize = on;
     }
 
+    /// Commit ids made from `salt` instead of this hub's address, so two
+    /// hubs given the same salt and the same repos name the same commits, as
+    /// a mirror relaying the Hub does. Set it before adding repos.
+    pub fn set_commit_salt(&self, salt: &str) {
+        lock(&self.state).commit_salt = Some(salt.to_string());
+    }
+
     /// Lists only half of the files in `siblings`, as the Hub truncates
     /// them for very large repos: a client must walk the tree.
     pub fn truncate_siblings(&self, on: bool) {
@@ -452,9 +461,13 @@ impl MockHub {
         let mut st = lock(&self.state);
         st.commits_made += 1;
         let n = st.commits_made;
+        let salt = st
+            .commit_salt
+            .clone()
+            .unwrap_or_else(|| self.hub.addr().to_string());
         drop(st);
         let mut h = sha1::Sha1::new();
-        h.update(format!("{repo}\n{n}\n{}", self.hub.addr()).as_bytes());
+        h.update(format!("{repo}\n{n}\n{salt}").as_bytes());
         hex(&h.finalize())
     }
 

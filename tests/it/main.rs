@@ -10,6 +10,7 @@ mod engine;
 mod faults;
 mod fuzz_regressions;
 mod hfd;
+mod hfd_mirrors;
 mod mirrors;
 mod proxy;
 mod support;

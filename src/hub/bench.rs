@@ -1,0 +1,123 @@
+//! `hfd REPO --bench`: which Hub endpoint serves this repo fastest, now.
+//!
+//! Each endpoint lists the repo itself, because a mirror can lag behind the
+//! Hub or lack the repo, and that belongs in its row. Its largest selected
+//! file, resolved by the commit that endpoint names, is then measured the way
+//! `hfget --bench` measures a URL ([`crate::mirrors`]): the bytes users wait
+//! for are the big LFS files behind the CDN, not the API. Endpoints are
+//! measured one after another so they do not share the link, and nothing is
+//! written: no local dir, no `.hfd/`.
+
+use http::HeaderMap;
+use tokio_util::sync::CancellationToken;
+use url::Url;
+
+use super::api::{Api, ApiError, RepoFile};
+use super::display::human;
+use super::endpoint::{DEFAULT_ENDPOINT, Endpoint};
+use super::filter::Filter;
+use super::run::{Options, credentials, gated_message, info_error, list_files};
+use crate::engine::RetryPolicy;
+use crate::mirrors::{self, BenchOptions, BenchReport, SourceReport};
+use crate::net::Net;
+
+/// The endpoints measured when `--endpoint` is not given: the one the user
+/// set, the Hub, and the best-known public mirror.
+pub const DEFAULT_BENCH_ENDPOINTS: [&str; 2] = [DEFAULT_ENDPOINT, "https://hf-mirror.com"];
+
+/// A listing call that fails this often is reported rather than waited on:
+/// the row says what went wrong, and the other endpoints get measured.
+const LISTING_TRIES: u32 = 3;
+
+/// What is measured on one endpoint.
+pub struct Target {
+    pub url: Url,
+    pub file: RepoFile,
+}
+
+/// Lists the repo on `ep` and picks its largest selected file (the first
+/// in path order among equals).
+pub async fn target(
+    opts: &Options,
+    ep: &Endpoint,
+    net: &Net,
+    creds: &HeaderMap,
+    cancel: &CancellationToken,
+) -> Result<Target, String> {
+    let retry = RetryPolicy {
+        max_tries: LISTING_TRIES,
+        ..opts.retry.clone()
+    };
+    // The Api sends `creds` to `ep`'s own origin only.
+    let api = Api::new(
+        net.clone(),
+        ep.clone(),
+        creds.clone(),
+        retry,
+        cancel.clone(),
+    );
+    let info = api
+        .info(opts.repo_type, &opts.repo, &opts.revision)
+        .await
+        .map_err(|e| info_error(opts, ep, &e))?;
+    if info.disabled {
+        return Err(format!("{} is disabled on this endpoint", opts.repo));
+    }
+    if info.gated && opts.token.is_none() {
+        return Err(gated_message(opts));
+    }
+    let files = list_files(opts, &api, &info, false)
+        .await
+        .map_err(|e: ApiError| format!("listing the files failed: {e}"))?;
+    let filter = Filter::new(&opts.include, &opts.exclude)?;
+    let file = files
+        .into_iter()
+        .filter(|f| filter.selects(&f.path) && f.size > 0)
+        .min_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)))
+        .ok_or_else(|| "no selected file to measure (check --include/--exclude)".to_string())?;
+    let rev = info.sha.as_deref().unwrap_or(&opts.revision);
+    let url = ep.resolve_url(opts.repo_type, &opts.repo, rev, &file.path)?;
+    Ok(Target { url, file })
+}
+
+/// Measures every endpoint in turn. `announce` says on stderr what is being
+/// measured (off for `--json` and `-q`).
+pub async fn bench(
+    opts: &Options,
+    endpoints: &[Endpoint],
+    bench: &BenchOptions,
+    net: &Net,
+    announce: bool,
+) -> Result<BenchReport, String> {
+    let creds = credentials(opts.token.as_deref())?;
+    let cancel = CancellationToken::new();
+    let mut headers = bench.headers.clone();
+    headers.extend(creds.clone());
+    let measure = BenchOptions {
+        headers,
+        ..bench.clone()
+    };
+    let mut rows = Vec::with_capacity(endpoints.len());
+    for ep in endpoints {
+        let label = ep.as_str();
+        match target(opts, ep, net, &creds, &cancel).await {
+            Ok(t) => {
+                if announce {
+                    eprintln!("{label}: {} ({}) ...", t.file.path, human(t.file.size));
+                }
+                // The token goes only to the resolve URL's origin, which is
+                // the endpoint's: never to the storage host it redirects to.
+                let mut row = mirrors::measure_one(net, label, &t.url, &measure).await;
+                row.file = Some(t.file.path);
+                rows.push(row);
+            }
+            Err(e) => {
+                if announce {
+                    eprintln!("{label}: {e}");
+                }
+                rows.push(SourceReport::failed(label, e));
+            }
+        }
+    }
+    Ok(mirrors::report(rows))
+}
