@@ -7,21 +7,23 @@
 # hfd.sh is not part of this repository (fetch it yourself; it needs curl,
 # aria2c and, for its fast listing path, jq). Defaults imitate scenario D of
 # ../shared/bench: 200 LFS files of 1-20 MiB, every connection throttled to
-# 8 MB/s, hfd.sh's defaults -x 4 -j 5 for both tools. Runs alternate between
+# 8 MB/s, hfd.sh's defaults -x 4 -j 5; hfd gets the same -x and its own
+# default for -j (adaptive from 5) unless HFD_J is set. Runs alternate between
 # the tools (the order flips each round) so a noisy moment hits both alike.
 # Each run starts from an empty folder; hfd.sh's result is then checked by
 # `hfd --local-dir` on the same folder (it must say "Up to date": every file
 # hashed and matching), outside the timing.
 #
 # Environment: FILES (200) MIN (1M) MAX (20M) THROTTLE (8000000) X (4) J (5)
-# OUT (/dev/shm/hfd-bench) EXTRA_HFD (extra hfd arguments, e.g. "-x 16").
+# OUT (/dev/shm/hfd-bench) HFD_J (-j for hfd; empty = hfd's default)
+# EXTRA_HFD (extra hfd arguments, e.g. "-x 16").
 set -euo pipefail
 [ -n "${TRACE:-}" ] && set -x
 
 HFD_SH=${1:?usage: $0 /path/to/hfd.sh [RUNS]}
 RUNS=${2:-3}
 FILES=${FILES:-200} MIN=${MIN:-1M} MAX=${MAX:-20M} THROTTLE=${THROTTLE:-8000000}
-X=${X:-4} J=${J:-5} OUT=${OUT:-/dev/shm/hfd-bench} EXTRA_HFD=${EXTRA_HFD:-}
+X=${X:-4} J=${J:-5} HFD_J=${HFD_J:-} OUT=${OUT:-/dev/shm/hfd-bench} EXTRA_HFD=${EXTRA_HFD:-}
 REPO=bench/many
 
 for tool in curl aria2c; do
@@ -46,7 +48,7 @@ one() { # tool -> appends "tool seconds cpu_seconds mb resolves api cdn_requests
     rm -rf "$dir"; mkdir -p "$dir"
     t0=$(date +%s.%N)
     if [ "$tool" = hfd ]; then
-        /usr/bin/time -f "%U %S" -o "$OUT/time" "$HFD" "$REPO" -x "$X" -j "$J" $EXTRA_HFD \
+        /usr/bin/time -f "%U %S" -o "$OUT/time" "$HFD" "$REPO" -x "$X" ${HFD_J:+-j "$HFD_J"} $EXTRA_HFD \
             --local-dir "$dir/many" -q >/dev/null
     else
         (cd "$dir" && /usr/bin/time -f "%U %S" -o "$OUT/time" bash "$HFD_SH" "$REPO" -x "$X" -j "$J" \
@@ -72,7 +74,7 @@ done
 
 echo
 if [ "$THROTTLE" = 0 ]; then rate="not throttled"; else rate="throttled to $THROTTLE B/s per connection"; fi
-echo "$FILES LFS files of $MIN-$MAX + 4 git files, CDN $rate, -x $X -j $J $EXTRA_HFD, $RUNS runs each ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "$FILES LFS files of $MIN-$MAX + 4 git files, CDN $rate, -x $X, hfd.sh -j $J, hfd -j ${HFD_J:-adaptive} $EXTRA_HFD, $RUNS runs each ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
 echo "| tool | wall s median [min-max] | MB/s (median) | client CPU s (median) | resolve requests | API requests | CDN requests |"
 echo "|---|---|---|---|---|---|---|"

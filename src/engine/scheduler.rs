@@ -608,14 +608,17 @@ impl Scheduler {
     }
 }
 
-/// Size of the next request: about two seconds of transfer at the slot's
-/// rate, so the gap between requests (one round trip) costs a few percent,
-/// yet the un-requested rest of the region stays stealable without breaking
-/// the connection.
-pub fn request_size(rate: f64) -> u64 {
+/// Size of the next request: enough transfer at the slot's rate that the
+/// gap between requests (one round trip, `ttfb`) costs about 2.5%, and at
+/// least two seconds' worth; yet the un-requested rest of the region stays
+/// stealable without breaking the connection. On a 100 ms link the gap also
+/// lets TCP's window shrink back (slow start after idle), so long links get
+/// longer requests: 4 s at 100 ms instead of 2 s.
+pub fn request_size(rate: f64, ttfb: Duration) -> u64 {
     const MIN: u64 = 1 << 20;
     const MAX: u64 = 64 << 20;
-    ((rate * 2.0) as u64).clamp(MIN, MAX)
+    let secs = (ttfb.as_secs_f64() * 40.0).max(2.0);
+    ((rate * secs) as u64).clamp(MIN, MAX)
 }
 
 #[cfg(test)]
@@ -829,8 +832,11 @@ mod tests {
 
     #[test]
     fn request_size_bounds() {
-        assert_eq!(request_size(0.0), 1 << 20);
-        assert_eq!(request_size(8e6), 16_000_000);
-        assert_eq!(request_size(1e10), 64 << 20);
+        let lan = Duration::from_millis(1);
+        assert_eq!(request_size(0.0, lan), 1 << 20);
+        assert_eq!(request_size(8e6, lan), 16_000_000);
+        assert_eq!(request_size(1e10, lan), 64 << 20);
+        // 100 ms away: four seconds' worth per request.
+        assert_eq!(request_size(8e6, Duration::from_millis(100)), 32_000_000);
     }
 }

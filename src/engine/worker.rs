@@ -156,7 +156,10 @@ impl Worker {
                     (f.response, f.range, g, source.is_redirected())
                 }
                 None => {
-                    let Some(req) = self.slot.next_request(request_size(self.slot.rate())) else {
+                    let Some(req) = self
+                        .slot
+                        .next_request(request_size(self.slot.rate(), source.ttfb()))
+                    else {
                         continue;
                     };
                     let (url, generation) = source.current();
