@@ -208,7 +208,7 @@ async fn draw_lines(label: String, progress: Arc<Progress>, stop: Arc<tokio::syn
                 ),
                 _ => String::new(),
             };
-            eprintln!(
+            crate::tell!(
                 "{label}: {pct} {}{total} {}{eta} CN:{}",
                 Bytes(done),
                 Rate(rate),

@@ -65,7 +65,7 @@ fn main() -> ExitCode {
         return runtime.block_on(async move {
             let net = hfd::net::Net::new(net_opts);
             if announce {
-                eprintln!(
+                hfd::tell!(
                     "Measuring {} endpoint{} on {} ({} s with 1 connection, then {} s with {}) ...",
                     endpoints.len(),
                     if endpoints.len() == 1 { "" } else { "s" },
@@ -84,7 +84,7 @@ fn main() -> ExitCode {
                     }
                 };
             if args.json {
-                println!(
+                hfd::say!(
                     "{}",
                     serde_json::to_string_pretty(&report).expect("a report serializes")
                 );

@@ -123,7 +123,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
         return fail(ExitCode::BadOption, "--bench needs at least one URL");
     }
     if !args.json && !args.quiet {
-        eprintln!(
+        hfd::tell!(
             "Measuring {} source{} ({} s with 1 connection, then {} s with {}) ...",
             sources.len(),
             if sources.len() == 1 { "" } else { "s" },
@@ -134,7 +134,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
     }
     let report = hfd::mirrors::measure(net, &sources, &opts).await;
     if args.json {
-        println!(
+        hfd::say!(
             "{}",
             serde_json::to_string_pretty(&report).expect("a report serializes")
         );
@@ -161,7 +161,7 @@ async fn one(net: Net, spec: DownloadSpec, v: Verbosity, cancel: CancellationTok
     match result {
         Ok(o) => {
             if v != Verbosity::Quiet {
-                println!("{}", summary(&o));
+                hfd::say!("{}", summary(&o));
             }
             ExitCode::Ok
         }
@@ -198,6 +198,6 @@ fn summary(o: &Outcome) -> String {
 }
 
 fn fail(code: ExitCode, msg: &str) -> ExitCode {
-    eprintln!("hfget: error: {msg}");
+    hfd::tell!("hfget: error: {msg}");
     code
 }

@@ -32,7 +32,9 @@ pub fn cancel_on_signals(token: CancellationToken, second_exit: i32) {
                 _ = term_fut => {}
             }
             if round == 0 {
-                eprintln!("\nStopping and saving progress... (press Ctrl-C again to quit at once)");
+                crate::tell!(
+                    "\nStopping and saving progress... (press Ctrl-C again to quit at once)"
+                );
                 token.cancel();
             } else {
                 std::process::exit(second_exit);

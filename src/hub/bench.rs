@@ -103,7 +103,7 @@ pub async fn bench(
         match target(opts, ep, net, &creds, &cancel).await {
             Ok(t) => {
                 if announce {
-                    eprintln!("{label}: {} ({}) ...", t.file.path, human(t.file.size));
+                    crate::tell!("{label}: {} ({}) ...", t.file.path, human(t.file.size));
                 }
                 // The token goes only to the resolve URL's origin, which is
                 // the endpoint's: never to the storage host it redirects to.
@@ -113,7 +113,7 @@ pub async fn bench(
             }
             Err(e) => {
                 if announce {
-                    eprintln!("{label}: {e}");
+                    crate::tell!("{label}: {e}");
                 }
                 rows.push(SourceReport::failed(label, e));
             }

@@ -113,13 +113,13 @@ impl Printer {
     /// `[Error] text` on stderr.
     pub fn error(&self, text: &str) {
         let line = Self::paint(self.color_err, Style::Red, &format!("[Error] {text}"));
-        ui::suspend(|| eprintln!("{line}"));
+        ui::suspend(|| crate::tell!("{line}"));
     }
 
     /// `[Warning] text` on stderr.
     pub fn warn(&self, text: &str) {
         let line = Self::paint(self.color_err, Style::Yellow, &format!("[Warning] {text}"));
-        ui::suspend(|| eprintln!("{line}"));
+        ui::suspend(|| crate::tell!("{line}"));
     }
 }
 
@@ -265,7 +265,7 @@ async fn draw_lines(c: Counters, stop: Arc<tokio::sync::Notify>) {
         if due {
             last_tenth = tenth;
             last_line = Instant::now();
-            eprintln!("{}", progress_line(&c, rate));
+            crate::tell!("{}", progress_line(&c, rate));
         }
     }
 }

@@ -178,3 +178,25 @@ fn not_found_exit_3_and_message() {
     );
     assert!(listing(dir.path()).is_empty());
 }
+
+#[test]
+fn closed_stdout_and_stderr_do_not_turn_success_into_a_panic() {
+    // `hfget URL | head -0` and `2>&-`-like cases: the reader is gone before
+    // the summary line is printed.
+    let server = TestServer::start();
+    let file = FileSpec::generated(77, 1 << 20);
+    let want = file.sha256_hex();
+    server.add_file("/f.bin", file);
+    let dir = tempdir();
+    let mut child = hfget(dir.path())
+        .arg(server.url("/f.bin"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(sha256_file(&dir.path().join("f.bin")), want);
+}
