@@ -4,6 +4,7 @@
 mod cli;
 mod control;
 mod crash;
+mod crash_hfd;
 mod disk;
 mod engine;
 mod faults;
