@@ -401,6 +401,7 @@ pub async fn download(
             range,
             validators,
         } => {
+            check_size(spec, &sources[0], validators.total)?;
             // 3. Same file as before?
             if let Some(s) = &state
                 && let Some(why) = differs(s, &validators)
@@ -1022,7 +1023,29 @@ fn batch_bytes(connections: usize) -> usize {
     ((4 << 20) / connections.max(1)).clamp(64 << 10, 256 << 10)
 }
 
+/// Refuses a file whose size is not the one the caller expects.
+fn check_size(spec: &DownloadSpec, source: &Source, total: u64) -> Result<(), Error> {
+    match spec.expected_size {
+        Some(want) if want != total => Err(Error::BadResponse {
+            url: source.display(),
+            detail: format!("the server's file is {total} bytes, but {want} were expected"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn finalize(spec: &DownloadSpec, paths: &Paths, total: u64) -> Result<(), Error> {
+    if let Some(want) = spec.expected_size
+        && want != total
+    {
+        // Wrong-sized data is worth nothing; it never gets the final name.
+        let _ = std::fs::remove_file(&paths.part);
+        let _ = std::fs::remove_file(&paths.control);
+        return Err(Error::BadResponse {
+            url: redact_url(&spec.urls[0]),
+            detail: format!("the server sent {total} bytes, but {want} were expected"),
+        });
+    }
     if let Some(sum) = &spec.checksum
         && let Err(e) = verify_in_place(&paths.part, sum).await
     {
