@@ -269,15 +269,33 @@ pub async fn download(
     if ctl.is_some() && !paths.part.exists() {
         let (_, state) = ctl.take().expect("checked");
         let complete = state.done.contains_range(0..state.total);
-        if complete && file_len(&paths.output) == Some(state.total) {
+        if complete
+            && file_len(&paths.output) == Some(state.total)
+            && spec.expected_size.is_none_or(|want| want == state.total)
+        {
             // Crashed after the rename, before the control file was removed.
-            remove_if_exists(&paths.control)?;
-            return Ok(already_complete(spec, &paths, state.total, started));
+            // The file under the final name may have been replaced since
+            // (by another version of the same size): when a checksum is
+            // known, it has the last word.
+            let verified = match &spec.checksum {
+                Some(sum) => verify_in_place(&paths.output, sum).await.is_ok(),
+                None => true,
+            };
+            if verified {
+                remove_if_exists(&paths.control)?;
+                return Ok(already_complete(spec, &paths, state.total, started));
+            }
+            tracing::warn!(
+                "{} does not match the checksum; its old control file {} is dropped",
+                paths.output.display(),
+                paths.control.display()
+            );
+        } else {
+            tracing::warn!(
+                "{} has no data file; starting over",
+                paths.control.display()
+            );
         }
-        tracing::warn!(
-            "{} has no data file; starting over",
-            paths.control.display()
-        );
         remove_if_exists(&paths.control)?;
     }
     let output_exists = paths.output.exists();

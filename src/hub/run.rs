@@ -581,6 +581,7 @@ async fn local_check(
                 }
         });
         if record_ok && !opts.verify_all {
+            local.forget_partial(&rels[i]);
             check.done_files += 1;
             check.done_bytes = check.done_bytes.saturating_add(f.size);
         } else if f.checksum().is_some() {
@@ -636,6 +637,7 @@ async fn local_check(
                         fingerprint: fp,
                     },
                 );
+                local.forget_partial(&rels[i]);
                 check.done_files += 1;
                 check.done_bytes = check.done_bytes.saturating_add(f.size);
             }
