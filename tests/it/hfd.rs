@@ -1008,3 +1008,45 @@ fn all_files(dir: &Path) -> Vec<String> {
     out.sort();
     out
 }
+
+#[test]
+fn a_control_file_left_by_a_kill_after_the_rename_is_tidied_and_never_trusted() {
+    use hfd::storage::control_file::{ControlFile, ControlState, url_hash};
+    let hub = MockHub::start();
+    let len = 200_000;
+    let v1 = HubFile::lfs("w.bin", FileSpec::generated(41, len));
+    hub.add_repo(RepoSpec::model("org/stale").file(v1.clone()));
+    let dir = tempdir();
+    assert_eq!(run(hfd(dir.path(), &hub).arg("org/stale")).0, 0);
+    let local = dir.path().join("stale");
+    // What a SIGKILL between the final rename and the control file's
+    // removal leaves: a control file claiming every byte, no data file.
+    let ctl = local.join(".hfd/partial/w.bin.part.ctl");
+    let state = ControlState {
+        total: len,
+        etag: None,
+        last_modified: None,
+        url_hash: url_hash("http://elsewhere/w.bin"),
+        done: hfd::extent::ExtentSet::from_range(0..len),
+    };
+    let stale = || drop(ControlFile::create(&ctl, &state).unwrap());
+    stale();
+    // The next run adopts the file (its hash matches) and removes the leftover.
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/stale"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(all_files(&local.join(".hfd/partial")).is_empty());
+    // A new version of the same size while such a leftover is there: the
+    // leftover must not vouch for the old bytes.
+    stale();
+    let v2 = HubFile::lfs("w.bin", FileSpec::generated(42, len));
+    hub.push("org/stale", "main", vec![v2.clone()], &[]);
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/stale"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_files(&local, &[v2]);
+    assert!(all_files(&local.join(".hfd/partial")).is_empty());
+    // And the record now says v2: a re-run is up to date without fetching.
+    hub.cdn().reset_stats();
+    let (code, out, _) = run(hfd(dir.path(), &hub).args(["org/stale", "--verify"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("Up to date"), "{out}");
+}
