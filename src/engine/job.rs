@@ -297,15 +297,33 @@ pub async fn download(
     if ctl.is_some() && !paths.part.exists() {
         let (_, state) = ctl.take().expect("checked");
         let complete = state.done.contains_range(0..state.total);
-        if complete && file_len(&paths.output) == Some(state.total) {
+        if complete
+            && file_len(&paths.output) == Some(state.total)
+            && spec.expected_size.is_none_or(|want| want == state.total)
+        {
             // Crashed after the rename, before the control file was removed.
-            remove_if_exists(&paths.control)?;
-            return Ok(already_complete(spec, &paths, state.total, started));
+            // The file under the final name may have been replaced since
+            // (by another version of the same size): when a checksum is
+            // known, it has the last word.
+            let verified = match &spec.checksum {
+                Some(sum) => verify_in_place(&paths.output, sum).await.is_ok(),
+                None => true,
+            };
+            if verified {
+                remove_if_exists(&paths.control)?;
+                return Ok(already_complete(spec, &paths, state.total, started));
+            }
+            tracing::warn!(
+                "{} does not match the checksum; its old control file {} is dropped",
+                paths.output.display(),
+                paths.control.display()
+            );
+        } else {
+            tracing::warn!(
+                "{} has no data file; starting over",
+                paths.control.display()
+            );
         }
-        tracing::warn!(
-            "{} has no data file; starting over",
-            paths.control.display()
-        );
         remove_if_exists(&paths.control)?;
     }
     let output_exists = paths.output.exists();
@@ -438,6 +456,7 @@ pub async fn download(
             range,
             validators,
         } => {
+            check_size(spec, &sources[0], validators.total)?;
             // 3. Same file as before?
             if let Some(s) = &state
                 && let Some(why) = differs(s, &validators)
@@ -1139,7 +1158,29 @@ fn batch_bytes(connections: usize) -> usize {
     ((4 << 20) / connections.max(1)).clamp(64 << 10, 256 << 10)
 }
 
+/// Refuses a file whose size is not the one the caller expects.
+fn check_size(spec: &DownloadSpec, source: &Source, total: u64) -> Result<(), Error> {
+    match spec.expected_size {
+        Some(want) if want != total => Err(Error::BadResponse {
+            url: source.display(),
+            detail: format!("the server's file is {total} bytes, but {want} were expected"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 async fn finalize(spec: &DownloadSpec, paths: &Paths, total: u64) -> Result<(), Error> {
+    if let Some(want) = spec.expected_size
+        && want != total
+    {
+        // Wrong-sized data is worth nothing; it never gets the final name.
+        let _ = std::fs::remove_file(&paths.part);
+        let _ = std::fs::remove_file(&paths.control);
+        return Err(Error::BadResponse {
+            url: redact_url(&spec.urls[0]),
+            detail: format!("the server sent {total} bytes, but {want} were expected"),
+        });
+    }
     if let Some(sum) = &spec.checksum
         && let Err(e) = verify_in_place(&paths.part, sum).await
     {

@@ -65,6 +65,11 @@ pub struct DownloadSpec {
     pub allocation: Allocation,
     pub write_mode: WriteMode,
     pub checksum: Option<Checksum>,
+    /// The size the file must have, when the caller knows it (hfd: the
+    /// Hub's listing). A server whose file has another size is refused
+    /// before a byte is written, and data of another size never gets the
+    /// final name.
+    pub expected_size: Option<u64>,
     /// A changed remote file (or another URL) discards the partial download
     /// instead of stopping.
     pub allow_restart: bool,
@@ -130,6 +135,7 @@ impl DownloadSpec {
             allocation: Allocation::default(),
             write_mode: WriteMode::default(),
             checksum: None,
+            expected_size: None,
             allow_restart: false,
             continue_partial: false,
             allow_overwrite: false,

@@ -40,6 +40,10 @@ pub enum Preempt {
     Reconnect = 2,
     /// The download is stopping.
     Cancel = 3,
+    /// No byte for too long: open a new connection, and count a failed
+    /// attempt, so a server that always stalls at the same place ends in a
+    /// give-up (exit 2) instead of reconnecting forever.
+    Stalled = 4,
 }
 
 /// The position of one slot.
@@ -116,6 +120,7 @@ impl Slot {
             1 => Preempt::RegionLost,
             2 => Preempt::Reconnect,
             3 => Preempt::Cancel,
+            4 => Preempt::Stalled,
             _ => Preempt::None,
         }
     }
@@ -562,7 +567,7 @@ impl Scheduler {
                 idle > absolute_timeout.as_millis() as u64
             };
             if stalled {
-                s.preempt(Preempt::Reconnect);
+                s.preempt(Preempt::Stalled);
                 s.last_progress_ms.store(now, Relaxed);
                 out.push(s.id);
                 continue;

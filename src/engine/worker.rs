@@ -107,7 +107,7 @@ impl Worker {
             }
             match self.slot.take_preempt() {
                 Preempt::Cancel => return,
-                Preempt::RegionLost | Preempt::Reconnect => self.set_conn(None),
+                Preempt::RegionLost | Preempt::Reconnect | Preempt::Stalled => self.set_conn(None),
                 Preempt::None => {}
             }
             if source.is_dead() {
@@ -375,6 +375,13 @@ impl Worker {
                     match self.slot.take_preempt() {
                         Preempt::Cancel => break StreamEnd::Cancelled,
                         Preempt::RegionLost | Preempt::Reconnect => break StreamEnd::Abandoned,
+                        Preempt::Stalled => {
+                            self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                            return Err(Failure::retry(
+                                GaveUpKind::Timeout,
+                                "no data arrived for too long; reconnecting",
+                            ));
+                        }
                         Preempt::None => {
                             woken.set(self.slot.wake.notified());
                             woken.as_mut().enable();

@@ -30,6 +30,11 @@ const MAX_INFO_BYTES: usize = 256 << 20;
 const MAX_PAGE_BYTES: usize = 64 << 20;
 /// Pages followed before giving up on a listing (a million-file repo needs 1,000).
 const MAX_PAGES: usize = 100_000;
+/// Most files a listing may have. The largest repos on the Hub have a few
+/// hundred thousand; each listed file costs a few hundred bytes here, so
+/// this bounds a listing's memory (a hostile endpoint could otherwise send
+/// pages until memory runs out).
+pub const MAX_FILES: usize = 1_000_000;
 
 /// Why an API call failed.
 #[derive(Debug, Clone)]
@@ -211,12 +216,18 @@ fn file_from(path: String, size: u64, oid: Option<String>, lfs: Option<RawLfs>) 
 
 /// Parses a repo-info answer.
 pub fn parse_info(raw: Bytes) -> Result<RepoInfo, String> {
-    let value: serde_json::Value =
-        serde_json::from_slice(&raw).map_err(|e| format!("invalid JSON: {e}"))?;
-    if !value.is_object() {
+    // Straight into the structs (unknown fields skipped), not through a
+    // `serde_json::Value`, which would cost many times the answer's size.
+    // serde also reads a struct from a JSON array: only an object is valid.
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err("expected a JSON object".into());
     }
-    let info: RawInfo = serde_json::from_value(value).map_err(|e| format!("invalid JSON: {e}"))?;
+    let info: RawInfo = serde_json::from_slice(&raw).map_err(|e| format!("invalid JSON: {e}"))?;
+    if info.siblings.as_ref().is_some_and(|s| s.len() > MAX_FILES) {
+        return Err(format!(
+            "it lists more than {MAX_FILES} files, more than hfd handles"
+        ));
+    }
     let gated = !matches!(
         info.gated,
         serde_json::Value::Bool(false) | serde_json::Value::Null
@@ -312,6 +323,8 @@ pub struct Api {
     cancel: CancellationToken,
     /// Kept between calls: a tree walk reuses one connection.
     conn: Mutex<Option<Conn>>,
+    /// Most files a tree listing may have ([`MAX_FILES`]).
+    max_files: usize,
 }
 
 impl Api {
@@ -331,7 +344,14 @@ impl Api {
             retry,
             cancel,
             conn: Mutex::new(None),
+            max_files: MAX_FILES,
         }
+    }
+
+    /// Lowers the file limit of tree listings, so tests can reach it.
+    #[doc(hidden)]
+    pub fn set_max_files(&mut self, n: usize) {
+        self.max_files = n;
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -543,6 +563,15 @@ impl Api {
                 if seen_paths.insert(f.path.clone()) {
                     files.push(f);
                 }
+            }
+            if files.len() > self.max_files {
+                return Err(ApiError::BadAnswer {
+                    url: redact_url(&url),
+                    detail: format!(
+                        "the tree lists more than {} files, more than hfd handles",
+                        self.max_files
+                    ),
+                });
             }
             match next_link(&a.headers, &a.url) {
                 None => return Ok(files),

@@ -222,6 +222,12 @@ impl Endpoint {
             return Ok(next.clone());
         }
         let mut rest = next.path().to_string();
+        if !rest.starts_with('/') {
+            // A URL without a hierarchical path ("x:evil.example"): pasted
+            // after the endpoint as it is, it would become part of the host
+            // name (found by fuzzing).
+            rest.insert(0, '/');
+        }
         // A mirror mounted under a path prefix: keep its prefix once.
         let prefix = self.url.path().trim_end_matches('/');
         if !prefix.is_empty() && rest.starts_with(&format!("{prefix}/")) {
@@ -231,7 +237,14 @@ impl Endpoint {
             rest.push('?');
             rest.push_str(q);
         }
-        self.join(&rest)
+        let url = self.join(&rest)?;
+        if url.origin() != self.url.origin() {
+            return Err(format!(
+                "the next page link {next} cannot be followed on {}",
+                self.base
+            ));
+        }
+        Ok(url)
     }
 }
 
@@ -318,6 +331,12 @@ mod tests {
             prefixed.rebase(&foreign).unwrap().as_str(),
             "https://mirror.example/hf/api/x?c=1"
         );
+        // Found by fuzzing: a link without a hierarchical path once became
+        // part of the host name ("https://hub.examplemjdcursor=abc/").
+        let opaque = Url::parse("httzps:mjdcursor=abc").unwrap();
+        let moved = ep.rebase(&opaque).unwrap();
+        assert_eq!(moved.origin(), ep.url().origin());
+        assert_eq!(moved.as_str(), "http://127.0.0.1:8080/mjdcursor=abc");
         let foreign_prefixed = Url::parse("https://other/hf/api/x").unwrap();
         assert_eq!(
             prefixed.rebase(&foreign_prefixed).unwrap().as_str(),

@@ -655,6 +655,7 @@ async fn local_check(
                 }
         });
         if record_ok && !opts.verify_all {
+            local.forget_partial(&rels[i]);
             check.done_files += 1;
             check.done_bytes = check.done_bytes.saturating_add(f.size);
         } else if f.checksum().is_some() {
@@ -710,6 +711,7 @@ async fn local_check(
                         fingerprint: fp,
                     },
                 );
+                local.forget_partial(&rels[i]);
                 check.done_files += 1;
                 check.done_bytes = check.done_bytes.saturating_add(f.size);
             }
@@ -846,6 +848,9 @@ async fn download_file(
     spec.per_source = ctx.connections;
     spec.retry = ctx.retry.clone();
     spec.checksum = f.checksum();
+    // A server whose file is not the listed size is refused up front. (A
+    // listing without sizes says 0; then the hash, if any, decides.)
+    spec.expected_size = (f.size > 0).then_some(f.size);
     // Whatever we find is checked against the hash at the end, so a file
     // that changed on the server is simply fetched again from the start.
     spec.allow_restart = true;

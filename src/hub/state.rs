@@ -177,6 +177,22 @@ impl LocalDir {
         PathBuf::from(p)
     }
 
+    /// Removes what a download of `rel` may have left under `.hfd/partial/`
+    /// (a kill between the final rename and the control file's removal
+    /// leaves the control file): for files that are done.
+    pub fn forget_partial(&self, rel: &Path) {
+        let part = self.partial(rel);
+        let mut ctl = part.clone().into_os_string();
+        ctl.push(".ctl");
+        for p in [part, PathBuf::from(ctl)] {
+            match fs::remove_file(&p) {
+                Ok(()) => tracing::info!("removed the leftover {}", p.display()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!("cannot remove {}: {e}", p.display()),
+            }
+        }
+    }
+
     /// True when any download is in progress under `.hfd/partial/`.
     pub fn has_partials(&self) -> bool {
         fs::read_dir(self.hfd.join("partial")).is_ok_and(|mut d| d.next().is_some())

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+use hfd::hub::Endpoint;
+use hfd::hub::api::{next_link, parse_info, parse_tree_page};
+use hfd::hub::state::safe_relative;
 use hfd::net::http::{
     ContentRange, any_etag, content_length, content_range, last_modified, parse_content_range,
     ratelimit_reset, retry_after, strong_etag,
@@ -91,5 +94,56 @@ pub fn proxy_config(data: &[u8]) {
         let _ = np.matches("example.com", 443);
         let _ = np.matches("127.0.0.1", 80);
         let _ = np.matches("::1", 80);
+    }
+}
+
+/// What the Hub (or a mirror, or whoever answers at HF_ENDPOINT) sends:
+/// repo info, tree pages, `Link` headers and the file names in them. Nothing
+/// panics; every name the path check accepts stays inside the local dir; a
+/// next-page link is only ever followed on the endpoint's own origin.
+pub fn hub_json(data: &[u8]) {
+    if let Ok(info) = parse_info(bytes::Bytes::copy_from_slice(data)) {
+        assert!(info.siblings.len() <= hfd::hub::api::MAX_FILES);
+        for f in &info.siblings {
+            repo_path(&f.path);
+        }
+    }
+    if let Ok((files, entries)) = parse_tree_page(data) {
+        assert!(files.len() <= entries);
+        for f in &files {
+            repo_path(&f.path);
+        }
+    }
+    repo_path(&String::from_utf8_lossy(data));
+    if let Ok(value) = http::HeaderValue::from_bytes(data) {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::LINK, value);
+        for ep in ["https://hub.example", "http://127.0.0.1:8080/mirror/"] {
+            let ep = Endpoint::parse(ep).expect("a valid endpoint");
+            let page = ep.url().join("api/models/a/b/tree/main").expect("joins");
+            if let Some(next) = next_link(&h, &page)
+                && let Ok(url) = ep.rebase(&next)
+            {
+                assert_eq!(
+                    url.origin(),
+                    ep.url().origin(),
+                    "{next} was moved to {url}, off the endpoint"
+                );
+            }
+        }
+    }
+}
+
+/// A repo path the check accepts is a plain relative path below the
+/// local dir and outside hfd's own `.hfd/`.
+fn repo_path(p: &str) {
+    use std::path::{Component, Path};
+    if let Ok(rel) = safe_relative(p) {
+        assert!(!p.contains('\0'));
+        assert!(rel.components().all(|c| matches!(c, Component::Normal(_))));
+        let root = Path::new("/local/dir");
+        let full = root.join(&rel);
+        assert!(full.starts_with(root) && full != root);
+        assert!(!full.starts_with(root.join(".hfd")));
     }
 }

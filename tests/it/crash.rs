@@ -14,16 +14,32 @@ use crate::support::*;
 
 /// What a campaign saw.
 #[derive(Debug)]
-struct Campaign {
-    seed: u64,
-    kills: u64,
-    files_completed: u64,
-    corrupted: u64,
+pub(crate) struct Campaign {
+    pub seed: u64,
+    pub kills: u64,
+    pub files_completed: u64,
+    pub corrupted: u64,
     /// Bytes the server sent beyond what the completed files needed.
-    fetched_twice: u64,
+    pub fetched_twice: u64,
     /// Aggregate transfer rate while downloading, bytes/s.
-    rate: f64,
-    elapsed: Duration,
+    pub rate: f64,
+    pub elapsed: Duration,
+}
+
+/// `HFD_CAMPAIGN_SEED` when set (to replay a campaign), else a random seed.
+pub(crate) fn campaign_seed() -> u64 {
+    std::env::var("HFD_CAMPAIGN_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// A number from the environment, else `default`.
+pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Runs `kills` SIGKILLs against hfget downloading `len`-byte files at
@@ -32,10 +48,7 @@ struct Campaign {
 fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64)) -> Campaign {
     let server = TestServer::start();
     let dir = tempdir();
-    let seed = std::env::var("HFD_CAMPAIGN_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
+    let seed = campaign_seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();
     let mut file_no = 0u64;
@@ -140,7 +153,8 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
     c
 }
 
-fn report(c: &Campaign) -> f64 {
+/// Prints the campaign's line and returns the seconds of transfer lost per kill.
+pub(crate) fn report(c: &Campaign) -> f64 {
     let lost_secs = c.fetched_twice as f64 / c.rate.max(1.0) / c.kills.max(1) as f64;
     eprintln!(
         "campaign seed {}: {} kills, {} files completed, {} corrupted, {:.1} MiB fetched twice = {:.2} s of transfer per kill at {:.1} MiB/s, {:?}",
@@ -168,10 +182,7 @@ fn crash_campaign_short() {
 #[test]
 #[ignore = "the full campaign: about 20 minutes; see benches/crash_campaign.sh"]
 fn crash_campaign_full() {
-    let kills = std::env::var("HFD_CAMPAIGN_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1000);
+    let kills = env_u64("HFD_CAMPAIGN_KILLS", 1000);
     let c = campaign(kills, 512 << 20, 16, 4 << 20, (50, 3000));
     let lost = report(&c);
     assert_eq!(c.corrupted, 0, "seed {}", c.seed);

@@ -344,3 +344,77 @@ fn authorization_is_required_and_sent() {
     download(&s).unwrap();
     assert_eq!(sha256_file(&c.out), c.want);
 }
+
+#[test]
+fn a_429_storm_with_retry_after_still_completes() {
+    // The first 6 requests are refused with 429 and Retry-After: 1, as a
+    // rate limiter in front of a mirror does; 10 tries are allowed.
+    let c = case(FileSpec::generated(15, 6 << 20).fail(Fail::new(429, 6).retry_after("1")));
+    let started = Instant::now();
+    let mut s = c.spec(8);
+    s.retry.max_tries = 10;
+    download(&s).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(sha256_file(&c.out), c.want);
+    let reqs = c.server.requests();
+    assert_eq!(reqs.iter().filter(|r| r.status == 429).count(), 6);
+    // Every retry waited for Retry-After: nothing came back within 1 s of
+    // the first refusal, yet the storm did not stall the download for long.
+    let first = reqs[0].at;
+    let early = reqs
+        .iter()
+        .skip(1)
+        .filter(|r| r.at.duration_since(first) < Duration::from_millis(900))
+        .filter(|r| r.status != 429)
+        .count();
+    assert_eq!(early, 0, "a retry ignored Retry-After");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn an_endless_503_storm_gives_up_with_exit_29() {
+    let c = case(FileSpec::generated(16, 2 << 20).fail(Fail::new(503, 1000).retry_after("0")));
+    let mut s = c.spec(4);
+    s.retry.max_tries = 3;
+    let e = download(&s).unwrap_err();
+    assert_eq!(e.exit_code().code(), 29, "{e}");
+    assert!(e.to_string().contains("503"), "{e}");
+    assert!(!c.out.exists());
+    assert!(
+        listing(c.out.parent().unwrap()).is_empty(),
+        "nothing to resume"
+    );
+}
+
+#[test]
+fn random_resets_and_truncations_from_several_seeds() {
+    // Reset and cut points drawn from a seed (printed, to replay a failure).
+    let seed = fastrand::u64(..);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    for round in 0..3u64 {
+        let len = rng.u64((1 << 20)..(6 << 20));
+        let file = FileSpec::generated(seed ^ round, len)
+            .reset_after(rng.u64(1..len / 2), rng.u32(1..8))
+            .truncate(rng.u64(1..len / 2), rng.u32(1..8));
+        let c = case(file);
+        let conns = rng.usize(1..9);
+        let r = download(&c.spec(conns));
+        assert!(r.is_ok(), "seed {seed} round {round}: {}", r.unwrap_err());
+        assert_eq!(sha256_file(&c.out), c.want, "seed {seed} round {round}");
+    }
+}
+
+#[test]
+fn a_stall_on_every_try_times_out_with_exit_2_and_keeps_progress() {
+    // Every response that reaches the middle of the file stops there for
+    // good: the rest completes, the middle can never be fetched.
+    let len = 4 << 20;
+    let c = case(FileSpec::generated(17, len).stall(len / 2, 1000, None));
+    let mut s = c.spec(2);
+    s.timeout = Duration::from_millis(1500);
+    s.retry.max_tries = 2;
+    let e = download(&s).unwrap_err();
+    assert_eq!(e.exit_code().code(), 2, "{e}");
+    assert!(!c.out.exists());
+    // What did arrive is kept for a later run.
+    assert!(c.out.with_extension("bin.part.ctl").exists());
+}

@@ -31,6 +31,7 @@ fn saved_fuzz_inputs_pass() {
     assert!(replay("proxy_config", checks::proxy_config) >= 1);
     replay("http_headers", checks::http_headers);
     replay("input_file", checks::input_file);
+    assert!(replay("hub_json", checks::hub_json) >= 6);
 }
 
 #[test]

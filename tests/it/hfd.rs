@@ -842,3 +842,234 @@ fn without_j_more_files_run_at_once_while_that_pays() {
     let peak = hub.cdn().stats().peak_transfers;
     assert!(peak >= 8, "at most {peak} transfers at once\n{err}");
 }
+
+#[test]
+fn absolute_nul_and_reserved_names_are_refused() {
+    let dir = tempdir();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let outside = dir.path().join("outside.txt");
+    let hub = MockHub::start();
+    hub.add_repo(
+        RepoSpec::model("org/evil")
+            .file(HubFile::git("ok.txt", "ok\n"))
+            .file(HubFile::git(outside.to_str().unwrap(), "absolute\n"))
+            .file(HubFile::git("nul\0.txt", "nul\n"))
+            .file(HubFile::git(".hfd/files.json", "{}"))
+            .file(HubFile::git("a//b.txt", "empty segment\n"))
+            .file(HubFile::git("sub/./c.txt", "dot\n"))
+            .file(HubFile::git("line\nbreak.txt", "newline\n")),
+    );
+    let (code, out, err) = run(hfd(&work, &hub).arg("org/evil"));
+    assert_eq!(code, 1, "{out}{err}");
+    for (name, why) in [
+        ("outside.txt", "absolute path"),
+        ("nul", "control characters"),
+        (".hfd/files.json", ".hfd"),
+        ("a//b.txt", "empty path segment"),
+        ("sub/./c.txt", "'.' or '..'"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains("Refusing") && l.contains(name) && l.contains(why)),
+            "{name}: {err}"
+        );
+    }
+    assert_eq!(err.matches("Refusing").count(), 6, "{err}");
+    assert!(!err.contains('\0'), "a NUL reached the terminal");
+    assert!(!outside.exists());
+    assert!(tree(&work.join("evil")).is_empty());
+    assert_eq!(
+        listing(dir.path()),
+        ["work"],
+        "written outside the local dir"
+    );
+    assert!(hub.resolve_requests().is_empty(), "nothing may be fetched");
+}
+
+/// A server whose API answers come from `handler` (the hostile tests).
+fn hostile(
+    repo: &str,
+    handler: impl Fn(&hfd::testserver::RequestInfo) -> hfd::testserver::Reply + Send + Sync + 'static,
+) -> TestServer {
+    let server = TestServer::start();
+    server.add_handler_fn(&format!("/api/models/{repo}"), handler);
+    server
+}
+
+#[test]
+fn a_huge_tree_page_is_refused_without_reading_it_all() {
+    use hfd::testserver::Reply;
+    use serde_json::json;
+    let server = hostile("bad/page", |r| {
+        if r.path.contains("/tree/") {
+            // 65 MiB: past the 64 MiB a page may have.
+            Reply::new(200)
+                .header("content-type", "application/json")
+                .body(vec![b' '; 65 << 20])
+        } else {
+            Reply::json(200, &json!({"sha": "abc", "siblings": []}))
+        }
+    });
+    let dir = tempdir();
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", server.base_url());
+    let (code, out, err) = run(c.arg("bad/page"));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("larger than"), "{err}");
+    assert!(tree(&dir.path().join("page")).is_empty());
+}
+
+#[test]
+fn an_endless_tree_is_refused_at_the_file_limit() {
+    use hfd::hub::api::{Api, ApiError};
+    use hfd::testserver::Reply;
+    // Every page has 1,000 new files and a link to one more page.
+    let server = hostile("bad/endless", |r| {
+        let page: u64 = r
+            .query_param("cursor")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let entries: Vec<serde_json::Value> = (0..1000)
+            .map(
+                |i| serde_json::json!({"type": "file", "path": format!("d{page}/f{i}"), "size": 1}),
+            )
+            .collect();
+        Reply::json(200, &serde_json::Value::Array(entries)).header(
+            "link",
+            format!(
+                "</api/models/bad/endless/tree/main?recursive=true&cursor={}>; rel=\"next\"",
+                page + 1
+            ),
+        )
+    });
+    let rt = runtime();
+    let mut api = Api::new(
+        hfd::net::Net::new(hfd::net::NetOptions::default()),
+        hfd::hub::Endpoint::parse(&server.base_url()).unwrap(),
+        http::HeaderMap::new(),
+        hfd::engine::RetryPolicy::default(),
+        tokio_util::sync::CancellationToken::new(),
+    );
+    // The real limit is a million files; the same check at 5,000.
+    api.set_max_files(5000);
+    let repo = hfd::hub::RepoId::parse("bad/endless").unwrap();
+    let r = rt.block_on(api.tree(hfd::hub::RepoType::Model, &repo, "main", |_| {}));
+    match r {
+        Err(ApiError::BadAnswer { detail, .. }) => {
+            assert!(detail.contains("more than 5000 files"), "{detail}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(f) => panic!("{} files accepted", f.len()),
+    }
+    let pages = server.requests().len();
+    assert!(pages <= 7, "{pages} pages read");
+}
+
+#[test]
+fn sizes_that_do_not_match_the_bytes_are_refused() {
+    use hfd::testserver::Reply;
+    use serde_json::json;
+    // a.bin: the listing says 1,000 bytes and gives the sha256 of the 5,000
+    // bytes served; b.txt: 10 bytes listed, 7 served, no hash.
+    let a = FileSpec::generated(31, 5000);
+    let a_sha = a.sha256_hex();
+    let server = hostile("bad/size", move |r| {
+        if r.path.contains("/tree/") {
+            Reply::json(
+                200,
+                &json!([
+                    {"type": "file", "path": "a.bin", "size": 1000, "oid": "x",
+                     "lfs": {"oid": a_sha, "size": 1000}},
+                    {"type": "file", "path": "b.txt", "size": 10},
+                    {"type": "file", "path": "ok.txt", "size": 3},
+                ]),
+            )
+        } else {
+            Reply::json(200, &json!({"sha": "abc", "siblings": []}))
+        }
+    });
+    server.add_file("/bad/size/resolve/abc/a.bin", a);
+    server.add_file("/bad/size/resolve/abc/b.txt", FileSpec::bytes("7 bytes"));
+    server.add_file("/bad/size/resolve/abc/ok.txt", FileSpec::bytes("ok\n"));
+    let dir = tempdir();
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", server.base_url());
+    let (code, out, err) = run(c.args(["bad/size", "-x", "2"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("a.bin") && err.contains("5000 bytes, but 1000 were expected"),
+        "{err}"
+    );
+    assert!(
+        err.contains("b.txt") && err.contains("7 bytes, but 10 were expected"),
+        "{err}"
+    );
+    // Nothing of the wrong size under a final name, nothing left to resume.
+    assert_eq!(tree(&dir.path().join("size")), ["ok.txt"]);
+    assert!(all_files(&dir.path().join("size/.hfd/partial")).is_empty());
+    assert!(out.contains("Download incomplete"), "{out}");
+}
+
+/// Every file under `dir`, relative, sorted.
+fn all_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn a_control_file_left_by_a_kill_after_the_rename_is_tidied_and_never_trusted() {
+    use hfd::storage::control_file::{ControlFile, ControlState, url_hash};
+    let hub = MockHub::start();
+    let len = 200_000;
+    let v1 = HubFile::lfs("w.bin", FileSpec::generated(41, len));
+    hub.add_repo(RepoSpec::model("org/stale").file(v1.clone()));
+    let dir = tempdir();
+    assert_eq!(run(hfd(dir.path(), &hub).arg("org/stale")).0, 0);
+    let local = dir.path().join("stale");
+    // What a SIGKILL between the final rename and the control file's
+    // removal leaves: a control file claiming every byte, no data file.
+    let ctl = local.join(".hfd/partial/w.bin.part.ctl");
+    let state = ControlState {
+        total: len,
+        etag: None,
+        last_modified: None,
+        url_hash: url_hash("http://elsewhere/w.bin"),
+        done: hfd::extent::ExtentSet::from_range(0..len),
+    };
+    let stale = || drop(ControlFile::create(&ctl, &state).unwrap());
+    stale();
+    // The next run adopts the file (its hash matches) and removes the leftover.
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/stale"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(all_files(&local.join(".hfd/partial")).is_empty());
+    // A new version of the same size while such a leftover is there: the
+    // leftover must not vouch for the old bytes.
+    stale();
+    let v2 = HubFile::lfs("w.bin", FileSpec::generated(42, len));
+    hub.push("org/stale", "main", vec![v2.clone()], &[]);
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/stale"));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_files(&local, &[v2]);
+    assert!(all_files(&local.join(".hfd/partial")).is_empty());
+    // And the record now says v2: a re-run is up to date without fetching.
+    hub.cdn().reset_stats();
+    let (code, out, _) = run(hfd(dir.path(), &hub).args(["org/stale", "--verify"]));
+    assert_eq!(code, 0);
+    assert!(out.contains("Up to date"), "{out}");
+}

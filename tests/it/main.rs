@@ -5,6 +5,7 @@ mod adaptive;
 mod cli;
 mod control;
 mod crash;
+mod crash_hfd;
 mod disk;
 mod engine;
 mod faults;

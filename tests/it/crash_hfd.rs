@@ -1,0 +1,222 @@
+//! The kill campaign for `hfd`: the real binary downloading a multi-file
+//! repo from the mock Hub, killed with SIGKILL at random moments and run
+//! again, over and over. Each time the whole repo is in place, every file is
+//! checked by sha256 and a fresh local dir starts the next round; at the end
+//! the bytes the servers sent twice are counted.
+//!
+//! CI runs a short campaign (30 kills). The full one is
+//! `HFD_CAMPAIGN_KILLS=500 cargo test --release --test it -- --ignored --nocapture hfd_crash_campaign_full`
+//! (see `benches/crash_campaign_hfd.sh`); its results are in docs/reliability.md.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use hfd::testserver::hub::{MockHub, RepoSpec};
+
+use crate::crash::{Campaign, campaign_seed, env_u64, report};
+use crate::support::*;
+
+/// How one campaign is set up.
+struct Setup {
+    kills: u64,
+    /// Stop killing after this long even if `kills` is not reached.
+    max_time: Duration,
+    /// LFS files in the repo (plus 4 small git files).
+    files: usize,
+    sizes: std::ops::Range<u64>,
+    /// `-x` and `-j`.
+    conns: u32,
+    jobs: u32,
+    /// Bytes/s per connection on the CDN.
+    per_conn: u64,
+    /// Kill times, ms after the start, uniform in this range.
+    window: (u64, u64),
+}
+
+/// Bytes of repo files the servers sent: LFS bytes from the CDN and git
+/// files from the hub's resolve cache (API answers are not counted).
+fn file_bytes_served(hub: &MockHub) -> u64 {
+    let git: u64 = hub
+        .hub()
+        .stats()
+        .per_path
+        .iter()
+        .filter(|(p, _)| p.starts_with("/api/resolve-cache/"))
+        .map(|(_, s)| s.bytes_served)
+        .sum();
+    hub.cdn().stats().bytes_served + git
+}
+
+/// Files under `dir`, relative, `.hfd/` included.
+fn all_files(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn campaign(s: &Setup) -> Campaign {
+    let seed = campaign_seed();
+    let hub = MockHub::start();
+    let repo = RepoSpec::generated("org/camp", s.files, s.sizes.clone(), seed, Some(s.per_conn));
+    let want: Vec<(String, String)> = repo
+        .files
+        .iter()
+        .map(|f| (f.path.clone(), f.spec.sha256_hex()))
+        .collect();
+    let round_bytes: u64 = repo.files.iter().map(|f| f.spec.len()).sum();
+    hub.add_repo(repo);
+    let dir = tempdir();
+    let log = dir.path().join("stderr.log");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let started = Instant::now();
+    let mut c = Campaign {
+        seed,
+        kills: 0,
+        files_completed: 0,
+        corrupted: 0,
+        fetched_twice: 0,
+        rate: 0.0,
+        elapsed: Duration::ZERO,
+    };
+    let mut busy = Duration::ZERO;
+    let mut round = 0u64;
+    let mut rounds_done = 0u64;
+    let args = |round: u64| {
+        vec![
+            "org/camp".to_string(),
+            "--local-dir".into(),
+            format!("r{round}"),
+            "-x".into(),
+            s.conns.to_string(),
+            "-j".into(),
+            s.jobs.to_string(),
+            "-q".into(),
+        ]
+    };
+    // A whole repo is in place: check it, then start the next round afresh.
+    let check = |round: u64, c: &mut Campaign| {
+        let local = dir.path().join(format!("r{round}"));
+        for (path, sha) in &want {
+            if sha256_file(&local.join(path)) != *sha {
+                c.corrupted += 1;
+                eprintln!("seed {seed}: round {round}: {path} is CORRUPTED");
+            }
+            c.files_completed += 1;
+        }
+        let left: Vec<String> = all_files(&local.join(".hfd/partial"));
+        assert!(
+            left.is_empty(),
+            "seed {seed}: round {round}: leftovers {left:?}"
+        );
+        let extra: Vec<String> = all_files(&local)
+            .into_iter()
+            .filter(|p| !p.starts_with(".hfd/") && !want.iter().any(|(w, _)| w == p))
+            .collect();
+        assert!(
+            extra.is_empty(),
+            "seed {seed}: round {round}: strays {extra:?}"
+        );
+        std::fs::remove_dir_all(&local).unwrap();
+    };
+    while c.kills < s.kills && started.elapsed() < s.max_time {
+        let mut child = hfd_bin(dir.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .args(args(round))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_millis(rng.u64(s.window.0..s.window.1));
+        let mut finished = None;
+        while Instant::now() < deadline {
+            if let Some(st) = child.try_wait().unwrap() {
+                finished = Some(st);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        match finished {
+            Some(st) => {
+                busy += t0.elapsed();
+                assert!(
+                    st.success(),
+                    "seed {seed}: hfd failed: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                check(round, &mut c);
+                rounds_done += 1;
+                round += 1;
+            }
+            None => {
+                child.kill().unwrap(); // SIGKILL
+                child.wait().unwrap();
+                busy += t0.elapsed();
+                c.kills += 1;
+            }
+        }
+    }
+    // Finish the last round.
+    let t0 = Instant::now();
+    let mut cmd = hfd_bin(dir.path());
+    cmd.env("HF_ENDPOINT", hub.endpoint()).args(args(round));
+    let (code, out, err) = run(&mut cmd);
+    busy += t0.elapsed();
+    assert_eq!(code, 0, "seed {seed}: {out}{err}");
+    check(round, &mut c);
+    rounds_done += 1;
+    let served = file_bytes_served(&hub);
+    c.fetched_twice = served.saturating_sub(rounds_done * round_bytes);
+    c.rate = served as f64 / busy.as_secs_f64();
+    c.elapsed = started.elapsed();
+    c
+}
+
+#[test]
+fn hfd_crash_campaign_short() {
+    let c = campaign(&Setup {
+        kills: 30,
+        max_time: Duration::from_secs(45),
+        files: 20,
+        sizes: (2 << 20)..(6 << 20),
+        conns: 4,
+        jobs: 4,
+        per_conn: 2 << 20,
+        window: (100, 2000),
+    });
+    let lost = report(&c);
+    assert_eq!(c.corrupted, 0, "seed {}", c.seed);
+    assert!(c.kills >= 10, "seed {}: only {} kills", c.seed, c.kills);
+    // About one checkpoint interval (1 s) plus requests in flight.
+    assert!(lost <= 2.5, "seed {}: {lost:.2} s lost per kill", c.seed);
+}
+
+#[test]
+#[ignore = "the full hfd campaign: about 15 minutes; see benches/crash_campaign_hfd.sh"]
+fn hfd_crash_campaign_full() {
+    let c = campaign(&Setup {
+        kills: env_u64("HFD_CAMPAIGN_KILLS", 500),
+        max_time: Duration::from_secs(env_u64("HFD_CAMPAIGN_SECS", 1800)),
+        files: 20,
+        sizes: (4 << 20)..(24 << 20),
+        conns: 8,
+        jobs: 4,
+        per_conn: 2 << 20,
+        window: (50, 3000),
+    });
+    let lost = report(&c);
+    assert_eq!(c.corrupted, 0, "seed {}", c.seed);
+    assert!(lost <= 2.5, "seed {}: {lost:.2} s lost per kill", c.seed);
+}
