@@ -1037,13 +1037,17 @@ async fn run_slots(
                     .sum::<usize>()
                     .min(wanted);
                 // Not worth growing for the last few seconds' bytes.
+                // (Measured over at least 200 ms: the first tick comes at
+                // once, and a few KiB over a few µs is no rate.)
                 let (now, received) = (Instant::now(), progress.received());
-                let rate = (received - rate_mark.1) as f64
-                    / now.duration_since(rate_mark.0).as_secs_f64().max(0.001);
-                rate_mark = (now, received);
-                if (sched.remaining() as f64) < rate * 4.0 {
-                    growth = None;
-                    continue;
+                let dt = now.duration_since(rate_mark.0).as_secs_f64();
+                if dt >= 0.2 {
+                    let rate = (received - rate_mark.1) as f64 / dt;
+                    rate_mark = (now, received);
+                    if (sched.remaining() as f64) < rate * 4.0 {
+                        growth = None;
+                        continue;
+                    }
                 }
                 match g.tick(now, received, live, allowed) {
                     Some(n) if n > live => {

@@ -375,6 +375,12 @@ impl Worker {
                     match self.slot.take_preempt() {
                         Preempt::Cancel => break StreamEnd::Cancelled,
                         Preempt::RegionLost | Preempt::Reconnect => break StreamEnd::Abandoned,
+                        // Bytes came since the last stall or failure: a
+                        // slow patch, not a server that always stalls here.
+                        // Reconnect without counting, but only once.
+                        Preempt::Stalled if std::mem::take(&mut self.progressed) => {
+                            break StreamEnd::Abandoned;
+                        }
                         Preempt::Stalled => {
                             self.flush(&mut batch, batch_start, &mut batch_len).await?;
                             return Err(Failure::retry(
