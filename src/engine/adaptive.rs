@@ -67,6 +67,19 @@ impl Growth {
         self.stopped
     }
 
+    /// Stops growth for good (the caller knows the end is near).
+    pub fn stop(&mut self) {
+        self.stopped = true;
+    }
+
+    /// The rate over the current window, once it is at least 200 ms long:
+    /// a few KiB over a few µs is no rate.
+    pub fn window_rate(&self, now: Instant, received: u64) -> Option<f64> {
+        let (t0, b0) = self.since?;
+        let dt = now.duration_since(t0).as_secs_f64();
+        (dt >= 0.2).then(|| received.saturating_sub(b0) as f64 / dt)
+    }
+
     /// Called often (every few hundred ms) with the bytes received so far,
     /// the slots alive and the most the sources allow now; returns the new
     /// connection count when it changes.

@@ -632,14 +632,8 @@ async fn probe(
             Ok(fetched) => {
                 source.record_ttfb(fetched.ttfb);
                 source.set_resolved(fetched.url.clone());
-                if let Some(c) = check
-                    && fetched.response.status().is_success()
-                    && let Err(detail) = c.check(&fetched.hops, fetched.response.headers())
-                {
-                    return Err(Error::OtherFile {
-                        url: source.display(),
-                        detail,
-                    });
+                if let Some(c) = check {
+                    c.verify(source, &fetched)?;
                 }
                 let redirected = fetched.url != source.original;
                 match classify_probe(fetched, conn.take(), start, source, redirected).await {
@@ -1021,7 +1015,6 @@ async fn run_slots(
         .map(|a| Growth::new(a, conns, wanted));
     let mut grow_tick = tokio::time::interval(Duration::from_millis(250));
     let mut peak = conns;
-    let mut rate_mark = (Instant::now(), progress.received());
     // Ctrl-C from the caller reaches the slots through the job's child token.
     loop {
         tokio::select! {
@@ -1037,17 +1030,13 @@ async fn run_slots(
                     .sum::<usize>()
                     .min(wanted);
                 // Not worth growing for the last few seconds' bytes.
-                // (Measured over at least 200 ms: the first tick comes at
-                // once, and a few KiB over a few µs is no rate.)
                 let (now, received) = (Instant::now(), progress.received());
-                let dt = now.duration_since(rate_mark.0).as_secs_f64();
-                if dt >= 0.2 {
-                    let rate = (received - rate_mark.1) as f64 / dt;
-                    rate_mark = (now, received);
-                    if (sched.remaining() as f64) < rate * 4.0 {
-                        growth = None;
-                        continue;
-                    }
+                if g
+                    .window_rate(now, received)
+                    .is_some_and(|rate| (sched.remaining() as f64) < rate * 4.0)
+                {
+                    g.stop();
+                    continue;
                 }
                 match g.tick(now, received, live, allowed) {
                     Some(n) if n > live => {
@@ -1152,8 +1141,6 @@ async fn verify_in_place(path: &Path, sum: &super::Checksum) -> Result<(), Error
     }
 }
 
-/// Checksum, rename, folder fsync, control file removal: the last steps,
-/// in the order that keeps a crash at any point safe.
 /// Each slot's batch pins the network buffers its pieces live in, so the
 /// memory held by batches grows with the connection count: 4 MiB shared
 /// between the slots keeps 64 connections within the 40 MiB budget, while
@@ -1173,6 +1160,8 @@ fn check_size(spec: &DownloadSpec, source: &Source, total: u64) -> Result<(), Er
     }
 }
 
+/// Checksum, rename, folder fsync, control file removal: the last steps,
+/// in the order that keeps a crash at any point safe.
 async fn finalize(spec: &DownloadSpec, paths: &Paths, total: u64) -> Result<(), Error> {
     if let Some(want) = spec.expected_size
         && want != total

@@ -110,6 +110,19 @@ impl SourceCheck {
     pub fn check(&self, hops: &[Hop], final_headers: &HeaderMap) -> Result<(), String> {
         (self.0)(hops, final_headers)
     }
+
+    /// Runs the check on a successful answer from `source`; anything else
+    /// (an error status) is judged elsewhere.
+    pub(crate) fn verify(&self, source: &source::Source, f: &fetch::Fetched) -> Result<(), Error> {
+        if !f.response.status().is_success() {
+            return Ok(());
+        }
+        self.check(&f.hops, f.response.headers())
+            .map_err(|detail| Error::OtherFile {
+                url: source.display(),
+                detail,
+            })
+    }
 }
 
 impl std::fmt::Debug for SourceCheck {

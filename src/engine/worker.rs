@@ -189,13 +189,8 @@ impl Worker {
                             let from_source = !f.hops.is_empty() || !redirected;
                             if let Some(c) = &job.source_check
                                 && from_source
-                                && f.response.status().is_success()
-                                && let Err(detail) = c.check(&f.hops, f.response.headers())
+                                && let Err(e) = c.verify(&source, &f)
                             {
-                                let e = Error::OtherFile {
-                                    url: source.display(),
-                                    detail,
-                                };
                                 self.set_conn(None);
                                 if !self.on_failure(Failure::Fatal(e), generation).await {
                                     return;

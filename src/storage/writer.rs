@@ -51,8 +51,8 @@ use crate::extent::ExtentSet;
 pub struct WriterOptions {
     /// Most bytes queued for the writer at once. 8 MiB absorbs a disk
     /// stall of several milliseconds at loopback speed (tens of ms at
-    /// network speeds) and keeps peak memory under the 40 MiB budget at 64
-    /// connections; more bought no throughput in benches/compare.sh.
+    /// network speeds) and, with the bounded network buffers, keeps peak
+    /// memory under the 40 MiB budget at 64 connections (docs/performance.md).
     pub queue_bytes: usize,
     /// How often progress is made durable. At 1 s a crash loses about a
     /// second of transfer, and a checkpoint costs a few tens of ms on a
