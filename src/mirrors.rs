@@ -29,6 +29,20 @@ pub struct BenchOptions {
     pub headers: HeaderMap,
 }
 
+impl BenchOptions {
+    /// Options from the command line's `--seconds`, `-x` and headers.
+    pub fn new(seconds: f64, connections: usize, headers: HeaderMap) -> Result<Self, String> {
+        if !(0.1..=3600.0).contains(&seconds) {
+            return Err("--seconds must be between 0.1 and 3600".into());
+        }
+        Ok(BenchOptions {
+            seconds,
+            connections,
+            headers,
+        })
+    }
+}
+
 /// One source's row. Serialized as the `--json` document's entries.
 #[derive(Clone, Debug, Serialize)]
 pub struct SourceReport {

@@ -22,6 +22,18 @@ pub enum Verbosity {
     Debug,
 }
 
+impl Verbosity {
+    /// From `-q` and the count of `-v` (both binaries spell them alike).
+    pub fn from_flags(quiet: bool, verbose: u8) -> Verbosity {
+        match (quiet, verbose) {
+            (true, _) => Verbosity::Quiet,
+            (false, 0) => Verbosity::Normal,
+            (false, 1) => Verbosity::Verbose,
+            _ => Verbosity::Debug,
+        }
+    }
+}
+
 /// True when stderr is a terminal we may draw on (not `TERM=dumb`).
 pub fn stderr_is_terminal() -> bool {
     io::stderr().is_terminal() && std::env::var("TERM").map_or(true, |t| t != "dumb")

@@ -32,23 +32,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(4),
-        )
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
-    for note in &net_opts.proxy.notes {
-        tracing::warn!("{note}");
-    }
-    if !net_opts.tls.check_certificate {
-        tracing::warn!(
-            "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
-        );
-    }
+    let runtime = hfd::cli::runtime();
+    net_opts.announce();
     if args.bench {
         let (endpoints, bench) = match (
             args.bench_endpoints(|k| std::env::var(k).ok()),
@@ -89,7 +74,8 @@ fn main() -> ExitCode {
                     serde_json::to_string_pretty(&report).expect("a report serializes")
                 );
             } else {
-                print!("{}", hfd::mirrors::table(&report, bench.connections));
+                let table = hfd::mirrors::table(&report, bench.connections);
+                hfd::say!("{}", table.strip_suffix('\n').unwrap_or(&table));
             }
             // Success while one endpoint works: the others are in the table.
             ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })

@@ -28,15 +28,7 @@ fn main() -> ProcessExit {
         }
     };
     ui::init_logging(args.verbosity());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(
-            std::thread::available_parallelism()
-                .map_or(2, |n| n.get())
-                .min(4),
-        )
-        .enable_all()
-        .build()
-        .expect("the tokio runtime starts");
+    let runtime = hfd::cli::runtime();
     runtime.block_on(run(args)).into()
 }
 
@@ -45,12 +37,7 @@ async fn run(args: Args) -> ExitCode {
         Ok(o) => o,
         Err(e) => return fail(ExitCode::BadOption, &e),
     };
-    net_opts.proxy.announce();
-    if !net_opts.tls.check_certificate {
-        tracing::warn!(
-            "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
-        );
-    }
+    net_opts.announce();
     let net = Net::new(net_opts);
     let cancel = CancellationToken::new();
     hfd::cli::cancel_on_signals(cancel.clone(), ExitCode::Interrupted.code() as i32);
@@ -139,7 +126,8 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
             serde_json::to_string_pretty(&report).expect("a report serializes")
         );
     } else {
-        print!("{}", hfd::mirrors::table(&report, opts.connections));
+        let table = hfd::mirrors::table(&report, opts.connections);
+        hfd::say!("{}", table.strip_suffix('\n').unwrap_or(&table));
     }
     if report.fastest.is_some() {
         ExitCode::Ok

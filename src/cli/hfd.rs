@@ -176,12 +176,7 @@ pub struct Args {
 
 impl Args {
     pub fn verbosity(&self) -> Verbosity {
-        match (self.quiet, self.verbose) {
-            (true, _) => Verbosity::Quiet,
-            (false, 0) => Verbosity::Normal,
-            (false, 1) => Verbosity::Verbose,
-            _ => Verbosity::Debug,
-        }
+        Verbosity::from_flags(self.quiet, self.verbose)
     }
 
     /// The most files at once: `-j`, or what 64 connections allow.
@@ -251,14 +246,7 @@ impl Args {
 
     /// What `--bench` measures with: `--seconds` and `-x`.
     pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
-        if !(0.1..=3600.0).contains(&self.seconds) {
-            return Err("--seconds must be between 0.1 and 3600".into());
-        }
-        Ok(crate::mirrors::BenchOptions {
-            seconds: self.seconds,
-            connections: self.connections(),
-            headers: http::HeaderMap::new(),
-        })
+        crate::mirrors::BenchOptions::new(self.seconds, self.connections(), http::HeaderMap::new())
     }
 
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`

@@ -197,12 +197,7 @@ fn size_arg(s: &str) -> Result<u64, String> {
 
 impl Args {
     pub fn verbosity(&self) -> Verbosity {
-        match (self.quiet, self.verbose) {
-            (true, _) => Verbosity::Quiet,
-            (false, 0) => Verbosity::Normal,
-            (false, 1) => Verbosity::Verbose,
-            _ => Verbosity::Debug,
-        }
+        Verbosity::from_flags(self.quiet, self.verbose)
     }
 
     /// Network options shared by every download of this run.
@@ -223,19 +218,16 @@ impl Args {
 
     /// Options of `--bench`.
     pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
-        if !(0.1..=3600.0).contains(&self.seconds) {
-            return Err("--seconds must be between 0.1 and 3600".into());
-        }
         let mut headers = HeaderMap::new();
         for h in &self.header {
             let (name, value) = parse_header(h)?;
             headers.append(name, value);
         }
-        Ok(crate::mirrors::BenchOptions {
-            seconds: self.seconds,
-            connections: self.max_connection_per_server.map_or(16, usize::from),
+        crate::mirrors::BenchOptions::new(
+            self.seconds,
+            self.max_connection_per_server.map_or(16, usize::from),
             headers,
-        })
+        )
     }
 
     /// The spec for the URLs on the command line.

@@ -14,6 +14,20 @@ use tokio_util::sync::CancellationToken;
 /// progress and stops); a second one exits at once with `second_exit` —
 /// nothing is lost by that either, since the control file never claims bytes
 /// that were not written.
+/// The binaries' runtime: a worker per core, at most 4 (the work is I/O;
+/// more threads only contend for the same sockets and the writer).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .min(4),
+        )
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
 pub fn cancel_on_signals(token: CancellationToken, second_exit: i32) {
     tokio::spawn(async move {
         let mut term =

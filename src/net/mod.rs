@@ -54,6 +54,19 @@ pub fn read_buffer_for(connections: usize) -> usize {
     }
 }
 
+impl NetOptions {
+    /// Logs what the user should know before the first request: proxy
+    /// choices (and, with -v, the route per scheme) and unchecked TLS.
+    pub fn announce(&self) {
+        self.proxy.announce();
+        if !self.tls.check_certificate {
+            tracing::warn!(
+                "--check-certificate=false: TLS certificates are NOT checked; anyone on the path can read and change the download"
+            );
+        }
+    }
+}
+
 impl Default for NetOptions {
     fn default() -> Self {
         NetOptions {
