@@ -272,8 +272,8 @@ impl Args {
         if self.revision.is_empty() {
             return Err("--revision must not be empty".into());
         }
-        // Checked here so a bad pattern fails before any request.
-        crate::hub::filter::Filter::new(&self.include, &self.exclude)?;
+        // Compiled here so a bad pattern fails before any request.
+        let filter = crate::hub::filter::Filter::new(&self.include, &self.exclude)?;
         let local_dir = self
             .local_dir
             .clone()
@@ -292,8 +292,7 @@ impl Args {
             endpoint,
             mirrors,
             token,
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
+            filter,
             local_dir,
             connections: self.connections(),
             jobs: self.jobs.map_or(5, usize::from),

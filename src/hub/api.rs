@@ -123,7 +123,6 @@ pub struct RepoInfo {
     pub sha: Option<String>,
     /// `gated` is anything but `false` (`"auto"`, `"manual"`, `true`).
     pub gated: bool,
-    pub private: bool,
     pub disabled: bool,
     /// `siblings` with sizes and hashes (may be truncated on huge repos).
     pub siblings: Vec<RepoFile>,
@@ -139,8 +138,6 @@ struct RawInfo {
     sha: Option<String>,
     #[serde(default)]
     gated: serde_json::Value,
-    #[serde(default)]
-    private: Option<bool>,
     #[serde(default)]
     disabled: Option<bool>,
     #[serde(default)]
@@ -251,7 +248,6 @@ pub fn parse_info(raw: Bytes) -> Result<RepoInfo, String> {
     Ok(RepoInfo {
         sha: info.sha.filter(|s| !s.is_empty() && s.len() <= 256),
         gated,
-        private: info.private.unwrap_or(false),
         disabled: info.disabled.unwrap_or(false),
         siblings,
         siblings_detailed: detailed,
@@ -352,10 +348,6 @@ impl Api {
     #[doc(hidden)]
     pub fn set_max_files(&mut self, n: usize) {
         self.max_files = n;
-    }
-
-    pub fn endpoint(&self) -> &Endpoint {
-        &self.endpoint
     }
 
     /// `GET url`, retried on network errors and on 408/429/5xx (after the

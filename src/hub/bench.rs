@@ -15,7 +15,6 @@ use url::Url;
 use super::api::{Api, ApiError, RepoFile};
 use super::display::human;
 use super::endpoint::{DEFAULT_ENDPOINT, Endpoint};
-use super::filter::Filter;
 use super::run::{Options, credentials, gated_message, info_error, list_files};
 use crate::engine::RetryPolicy;
 use crate::mirrors::{self, BenchOptions, BenchReport, SourceReport};
@@ -69,10 +68,9 @@ pub async fn target(
     let files = list_files(opts, &api, &info, false)
         .await
         .map_err(|e: ApiError| format!("listing the files failed: {e}"))?;
-    let filter = Filter::new(&opts.include, &opts.exclude)?;
     let file = files
         .into_iter()
-        .filter(|f| filter.selects(&f.path) && f.size > 0)
+        .filter(|f| opts.filter.selects(&f.path) && f.size > 0)
         .min_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)))
         .ok_or_else(|| "no selected file to measure (check --include/--exclude)".to_string())?;
     let rev = info.sha.as_deref().unwrap_or(&opts.revision);

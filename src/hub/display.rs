@@ -20,18 +20,8 @@ use crate::ui;
 /// A byte count as hfd.sh prints it: decimal units, two decimals, no space
 /// (`512B`, `1.50MB`, `2.15GB`).
 pub fn human(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KB", "MB", "GB", "TB", "PB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i + 1 < UNITS.len() {
-        v /= 1000.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.2}{}", UNITS[i])
-    }
+    // hfd.sh's spelling of the decimal sizes: no space before the unit.
+    crate::size::DecimalBytes(n).to_string().replace(' ', "")
 }
 
 /// `file` or `files`, as hfd.sh words it.

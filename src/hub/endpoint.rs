@@ -24,6 +24,12 @@ const PATH: &AsciiSet = &SEGMENT.remove(b'/');
 /// The endpoint used when `HF_ENDPOINT` is unset or empty.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 
+/// The repo's page on huggingface.co, where a gated repo's terms are
+/// accepted: always there, since mirrors have no accounts of their own.
+pub fn hub_page(t: RepoType, repo: &RepoId) -> String {
+    format!("{DEFAULT_ENDPOINT}/{}{repo}", t.download_prefix())
+}
+
 /// Encodes one path segment (a revision).
 pub fn encode_segment(s: &str) -> String {
     utf8_percent_encode(s, SEGMENT).to_string()
@@ -203,11 +209,6 @@ impl Endpoint {
             encode_segment(revision),
             encode_path(path)
         ))
-    }
-
-    /// The repo's web page (where gated repos' terms are accepted).
-    pub fn repo_page(&self, t: RepoType, repo: &RepoId) -> String {
-        format!("{}/{}{repo}", self.base, t.download_prefix())
     }
 
     /// A pagination link as the Hub sent it, moved onto this endpoint when

@@ -27,7 +27,7 @@ pub struct Stated {
 }
 
 /// A hash as the Hub sends it (`"abc…"`, `W/"abc…"`), when it is one.
-fn hash_of(raw: &str) -> Option<String> {
+pub(super) fn hash_of(raw: &str) -> Option<String> {
     let v = raw.trim().trim_start_matches("W/").trim_matches('"');
     let hex = v.bytes().all(|b| b.is_ascii_hexdigit());
     (hex && (v.len() == 64 || v.len() == 40)).then(|| v.to_ascii_lowercase())

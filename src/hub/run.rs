@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ApiError, RepoFile, RepoInfo};
 use super::display::{Counters, LiveLine, Printer, Style, files_noun, human};
-use super::endpoint::{Endpoint, RepoId, RepoType};
+use super::endpoint::{DEFAULT_ENDPOINT, Endpoint, RepoId, RepoType, hub_page};
 use super::filter::Filter;
 use super::identity;
 use super::state::{self, Listing, LocalDir, Record, Verified};
@@ -50,10 +50,6 @@ use crate::ui::Verbosity;
 /// A file whose checksum fails (or that changes on the server while being
 /// fetched) is downloaded again, up to this many attempts in all.
 const ATTEMPTS_PER_FILE: u32 = 3;
-
-/// Where gated repos' terms are accepted: an account setting on the Hub
-/// itself, whichever mirror serves the bytes.
-const HUB_PAGE: &str = "https://huggingface.co";
 
 /// Everything a run needs, already checked (see `cli::hfd` for the flags).
 #[derive(Clone, Debug)]
@@ -68,8 +64,8 @@ pub struct Options {
     pub mirrors: Vec<Endpoint>,
     /// Never printed, never written; each endpoint gets it, no other host.
     pub token: Option<String>,
-    pub include: Vec<String>,
-    pub exclude: Vec<String>,
+    /// `--include` / `--exclude`, compiled once when the options are made.
+    pub filter: Filter,
     pub local_dir: PathBuf,
     /// `-x`: connections per file.
     pub connections: usize,
@@ -133,13 +129,7 @@ pub async fn run(opts: &Options, net: Net, cancel: CancellationToken) -> Status 
 
 /// [`run`] with a chosen printer (the demo prints without colours).
 pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Printer) -> Status {
-    let filter = match Filter::new(&opts.include, &opts.exclude) {
-        Ok(f) => f,
-        Err(e) => {
-            p.error(&e);
-            return Status::Failed;
-        }
-    };
+    let filter = &opts.filter;
     let creds = match credentials(opts.token.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -292,11 +282,11 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
             opts.local_dir.display()
         ),
     );
-    if !opts.mirrors.is_empty() {
-        let all: Vec<&str> = std::iter::once(&opts.endpoint)
-            .chain(&opts.mirrors)
-            .map(Endpoint::as_str)
-            .collect();
+    let endpoints: Vec<Endpoint> = std::iter::once(opts.endpoint.clone())
+        .chain(opts.mirrors.iter().cloned())
+        .collect();
+    if endpoints.len() > 1 {
+        let all: Vec<&str> = endpoints.iter().map(Endpoint::as_str).collect();
         p.out(
             Style::Dim,
             &format!("From {} endpoints at once: {}", all.len(), all.join(", ")),
@@ -313,9 +303,6 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
     counters.bytes.set_total(Some(total_bytes));
     counters.bytes.add_existing(check.done_bytes);
     let line = LiveLine::start(counters.clone(), opts.verbosity == Verbosity::Quiet);
-    let endpoints: Vec<Endpoint> = std::iter::once(opts.endpoint.clone())
-        .chain(opts.mirrors.iter().cloned())
-        .collect();
     let ctx = Arc::new(FileCtx {
         net,
         down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
@@ -456,10 +443,9 @@ fn interrupted(p: &Printer) -> Status {
 
 pub(crate) fn gated_message(opts: &Options) -> String {
     format!(
-        "{} is gated: it needs a token. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {HUB_PAGE}/{}{}. Tokens: {HUB_PAGE}/settings/tokens",
+        "{} is gated: it needs a token. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {}. Tokens: {DEFAULT_ENDPOINT}/settings/tokens",
         opts.repo,
-        opts.repo_type.download_prefix(),
-        opts.repo
+        hub_page(opts.repo_type, &opts.repo)
     )
 }
 
@@ -495,10 +481,9 @@ pub(crate) fn info_error(opts: &Options, ep: &Endpoint, e: &ApiError) -> String 
         ),
         (_, "GatedRepo") if opts.token.is_none() => gated_message(opts),
         (_, "GatedRepo") => format!(
-            "{} is gated and this token has no access yet: accept the repo's terms on {HUB_PAGE}/{}{} with the token's account.",
+            "{} is gated and this token has no access yet: accept the repo's terms on {} with the token's account.",
             opts.repo,
-            opts.repo_type.download_prefix(),
-            opts.repo
+            hub_page(opts.repo_type, &opts.repo)
         ),
         (401, _) if message.contains("Invalid credentials in Authorization header") => format!(
             "The token was rejected by {}: check --hf_token / HF_TOKEN.",
@@ -544,10 +529,9 @@ async fn file_list(
         return Ok(l);
     }
     let files = list_files(opts, api, info, true).await?;
-    let filter = Filter::new(&opts.include, &opts.exclude).unwrap_or_else(|_| Filter::all());
     let (n, bytes) = files
         .iter()
-        .filter(|f| filter.selects(&f.path))
+        .filter(|f| opts.filter.selects(&f.path))
         .fold((0usize, 0u64), |(n, b), f| {
             (n + 1, b.saturating_add(f.size))
         });
@@ -609,6 +593,20 @@ struct Check {
     need: Vec<usize>,
     done_files: usize,
     done_bytes: u64,
+    /// `.hfd/partial/` has something in it, so finished files may have
+    /// left a control file behind (read once: most runs have none).
+    leftovers: bool,
+}
+
+impl Check {
+    /// A file that is on disk and verified: counted, its leftovers tidied.
+    fn done(&mut self, local: &LocalDir, rel: &Path, size: u64) {
+        if self.leftovers {
+            local.forget_partial(rel);
+        }
+        self.done_files += 1;
+        self.done_bytes = self.done_bytes.saturating_add(size);
+    }
 }
 
 fn hash_key(c: &Checksum) -> String {
@@ -632,6 +630,7 @@ async fn local_check(
         need: Vec::new(),
         done_files: 0,
         done_bytes: 0,
+        leftovers: local.has_partials(),
     };
     let mut to_hash = Vec::new();
     for (i, f) in selected.iter().enumerate() {
@@ -655,9 +654,7 @@ async fn local_check(
                 }
         });
         if record_ok && !opts.verify_all {
-            local.forget_partial(&rels[i]);
-            check.done_files += 1;
-            check.done_bytes = check.done_bytes.saturating_add(f.size);
+            check.done(local, &rels[i], f.size);
         } else if f.checksum().is_some() {
             to_hash.push(i);
         } else {
@@ -711,9 +708,7 @@ async fn local_check(
                         fingerprint: fp,
                     },
                 );
-                local.forget_partial(&rels[i]);
-                check.done_files += 1;
-                check.done_bytes = check.done_bytes.saturating_add(f.size);
+                check.done(local, &rels[i], f.size);
             }
             _ => {
                 verified.files.remove(&f.path);
@@ -783,10 +778,10 @@ fn linked_checksum(hops: &[engine::Hop], lfs: bool) -> Option<Checksum> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
     })?;
-    let v = raw.trim().trim_start_matches("W/").trim_matches('"');
+    let v = super::identity::hash_of(&raw)?;
     match v.len() {
-        64 => Checksum::sha256(v).ok(),
-        40 if !lfs => Checksum::git_blob_sha1(v).ok(),
+        64 => Checksum::sha256(&v).ok(),
+        40 if !lfs => Checksum::git_blob_sha1(&v).ok(),
         _ => None,
     }
 }
@@ -1019,11 +1014,10 @@ fn file_error(ctx: &FileCtx, f: &RepoFile, e: &Error) -> String {
                 .as_str()
         ),
         Error::Auth { status, .. } => format!(
-            "{}: access denied (HTTP {status}). If {} is gated, accept its terms on {HUB_PAGE}/{}{} and pass --hf_token or set HF_TOKEN; check the token's permissions",
+            "{}: access denied (HTTP {status}). If {} is gated, accept its terms on {} and pass --hf_token or set HF_TOKEN; check the token's permissions",
             f.path,
             ctx.repo,
-            ctx.repo_type.download_prefix(),
-            ctx.repo
+            hub_page(ctx.repo_type, &ctx.repo)
         ),
         Error::ChecksumMismatch { algo, .. } => format!(
             "{}: the data did not match its {algo} in {ATTEMPTS_PER_FILE} attempts and was discarded",
