@@ -36,6 +36,7 @@ use sha1::Digest as _;
 
 use super::content::hex;
 use super::semantics::{unix_millis, url_signature};
+use super::server::lock;
 use super::{Body, FileSpec, Reply, RequestInfo, TestServer};
 
 /// Entries per tree page, as the Hub (1,000 without `expand`).
@@ -246,10 +247,6 @@ pub struct MockHub {
     hub: TestServer,
     cdn: TestServer,
     state: Arc<Mutex<State>>,
-}
-
-fn lock(s: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn git_blob_sha1(data: &[u8]) -> String {

@@ -25,7 +25,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -36,8 +35,10 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
+
+use super::server::{ServerThread, lock};
 
 /// Deadline for a client's handshake (SOCKS negotiation, TLS to the proxy).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,7 +160,7 @@ impl<T: Clone> Log<T> {
     }
 
     fn push(&self, entry: T) {
-        let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut e = lock(&self.entries);
         if e.len() >= self.limit {
             e.pop_front();
         }
@@ -167,30 +168,17 @@ impl<T: Clone> Log<T> {
     }
 
     fn snapshot(&self) -> Vec<T> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        lock(&self.entries).iter().cloned().collect()
     }
 
     fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        lock(&self.entries).clear();
     }
 }
 
-/// A listener on its own thread and single-threaded runtime (like
-/// `TestServer`, so sync tests and tests that wait on a child process can
-/// use it). Dropping it stops the thread and every session.
-struct Background {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// A proxy's listener on its own [`ServerThread`], at most `MAX_SESSIONS`
+/// sessions at once. Dropping it stops the thread and every session.
+struct Background(ServerThread);
 
 impl Background {
     fn start<F, Fut>(name: &str, bind: SocketAddr, serve: F) -> io::Result<Background>
@@ -198,81 +186,35 @@ impl Background {
         F: Fn(TcpStream, SocketAddr) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown_tx, mut shutdown_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name(name.to_string())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
+        ServerThread::spawn(name, bind, move |listener, mut shutdown_rx| async move {
+            let active = Arc::new(AtomicUsize::new(0));
+            loop {
+                let accepted = tokio::select! {
+                    _ = &mut shutdown_rx => return,
+                    r = listener.accept() => r,
                 };
-                rt.block_on(async move {
-                    let listener = match TcpListener::bind(bind).await {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(listener.local_addr());
-                    let active = Arc::new(AtomicUsize::new(0));
-                    loop {
-                        let accepted = tokio::select! {
-                            _ = &mut shutdown_rx => return,
-                            r = listener.accept() => r,
-                        };
-                        let Ok((stream, peer)) = accepted else {
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                            continue;
-                        };
-                        if active.load(Ordering::Acquire) >= MAX_SESSIONS {
-                            continue;
-                        }
-                        let _ = stream.set_nodelay(true);
-                        active.fetch_add(1, Ordering::AcqRel);
-                        let active = active.clone();
-                        let session = serve(stream, peer);
-                        tokio::spawn(async move {
-                            session.await;
-                            active.fetch_sub(1, Ordering::AcqRel);
-                        });
-                    }
+                let Ok((stream, peer)) = accepted else {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                if active.load(Ordering::Acquire) >= MAX_SESSIONS {
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                active.fetch_add(1, Ordering::AcqRel);
+                let active = active.clone();
+                let session = serve(stream, peer);
+                tokio::spawn(async move {
+                    session.await;
+                    active.fetch_sub(1, Ordering::AcqRel);
                 });
-            })?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(a)) => a,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
             }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(io::Error::other("proxy thread died while starting"));
-            }
-        };
-        Ok(Background {
-            addr,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
         })
+        .map(Background)
     }
-}
 
-impl Drop for Background {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    fn addr(&self) -> SocketAddr {
+        self.0.addr
     }
 }
 
@@ -364,12 +306,12 @@ impl SocksProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.bg.addr
+        self.bg.addr()
     }
 
     /// `scheme://127.0.0.1:PORT` for `scheme` = `socks5` or `socks5h`.
     pub fn url(&self, scheme: &str) -> String {
-        format!("{scheme}://{}", self.bg.addr)
+        format!("{scheme}://{}", self.bg.addr())
     }
 
     /// The sessions so far, oldest first.
@@ -663,13 +605,13 @@ impl HttpProxy {
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.bg.addr
+        self.bg.addr()
     }
 
     /// `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
         let scheme = if self.tls { "https" } else { "http" };
-        format!("{scheme}://{}", self.bg.addr)
+        format!("{scheme}://{}", self.bg.addr())
     }
 
     /// The same with `user:pass@` (percent-encoded) in front of the address.
@@ -679,7 +621,7 @@ impl HttpProxy {
             "{scheme}://{}:{}@{}",
             userinfo_encode(user),
             userinfo_encode(pass),
-            self.bg.addr
+            self.bg.addr()
         )
     }
 

@@ -7,7 +7,6 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -329,7 +328,7 @@ pub(crate) struct Shared {
 
 /// Locks a mutex, ignoring poisoning: a panicking test thread must not
 /// take the server's bookkeeping down with it.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -349,8 +348,8 @@ pub struct TestServer {
     addr: SocketAddr,
     tls: bool,
     shared: Arc<Shared>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// Stops the server when dropped.
+    _thread: ServerThread,
 }
 
 impl TestServer {
@@ -383,52 +382,16 @@ impl TestServer {
             active_connections: AtomicUsize::new(0),
         });
         let tls = opts.tls.is_some();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
         let thread_shared = shared.clone();
-        let thread = std::thread::Builder::new()
-            .name("testserver".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let listener = match listen(opts.bind) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let _ = ready_tx.send(Err(e));
-                            return;
-                        }
-                    };
-                    let _ = ready_tx.send(listener.local_addr());
-                    accept_loop(listener, thread_shared, opts, shutdown_rx).await;
-                });
-                // Dropping the runtime here drops every connection task.
-            })?;
-        let addr = match ready_rx.recv() {
-            Ok(Ok(addr)) => addr,
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(io::Error::other("test server thread died while starting"));
-            }
-        };
+        let bind = opts.bind;
+        let thread = ServerThread::spawn("testserver", bind, move |listener, shutdown| {
+            accept_loop(listener, thread_shared, opts, shutdown)
+        })?;
         Ok(TestServer {
-            addr,
+            addr: thread.addr,
             tls,
             shared,
-            shutdown: Some(shutdown_tx),
-            thread: Some(thread),
+            _thread: thread,
         })
     }
 
@@ -564,7 +527,72 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+/// A listener served on its own thread and single-threaded runtime, so
+/// sync tests (and tests that wait on a child process) can use it. Dropping
+/// it stops the accept loop and, with the runtime, every connection task.
+pub(crate) struct ServerThread {
+    pub(crate) addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ServerThread {
+    /// Binds `bind` on a new thread named `name` and runs `serve(listener,
+    /// shutdown)` there; returns once the address is known (or why not).
+    pub(crate) fn spawn<F, Fut>(name: &str, bind: SocketAddr, serve: F) -> io::Result<ServerThread>
+    where
+        F: FnOnce(TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (shutdown_tx, shutdown_rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    let listener = match listen(bind) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(listener.local_addr());
+                    serve(listener, shutdown_rx).await;
+                });
+                // Dropping the runtime here drops every connection task.
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(addr)) => Ok(ServerThread {
+                addr,
+                shutdown: Some(shutdown_tx),
+                thread: Some(thread),
+            }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                Err(io::Error::other(format!(
+                    "{name} thread died while starting"
+                )))
+            }
+        }
+    }
+}
+
+impl Drop for ServerThread {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
