@@ -51,6 +51,11 @@ pub struct NetArgs {
     /// The User-Agent header.
     #[arg(short = 'U', long = "user-agent", value_name = "UA")]
     pub user_agent: Option<String>,
+
+    /// Plain http straight to the server: read bodies through hyper instead
+    /// of splicing them from the socket into the file (for comparisons).
+    #[arg(long = "no-splice", hide = true)]
+    pub no_splice: bool,
 }
 
 /// Written by hand so that proxy credentials cannot reach a log through
@@ -68,6 +73,7 @@ impl fmt::Debug for NetArgs {
             .field("check_certificate", &self.check_certificate)
             .field("http2", &self.http2)
             .field("user_agent", &self.user_agent)
+            .field("no_splice", &self.no_splice)
             .finish()
     }
 }
@@ -101,6 +107,7 @@ impl NetArgs {
                 .clone()
                 .unwrap_or_else(|| default_agent.to_string()),
             read_buffer: crate::net::read_buffer_for(connections),
+            splice: cfg!(target_os = "linux") && !self.no_splice,
         })
     }
 }

@@ -7,11 +7,11 @@
 
 use std::time::{Duration, Instant};
 
+use crate::net::Body;
 use bytes::Bytes;
 use http::header::{ACCEPT_ENCODING, HeaderValue, IF_RANGE, LOCATION, RANGE, USER_AGENT};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use url::Url;
 
 use super::error::{Error, GaveUpKind};
@@ -47,7 +47,7 @@ pub struct Hop {
 
 /// The final answer of a request, and how we got there.
 pub struct Fetched {
-    pub response: Response<Incoming>,
+    pub response: Response<Body>,
     pub url: Url,
     pub hops: Vec<Hop>,
     pub ttfb: Duration,
@@ -209,7 +209,7 @@ async fn fetch_inner(
 
 /// Reads a short body to its end so the connection can be reused; gives up
 /// (returning false: drop the connection) on a long or slow body.
-async fn drain_small(response: Response<Incoming>) -> bool {
+async fn drain_small(response: Response<Body>) -> bool {
     let mut body = response.into_body();
     let mut seen = 0usize;
     let read = async {
@@ -234,7 +234,7 @@ async fn drain_small(response: Response<Incoming>) -> bool {
 }
 
 /// The first line of an error body, for messages ("Request has expired").
-pub async fn error_snippet(response: Response<Incoming>) -> String {
+pub async fn error_snippet(response: Response<Body>) -> String {
     let mut body = response.into_body();
     let mut buf: Vec<u8> = Vec::new();
     let read = async {
@@ -261,7 +261,7 @@ pub async fn error_snippet(response: Response<Incoming>) -> String {
 /// (reached by redirect when `redirected`). Consumes the response to quote
 /// its body.
 pub async fn status_failure(
-    response: Response<Incoming>,
+    response: Response<Body>,
     url: &Url,
     redirected: bool,
     source: &Source,
@@ -323,7 +323,7 @@ pub async fn status_failure(
 }
 
 /// Reads a whole small body (at most `limit` bytes), for API answers.
-pub async fn read_body(response: Response<Incoming>, limit: usize) -> Result<Bytes, String> {
+pub async fn read_body(response: Response<Body>, limit: usize) -> Result<Bytes, String> {
     let mut body = response.into_body();
     let mut buf = Vec::new();
     while let Some(frame) = body.frame().await {

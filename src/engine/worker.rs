@@ -16,19 +16,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use super::error::{Error, GaveUpKind};
 use super::fetch::{ByteRange, Failure, fetch, status_failure};
 use super::job::Job;
 use super::scheduler::{Assignment, Preempt, Slot, request_size};
-use crate::net::Conn;
 use crate::net::http::{ContentRange, any_etag, content_range, last_modified, strong_etag};
+use crate::net::{Body, Conn};
+#[cfg(target_os = "linux")]
+use crate::storage::pipe::Pipe;
 
 /// The probe's answer, handed to the first slot so its bytes are not wasted.
 pub struct FirstResponse {
     pub conn: Conn,
-    pub response: Response<Incoming>,
+    pub response: Response<Body>,
     pub range: Range<u64>,
 }
 
@@ -54,6 +55,9 @@ struct Worker {
     /// Consecutive failures without a byte received in between.
     failures: u32,
     progressed: bool,
+    /// Carries spliced bodies to the writer; kept across requests, dropped
+    /// after a failure in case bytes in it were not accounted for.
+    pipe: Option<Arc<Pipe>>,
 }
 
 /// Runs a slot until the download is done, cancelled, or the slot gives up.
@@ -69,6 +73,7 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
         retired: false,
         failures: 0,
         progressed: false,
+        pipe: None,
     };
     w.main(first).await;
     w.set_conn(None);
@@ -231,6 +236,7 @@ impl Worker {
                 Ok(StreamEnd::Cancelled) => return,
                 Err(failure) => {
                     self.set_conn(None);
+                    self.pipe = None;
                     if !self.on_failure(failure, generation).await {
                         return;
                     }
@@ -241,11 +247,7 @@ impl Worker {
 
     /// Checks the answer to a request for `req`. `Err(None)` means "an error
     /// status: let `status_failure` read and classify it".
-    fn check(
-        &self,
-        response: &Response<Incoming>,
-        req: &Range<u64>,
-    ) -> Result<(), Option<Failure>> {
+    fn check(&self, response: &Response<Body>, req: &Range<u64>) -> Result<(), Option<Failure>> {
         let job = &self.job;
         let source = &job.sources[self.slot.source];
         let url = source.display();
@@ -351,20 +353,22 @@ impl Worker {
     /// Streams the body of a validated 206 into storage.
     async fn stream(
         &mut self,
-        response: Response<Incoming>,
+        response: Response<Body>,
         req: &Range<u64>,
     ) -> Result<StreamEnd, Failure> {
         let job = self.job.clone();
         let source = &job.sources[self.slot.source];
         let mut body = response.into_body();
+        let pipe = self.pipe_for(&body);
+        let mut batch = Batch::new(req.start, pipe.clone());
         let mut expected = req.start;
-        let mut batch: Vec<Bytes> = Vec::new();
-        let mut batch_start = req.start;
-        let mut batch_len = 0usize;
         let mut woken = pin!(self.slot.wake.notified());
         woken.as_mut().enable();
         let end = loop {
-            let frame = tokio::select! {
+            if batch.must_flush_for_room() {
+                batch.flush(&job).await?;
+            }
+            let piece = tokio::select! {
                 biased;
                 _ = &mut woken => {
                     match self.slot.take_preempt() {
@@ -377,7 +381,7 @@ impl Worker {
                             break StreamEnd::Abandoned;
                         }
                         Preempt::Stalled => {
-                            self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                            batch.flush(&job).await?;
                             return Err(Failure::retry(
                                 GaveUpKind::Timeout,
                                 "no data arrived for too long; reconnecting",
@@ -390,12 +394,12 @@ impl Worker {
                         }
                     }
                 }
-                f = body.frame() => f,
+                p = next_piece(&mut body, pipe.as_deref(), batch.splice_size(job.batch)) => p,
             };
-            let data = match frame {
-                None => {
+            let len = match piece {
+                Piece::End => {
                     if expected < req.end && self.slot.region().start < req.end {
-                        self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                        batch.flush(&job).await?;
                         return Err(Failure::retry(
                             GaveUpKind::Network,
                             format!(
@@ -407,44 +411,38 @@ impl Worker {
                     }
                     break StreamEnd::Complete;
                 }
-                Some(Err(e)) => {
-                    self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                Piece::Failed(e) => {
+                    batch.flush(&job).await?;
                     return Err(Failure::retry(
                         GaveUpKind::Network,
                         format!("receiving failed after {} bytes: {e}", expected - req.start),
                     ));
                 }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(d) => d,
-                    Err(_) => continue,
-                },
+                Piece::Data(ref d) => d.len() as u64,
+                Piece::Piped(n) => n as u64,
             };
-            if data.is_empty() {
+            if len == 0 {
                 continue;
             }
-            let len = data.len() as u64;
             if expected + len > req.end {
-                self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                // Spliced bytes past the request are in the pipe: drop them.
+                batch.add(piece, expected, 0);
+                batch.flush(&job).await?;
                 return Err(Failure::retry(
                     GaveUpKind::BadResponse,
                     "the server sent more bytes than the range asked for".to_string(),
                 ));
+            }
+            if matches!(piece, Piece::Data(_)) && batch.piped() > 0 {
+                batch.flush(&job).await?;
             }
             let (at, take) = self.slot.claim(len);
             debug_assert!(
                 take == 0 || at == expected,
                 "claim at {at}, expected {expected}"
             );
+            batch.add(piece, at, take);
             if take > 0 {
-                if batch_len == 0 {
-                    batch_start = at;
-                }
-                batch.push(if take == len {
-                    data
-                } else {
-                    data.slice(..take as usize)
-                });
-                batch_len += take as usize;
                 expected += take;
                 job.sched.received(&self.slot, take);
                 job.progress.add_received(take);
@@ -453,12 +451,12 @@ impl Worker {
                     self.progressed = true;
                     self.failures = 0;
                 }
-                if batch_len >= job.batch {
-                    self.flush(&mut batch, batch_start, &mut batch_len).await?;
+                if batch.full(job.batch) {
+                    batch.flush(&job).await?;
                 }
             }
             if take < len {
-                // The region ended inside this frame: stolen, or taken over.
+                // The region ended inside this piece: stolen, or taken over.
                 break StreamEnd::Abandoned;
             }
             if expected == req.end {
@@ -469,25 +467,32 @@ impl Worker {
                 }
             }
         };
-        self.flush(&mut batch, batch_start, &mut batch_len).await?;
+        batch.flush(&job).await?;
         Ok(end)
     }
 
-    async fn flush(
-        &self,
-        batch: &mut Vec<Bytes>,
-        start: u64,
-        len: &mut usize,
-    ) -> Result<(), Failure> {
-        if *len == 0 {
-            return Ok(());
+    /// The pipe to splice `body` through, when it can be spliced: our own
+    /// plain HTTP/1.1 client's answer with a `Content-Length`.
+    #[cfg(target_os = "linux")]
+    fn pipe_for(&mut self, body: &Body) -> Option<Arc<Pipe>> {
+        if !matches!(body, Body::Plain(p) if p.remaining().is_some_and(|n| n > 0)) {
+            return None;
         }
-        let bufs = std::mem::take(batch);
-        *len = 0;
-        match self.job.writer.write(start, bufs).await {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Failure::Fatal(self.job.storage_error())),
+        if self.pipe.is_none() {
+            match Pipe::new() {
+                Ok(p) => self.pipe = Some(Arc::new(p)),
+                Err(e) => {
+                    tracing::debug!("no pipe, reading through user space: {e}");
+                    return None;
+                }
+            }
         }
+        self.pipe.clone()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn pipe_for(&mut self, _body: &Body) -> Option<Arc<Pipe>> {
+        None
     }
 
     /// Handles a failed request; returns false when the slot must stop.
@@ -560,5 +565,164 @@ impl Worker {
                 true
             }
         }
+    }
+}
+
+/// Stands in where pipes do not exist; never constructed.
+#[cfg(not(target_os = "linux"))]
+pub struct Pipe;
+
+#[cfg(not(target_os = "linux"))]
+impl Pipe {
+    fn capacity(&self) -> usize {
+        0
+    }
+    fn has_room(&self) -> bool {
+        true
+    }
+    fn reader(&self) {}
+}
+
+/// The next bit of a body.
+enum Piece {
+    /// Bytes in memory.
+    Data(Bytes),
+    /// This many bytes went from the socket into the pipe.
+    Piped(usize),
+    End,
+    Failed(String),
+}
+
+/// Reads the next piece of `body`: spliced into `pipe` when there is one
+/// (at most `max` bytes), else a frame.
+async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {
+    #[cfg(target_os = "linux")]
+    if let (Some(pipe), Body::Plain(p)) = (pipe, &mut *body) {
+        // What came in with the head is already in memory.
+        if let Some(d) = p.take_buffered() {
+            return Piece::Data(d);
+        }
+        if p.remaining() == Some(0) {
+            return Piece::End;
+        }
+        return match p.splice_into(pipe, max).await {
+            Ok(n) => Piece::Piped(n),
+            Err(e) => Piece::Failed(e.to_string()),
+        };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (pipe, max);
+    match body.frame().await {
+        None => Piece::End,
+        Some(Err(e)) => Piece::Failed(e.to_string()),
+        Some(Ok(frame)) => Piece::Data(frame.into_data().unwrap_or_default()),
+    }
+}
+
+/// Body bytes received but not yet handed to the writer: frames in memory,
+/// then bytes waiting in the pipe, then pipe bytes to throw away (past a
+/// cut). Batching keeps writer ops large; a pipe is flushed early when it
+/// fills, since the writer cannot drain what it was not told about.
+struct Batch {
+    pipe: Option<Arc<Pipe>>,
+    /// File offset of the first pending byte.
+    start: u64,
+    bufs: Vec<Bytes>,
+    buf_len: usize,
+    piped: u64,
+    discard: u64,
+}
+
+impl Batch {
+    fn new(start: u64, pipe: Option<Arc<Pipe>>) -> Batch {
+        Batch {
+            pipe,
+            start,
+            bufs: Vec::new(),
+            buf_len: 0,
+            piped: 0,
+            discard: 0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.buf_len + self.piped as usize
+    }
+
+    fn piped(&self) -> u64 {
+        self.piped
+    }
+
+    /// Half the pipe: the other half is room for what the writer has not
+    /// drained yet.
+    fn pipe_share(&self) -> usize {
+        self.pipe
+            .as_ref()
+            .map_or(usize::MAX, |p| (p.capacity() / 2).max(4096))
+    }
+
+    fn full(&self, batch: usize) -> bool {
+        self.len() >= batch || self.piped as usize >= self.pipe_share()
+    }
+
+    /// Largest splice that keeps the batch within its share of the pipe.
+    fn splice_size(&self, batch: usize) -> usize {
+        batch
+            .min(self.pipe_share())
+            .saturating_sub(self.piped as usize)
+            .max(4096)
+    }
+
+    /// The pipe is full and holds bytes the writer has not been told about.
+    fn must_flush_for_room(&self) -> bool {
+        self.piped + self.discard > 0 && self.pipe.as_ref().is_some_and(|p| !p.has_room())
+    }
+
+    /// Adds the first `take` bytes of `piece`, which start at file offset
+    /// `at`; spliced bytes beyond `take` are dropped from the pipe.
+    fn add(&mut self, piece: Piece, at: u64, take: u64) {
+        if take > 0 && self.len() == 0 {
+            self.start = at;
+        }
+        match piece {
+            Piece::Data(d) if take > 0 => {
+                debug_assert_eq!(self.piped, 0, "frames never follow spliced bytes unflushed");
+                let len = d.len() as u64;
+                self.bufs.push(if take == len {
+                    d
+                } else {
+                    d.slice(..take as usize)
+                });
+                self.buf_len += take as usize;
+            }
+            Piece::Piped(n) => {
+                self.piped += take;
+                self.discard += n as u64 - take;
+            }
+            _ => {}
+        }
+    }
+
+    async fn flush(&mut self, job: &Job) -> Result<(), Failure> {
+        let fatal = |_| Failure::Fatal(job.storage_error());
+        if self.buf_len > 0 {
+            let bufs = std::mem::take(&mut self.bufs);
+            job.writer.write(self.start, bufs).await.map_err(fatal)?;
+            self.start += self.buf_len as u64;
+            self.buf_len = 0;
+        }
+        #[cfg(target_os = "linux")]
+        if self.piped + self.discard > 0
+            && let Some(pipe) = &self.pipe
+        {
+            job.writer
+                .write_piped(self.start, self.piped, self.discard, pipe.reader())
+                .await
+                .map_err(fatal)?;
+            self.start += self.piped;
+            self.piped = 0;
+            self.discard = 0;
+        }
+        Ok(())
     }
 }

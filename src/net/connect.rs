@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderValue};
 use http::{Request, Response};
 use http_body_util::Empty;
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -17,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use url::Url;
 
+use super::body::Body;
+use super::plain::{self, PlainConn};
 use super::proxy::{Proxy, ProxyKind, Route};
 use super::{Net, NetError, Origin, tls};
 
@@ -27,6 +28,7 @@ type BoxIo = Box<dyn Io>;
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
     H2(http2::SendRequest<Empty<Bytes>>),
+    Plain(PlainConn),
 }
 
 /// One open HTTP connection to one origin. Requests go one after another
@@ -62,6 +64,7 @@ impl Conn {
         let proto = match self.sender {
             Sender::H1(_) => "HTTP/1.1",
             Sender::H2(_) => "HTTP/2",
+            Sender::Plain(_) => "HTTP/1.1 (spliced)",
         };
         let mut s = format!("{} {}", self.origin, self.route);
         if let Some(d) = &self.route_detail {
@@ -86,16 +89,13 @@ impl Conn {
         let open = match &self.sender {
             Sender::H1(s) => !s.is_closed(),
             Sender::H2(s) => !s.is_closed(),
+            Sender::Plain(p) => !p.is_closed(),
         };
         open && Origin::of(url).is_ok_and(|o| o == self.origin) && net.route_for(url) == self.route
     }
 
     /// Sends `GET url` with `headers` and waits for the response head.
-    pub async fn get(
-        &mut self,
-        url: &Url,
-        headers: HeaderMap,
-    ) -> Result<Response<Incoming>, NetError> {
+    pub async fn get(&mut self, url: &Url, headers: HeaderMap) -> Result<Response<Body>, NetError> {
         let host = self.origin.host.clone();
         let http_err = |e: hyper::Error| NetError::Http {
             host: host.clone(),
@@ -106,7 +106,7 @@ impl Conn {
         let uri: http::Uri = match self.sender {
             Sender::H2(_) => target.as_str().parse::<http::Uri>(),
             Sender::H1(_) if self.absolute_form => target.as_str().parse::<http::Uri>(),
-            Sender::H1(_) => {
+            Sender::H1(_) | Sender::Plain(_) => {
                 let mut pq = target.path().to_string();
                 if let Some(q) = target.query() {
                     pq.push('?');
@@ -123,7 +123,7 @@ impl Conn {
             .body(Empty::<Bytes>::new())
             .expect("a GET with a valid URI is a valid request");
         let h = req.headers_mut();
-        if let Sender::H1(_) = self.sender {
+        if let Sender::H1(_) | Sender::Plain(_) = self.sender {
             h.insert(
                 http::header::HOST,
                 HeaderValue::from_str(&self.origin.host_header()).map_err(|e| {
@@ -144,11 +144,20 @@ impl Conn {
             match &mut self.sender {
                 Sender::H1(s) => {
                     s.ready().await.map_err(http_err)?;
-                    s.send_request(req).await.map_err(http_err)
+                    let r = s.send_request(req).await.map_err(http_err)?;
+                    Ok(r.map(Body::Hyper))
                 }
                 Sender::H2(s) => {
                     s.ready().await.map_err(http_err)?;
-                    s.send_request(req).await.map_err(http_err)
+                    let r = s.send_request(req).await.map_err(http_err)?;
+                    Ok(r.map(Body::Hyper))
+                }
+                Sender::Plain(p) => {
+                    let target = req.uri().to_string();
+                    let head =
+                        plain::request_head(&target, &self.origin.host_header(), req.headers());
+                    let r = p.send(head, &host).await?;
+                    Ok(r.map(Body::Plain))
                 }
             }
         };
@@ -205,6 +214,20 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
             let tcp = tcp_connect(&origin.host, origin.port, opts.connect_timeout).await?;
             if let Ok(peer) = tcp.peer_addr() {
                 route_detail = Some(peer.to_string());
+            }
+            if opts.splice && !origin.https {
+                let conn = Conn {
+                    sender: Sender::Plain(PlainConn::new(tcp, opts.read_buffer)),
+                    origin,
+                    absolute_form: false,
+                    proxy_auth: None,
+                    route,
+                    route_detail,
+                    tls_info: None,
+                    response_timeout: opts.response_timeout,
+                };
+                tracing::info!("connected: {}", conn.describe());
+                return Ok(conn);
             }
             (Box::new(tcp), false, None)
         }

@@ -4,13 +4,17 @@
 //! Layers, bottom up: TCP (or a SOCKS5 session, or an HTTP `CONNECT` tunnel,
 //! possibly through TLS to the proxy) → TLS to the target (SNI and
 //! certificate checks always for the *target* host) → `hyper::client::conn`
-//! HTTP/1.1 or HTTP/2. We use hyper's connection API rather than a pooled
+//! HTTP/1.1 or HTTP/2, except plain http straight to the server, which goes
+//! through our own small HTTP/1.1 client so bodies can be spliced
+//! ([`plain`]). We use hyper's connection API rather than a pooled
 //! client because a segmented download must choose, time and replace each
 //! connection itself, and the pooled client never opens a second HTTP/2
 //! connection to a host.
 
+pub mod body;
 mod connect;
 pub mod http;
+pub mod plain;
 pub mod proxy;
 pub mod tls;
 
@@ -20,6 +24,7 @@ use std::time::Duration;
 
 use url::Url;
 
+pub use body::{Body, BodyError};
 pub use connect::Conn;
 pub use proxy::{ProxyFlags, ProxySettings, Route};
 pub use tls::TlsOptions;
@@ -37,6 +42,10 @@ pub struct NetOptions {
     pub user_agent: String,
     /// Largest HTTP/1.1 read buffer per connection; see [`read_buffer_for`].
     pub read_buffer: usize,
+    /// Plain-http connections straight to the server use our own HTTP/1.1
+    /// client ([`plain`]), whose bodies can be spliced into the file
+    /// (Linux). Off: hyper carries everything (`hfget --no-splice`).
+    pub splice: bool,
 }
 
 /// Read-buffer size for a run with `connections` connections at once.
@@ -77,6 +86,7 @@ impl Default for NetOptions {
             proxy: ProxySettings::direct(),
             user_agent: concat!("hfget/", env!("CARGO_PKG_VERSION")).to_string(),
             read_buffer: read_buffer_for(16),
+            splice: cfg!(target_os = "linux"),
         }
     }
 }

@@ -17,6 +17,8 @@
 pub mod alloc;
 pub mod control_file;
 pub mod mmap;
+#[cfg(target_os = "linux")]
+pub mod pipe;
 pub mod pwrite;
 #[cfg(test)]
 mod testutil;
@@ -81,6 +83,20 @@ pub trait Sink: Send + 'static {
     /// Writes `bufs`, which are contiguous, starting at `offset`. Returns only
     /// when every byte is written (or on error).
     fn write_at(&mut self, offset: u64, bufs: &[Bytes]) -> io::Result<()>;
+
+    /// Writes `len` bytes waiting at the head of `pipe` at `offset`. Sinks
+    /// that cannot splice read them out and write them like any others.
+    #[cfg(target_os = "linux")]
+    fn write_from_pipe(
+        &mut self,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        let mut buf = vec![0u8; len as usize];
+        pipe::read_exact(pipe, &mut buf)?;
+        self.write_at(offset, &[Bytes::from(buf)])
+    }
 
     /// Pushes whatever the sink holds back (mapped dirty pages, buffers) so
     /// that an `fdatasync` of the data file afterwards covers every write that

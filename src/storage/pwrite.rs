@@ -18,11 +18,13 @@ const MAX_SLICES: usize = 1024;
 
 pub struct PwriteSink {
     file: File,
+    /// Cleared when the file system refuses spliced writes.
+    splice: bool,
 }
 
 impl PwriteSink {
     pub fn new(file: File) -> Self {
-        PwriteSink { file }
+        PwriteSink { file, splice: true }
     }
 }
 
@@ -55,6 +57,26 @@ impl Sink for PwriteSink {
             }
         }
         Ok(())
+    }
+
+    /// Splices pipe → file: the bytes never pass through user space.
+    #[cfg(target_os = "linux")]
+    fn write_from_pipe(
+        &mut self,
+        pipe: std::os::fd::BorrowedFd<'_>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        use std::os::fd::AsFd;
+        if self.splice {
+            match super::pipe::drain_to_file(pipe, self.file.as_fd(), offset, len) {
+                Err(e) if e.kind() == io::ErrorKind::Unsupported => self.splice = false,
+                r => return r,
+            }
+        }
+        let mut buf = vec![0u8; len as usize];
+        super::pipe::read_exact(pipe, &mut buf)?;
+        self.write_at(offset, &[Bytes::from(buf)])
     }
 
     /// Nothing to do: pwrite puts the bytes in the page cache before it

@@ -87,6 +87,16 @@ enum Op {
         /// against the budget.
         _permit: OwnedSemaphorePermit,
     },
+    /// `len` bytes at the head of `pipe` go to `offset`; the `discard` bytes
+    /// after them are thrown away.
+    #[cfg(target_os = "linux")]
+    Piped {
+        offset: u64,
+        len: u64,
+        discard: u64,
+        pipe: Arc<std::os::fd::OwnedFd>,
+        _permit: Option<OwnedSemaphorePermit>,
+    },
     Barrier(mpsc::SyncSender<BarrierReply>),
     Stop,
 }
@@ -225,32 +235,69 @@ impl WriteHandle {
     /// Returning Ok means queued, not written: [`Storage::written`] says
     /// when the bytes are in the file.
     pub async fn write(&self, offset: u64, bufs: Vec<Bytes>) -> Result<(), WriteFailed> {
-        if self.shared.failed.load(Ordering::SeqCst) {
-            return Err(self.shared.write_failed());
-        }
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         if len == 0 {
-            return Ok(());
+            return self.check();
         }
+        let permit = self.permit(len).await?;
+        self.send(Op::Write {
+            offset,
+            bufs,
+            _permit: permit,
+        })
+    }
+
+    /// Queues `len` bytes waiting in `pipe` for `offset`, and `discard` bytes
+    /// behind them to be dropped; like [`write`](Self::write) otherwise.
+    /// Ops naming one pipe must be queued in the order its bytes went in.
+    #[cfg(target_os = "linux")]
+    pub async fn write_piped(
+        &self,
+        offset: u64,
+        len: u64,
+        discard: u64,
+        pipe: Arc<std::os::fd::OwnedFd>,
+    ) -> Result<(), WriteFailed> {
+        if len + discard == 0 {
+            return self.check();
+        }
+        let permit = if len > 0 {
+            Some(self.permit(len).await?)
+        } else {
+            None
+        };
+        self.send(Op::Piped {
+            offset,
+            len,
+            discard,
+            pipe,
+            _permit: permit,
+        })
+    }
+
+    fn check(&self) -> Result<(), WriteFailed> {
+        if self.shared.failed.load(Ordering::SeqCst) {
+            Err(self.shared.write_failed())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn permit(&self, len: u64) -> Result<OwnedSemaphorePermit, WriteFailed> {
+        self.check()?;
         // A batch larger than the whole budget takes the whole budget, so it
         // waits for an empty queue instead of forever.
         let kib = len.div_ceil(1024).min(self.shared.budget_permits as u64) as u32;
-        let permit = Arc::clone(&self.shared.budget)
+        Arc::clone(&self.shared.budget)
             .acquire_many_owned(kib)
             .await
-            .map_err(|_| self.shared.write_failed())?;
-        let tx = lock(&self.tx);
-        let sent = match tx.as_ref() {
-            Some(tx) => tx
-                .send(Op::Write {
-                    offset,
-                    bufs,
-                    _permit: permit,
-                })
-                .is_ok(),
-            None => false,
-        };
-        drop(tx);
+            .map_err(|_| self.shared.write_failed())
+    }
+
+    fn send(&self, op: Op) -> Result<(), WriteFailed> {
+        let sent = lock(&self.tx)
+            .as_ref()
+            .is_some_and(|tx| tx.send(op).is_ok());
         if sent {
             Ok(())
         } else {
@@ -449,6 +496,14 @@ impl WriterThread {
                     bufs,
                     _permit,
                 } => self.write(offset, &bufs),
+                #[cfg(target_os = "linux")]
+                Op::Piped {
+                    offset,
+                    len,
+                    discard,
+                    pipe,
+                    _permit,
+                } => self.write_piped(offset, len, discard, &pipe),
                 Op::Barrier(reply) => {
                     let flushed = self.sink.flush();
                     if let Err(e) = &flushed {
@@ -476,7 +531,37 @@ impl WriterThread {
             return;
         }
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        match self.sink.write_at(offset, bufs) {
+        let r = self.sink.write_at(offset, bufs);
+        self.wrote(offset, len, r);
+    }
+
+    #[cfg(target_os = "linux")]
+    fn write_piped(&mut self, offset: u64, len: u64, discard: u64, pipe: &std::os::fd::OwnedFd) {
+        use std::os::fd::AsFd;
+        if self.shared.failed.load(Ordering::SeqCst) {
+            return;
+        }
+        if len > 0 {
+            let r = self.sink.write_from_pipe(pipe.as_fd(), offset, len);
+            let ok = r.is_ok();
+            self.wrote(offset, len, r);
+            if !ok {
+                return;
+            }
+        }
+        if discard > 0
+            && let Err(e) = super::pipe::discard(pipe.as_fd(), discard)
+        {
+            self.shared.fail(
+                StorageError::io(&self.shared.data_path, "read the pipe of", e),
+                false,
+            );
+        }
+    }
+
+    /// Records a returned write of `len` bytes at `offset`, or its failure.
+    fn wrote(&mut self, offset: u64, len: u64, result: io::Result<()>) {
+        match result {
             Ok(()) => {
                 lock(&self.shared.written).insert(offset..offset + len);
                 self.writes_done += 1;
@@ -989,6 +1074,44 @@ mod tests {
                 assert!(e.to_string().contains("not enough disk space"))
             }
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// Spliced writes land where their ops say, the bytes a cut left in
+    /// the pipe are thrown away, and the written set counts only the
+    /// former; for both sinks (the mmap one reads the pipe out).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn piped_writes_land_in_order_and_discarded_bytes_do_not() {
+        for use_mmap in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let total = 12;
+            let (f, p) = data_file(dir.path(), total, Allocation::Falloc);
+            let sink: Box<dyn Sink> = if use_mmap {
+                Box::new(MmapSink::new(f.try_clone().unwrap(), Some(total)).unwrap())
+            } else {
+                Box::new(PwriteSink::new(f.try_clone().unwrap()))
+            };
+            let st = state(total, ExtentSet::new());
+            let (h, storage) =
+                Storage::start(sink, f, p.clone(), None, st, WriterOptions::default());
+            let pipe = crate::storage::pipe::Pipe::new().unwrap();
+            pipe.push(b"AAAAxxxxBBBB");
+            h.write_piped(0, 4, 4, pipe.reader()).await.unwrap();
+            h.write(4, vec![Bytes::from_static(b"mmmm")]).await.unwrap();
+            h.write_piped(8, 4, 0, pipe.reader()).await.unwrap();
+            let written = tokio::task::spawn_blocking(move || storage.finish())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                std::fs::read(&p).unwrap(),
+                b"AAAAmmmmBBBB",
+                "mmap={use_mmap}"
+            );
+            let mut want = ExtentSet::new();
+            want.insert(0..12);
+            assert_eq!(written, want);
         }
     }
 }

@@ -200,3 +200,35 @@ fn closed_stdout_and_stderr_do_not_turn_success_into_a_panic() {
     assert_eq!(status.code(), Some(0));
     assert_eq!(sha256_file(&dir.path().join("f.bin")), want);
 }
+
+/// Plain http goes through the spliced path by default and through hyper
+/// with `--no-splice`; both give the same file, throttled so that
+/// connections finish at different times and take over each other's tails.
+#[test]
+fn spliced_and_hyper_bodies_give_the_same_file() {
+    let server = TestServer::start();
+    let file = FileSpec::generated(33, 12 << 20).throttle(4 << 20);
+    let want = file.sha256_hex();
+    server.add_file("/s.bin", file);
+    for (flag, proto) in [
+        (None, "HTTP/1.1 (spliced)"),
+        (Some("--no-splice"), "), HTTP/1.1\n"),
+    ] {
+        let dir = tempdir();
+        let mut cmd = hfget(dir.path());
+        cmd.args([&server.url("/s.bin"), "-x", "6", "-k", "1M", "-v"]);
+        if let Some(f) = flag {
+            cmd.arg(f);
+        }
+        let (code, _, err) = run(&mut cmd);
+        assert_eq!(code, 0, "{flag:?}: {err}");
+        assert!(
+            err.contains(proto),
+            "{flag:?} should connect with {proto}: {err}"
+        );
+        if flag.is_some() {
+            assert!(!err.contains("spliced"), "{err}");
+        }
+        assert_eq!(sha256_file(&dir.path().join("s.bin")), want, "{flag:?}");
+    }
+}

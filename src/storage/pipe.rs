@@ -1,0 +1,210 @@
+//! A pipe that carries body bytes from a socket to the data file inside the
+//! kernel (`splice(2)`), so they are copied once instead of twice.
+//!
+//! The connection's task splices socket → pipe and then queues a write op
+//! naming the pipe; the writer thread splices pipe → file in queue order.
+//! Bytes are consumed from a pipe in the order they went in, so the ops of
+//! one pipe must be queued in that order too, and every byte put in must be
+//! covered by exactly one op (written or discarded).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// Asked-for pipe size. Linux lets anyone raise a pipe to 1 MiB
+/// (`/proc/sys/fs/pipe-max-size`); the kernel memory it may pin is bounded by
+/// what the writer has not drained yet.
+const WANTED_SIZE: i32 = 1 << 20;
+
+pub struct Pipe {
+    read: Arc<OwnedFd>,
+    write: AsyncFd<OwnedFd>,
+    capacity: usize,
+}
+
+impl Pipe {
+    /// Must be called inside a tokio runtime.
+    pub fn new() -> io::Result<Pipe> {
+        let mut fds = [0 as RawFd; 2];
+        // SAFETY: `fds` has room for the two descriptors pipe2 writes.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: pipe2 succeeded, so both are fresh descriptors we own.
+        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: fcntl on a descriptor we own; failure leaves the default size.
+        let capacity = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, WANTED_SIZE);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        // SAFETY: the OwnedFd is moved into the AsyncFd and stays open, the
+        // same descriptor, for as long as the AsyncFd lives.
+        let write = unsafe { AsyncFd::register_with_interest(write, Interest::WRITABLE) }
+            .map_err(io::Error::from)?;
+        Ok(Pipe {
+            read: Arc::new(read),
+            write,
+            capacity: capacity.max(4096) as usize,
+        })
+    }
+
+    /// The end the writer thread drains.
+    pub fn reader(&self) -> Arc<OwnedFd> {
+        self.read.clone()
+    }
+
+    /// Bytes the pipe can hold when it is made of whole pages.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Whether the pipe has room for at least one more buffer.
+    pub fn has_room(&self) -> bool {
+        has_room(self.write.get_ref().as_fd())
+    }
+
+    /// Waits until the pipe has room for at least one more buffer.
+    pub async fn writable(&self) -> io::Result<()> {
+        loop {
+            let mut guard = self.write.writable().await?;
+            if has_room(self.write.get_ref().as_fd()) {
+                guard.retain_ready();
+                return Ok(());
+            }
+            guard.clear_ready();
+        }
+    }
+
+    /// One non-blocking `splice` of up to `max` bytes from `socket` into the
+    /// pipe. `Ok(0)` is the end of the socket's stream.
+    pub fn fill_from(&self, socket: RawFd, max: usize) -> io::Result<usize> {
+        // SAFETY: both descriptors are open for the duration of the call;
+        // null offsets are what splice wants for a socket and a pipe.
+        let n = unsafe {
+            libc::splice(
+                socket,
+                std::ptr::null_mut(),
+                self.write.get_ref().as_raw_fd(),
+                std::ptr::null_mut(),
+                max,
+                libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+impl Pipe {
+    /// Puts `data` into the pipe the ordinary way (tests stand in for a socket).
+    pub fn push(&self, data: &[u8]) {
+        // SAFETY: `data` is valid for reads of its length.
+        let n = unsafe {
+            libc::write(
+                self.write.get_ref().as_raw_fd(),
+                data.as_ptr().cast(),
+                data.len(),
+            )
+        };
+        assert_eq!(n, data.len() as isize, "{}", io::Error::last_os_error());
+    }
+}
+
+fn has_room(fd: BorrowedFd<'_>) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no waiting.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r > 0 && p.revents & libc::POLLOUT != 0
+}
+
+/// Moves exactly `len` bytes from `pipe` into `file` at `offset`, in the
+/// kernel. The bytes must already be in the pipe. `Err` with
+/// `Unsupported` when the file system cannot take spliced writes; the
+/// bytes are then still in the pipe.
+pub fn drain_to_file(
+    pipe: BorrowedFd<'_>,
+    file: BorrowedFd<'_>,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
+    let mut off = offset as libc::loff_t;
+    let mut left = len;
+    while left > 0 {
+        // SAFETY: open descriptors; `off` is a valid loff_t the kernel advances.
+        let n = unsafe {
+            libc::splice(
+                pipe.as_raw_fd(),
+                std::ptr::null_mut(),
+                file.as_raw_fd(),
+                &mut off,
+                left.min(1 << 30) as usize,
+                libc::SPLICE_F_MOVE,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINVAL) && left == len {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(short_pipe(len - left, len));
+        }
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes out of `pipe` (already there).
+pub fn read_exact(pipe: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: `buf[done..]` is valid writable memory of the given length.
+        let n = unsafe {
+            libc::read(
+                pipe.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(short_pipe(done as u64, buf.len() as u64));
+        }
+        done += n as usize;
+    }
+    Ok(())
+}
+
+/// Throws away `len` bytes at the head of `pipe` (a region cut short under
+/// the stream: the bytes past the cut belong to another connection).
+pub fn discard(pipe: BorrowedFd<'_>, len: u64) -> io::Result<()> {
+    let mut scratch = vec![0u8; len.min(64 << 10) as usize];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(scratch.len() as u64) as usize;
+        read_exact(pipe, &mut scratch[..n])?;
+        left -= n as u64;
+    }
+    Ok(())
+}
+
+fn short_pipe(got: u64, want: u64) -> io::Error {
+    // The pipe held less than its ops said: a bookkeeping bug, never data.
+    io::Error::other(format!(
+        "pipe held {got} of the {want} bytes queued from it"
+    ))
+}
