@@ -1068,8 +1068,15 @@ fn a_control_file_left_by_a_kill_after_the_rename_is_tidied_and_never_trusted() 
     assert_files(&local, &[v2]);
     assert!(all_files(&local.join(".hfd/partial")).is_empty());
     // And the record now says v2: a re-run is up to date without fetching.
+    hub.hub().reset_stats();
     hub.cdn().reset_stats();
     let (code, out, _) = run(hfd(dir.path(), &hub).args(["org/stale", "--verify"]));
     assert_eq!(code, 0);
     assert!(out.contains("Up to date"), "{out}");
+    assert!(
+        hub.resolve_requests().is_empty(),
+        "w.bin was resolved again"
+    );
+    let cdn = hub.cdn().requests();
+    assert!(cdn.is_empty(), "w.bin was fetched again: {cdn:?}");
 }
