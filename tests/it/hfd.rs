@@ -88,16 +88,20 @@ fn no_escapes(s: &str) {
 #[test]
 fn help_and_usage_errors() {
     let dir = tempdir();
-    // A dead endpoint: nothing here may need the network.
-    let dead = |c: &mut Command| {
-        c.env("HF_ENDPOINT", "http://127.0.0.1:9");
+    // An endpoint that counts connections: nothing here may need the network.
+    let watch = TestServer::start();
+    let watched = |c: &mut Command| {
+        c.env("HF_ENDPOINT", watch.base_url());
     };
     let mut c = hfd_bin(dir.path());
+    watched(&mut c);
     let (code, out, _) = run(c.arg("-h"));
     assert_eq!(code, 0);
     assert!(out.contains("Examples:") && out.contains("--tool"), "{out}");
     assert!(out.contains("in-process"), "{out}");
-    let (code, out, _) = run(hfd_bin(dir.path()).arg("--help"));
+    let mut c = hfd_bin(dir.path());
+    watched(&mut c);
+    let (code, out, _) = run(c.arg("--help"));
     assert_eq!(code, 0, "{out}");
     for bad in [
         &[][..],
@@ -116,7 +120,7 @@ fn help_and_usage_errors() {
     ] {
         let started = Instant::now();
         let mut c = hfd_bin(dir.path());
-        dead(&mut c);
+        watched(&mut c);
         let (code, _, err) = run(c.args(bad));
         assert_eq!(code, 1, "{bad:?}: {err}");
         assert!(!err.is_empty(), "{bad:?} says nothing");
@@ -131,6 +135,13 @@ fn help_and_usage_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("HF_ENDPOINT"), "{err}");
     assert!(tree(dir.path()).is_empty(), "usage errors created files");
+    let st = watch.stats();
+    assert_eq!(
+        (st.connections, st.foreign_connections, st.requests),
+        (0, 0, 0),
+        "the endpoint was contacted: {:?}",
+        watch.requests()
+    );
 }
 
 #[test]
