@@ -912,16 +912,17 @@ fn hostile(
 fn a_huge_tree_page_is_refused_without_reading_it_all() {
     use hfd::testserver::Reply;
     use serde_json::json;
-    let server = hostile("bad/page", |r| {
-        if r.path.contains("/tree/") {
-            // 65 MiB: past the 64 MiB a page may have.
-            Reply::new(200)
-                .header("content-type", "application/json")
-                .body(vec![b' '; 65 << 20])
-        } else {
-            Reply::json(200, &json!({"sha": "abc", "siblings": []}))
-        }
+    let server = hostile("bad/page", |_| {
+        Reply::json(200, &json!({"sha": "abc", "siblings": []}))
     });
+    // The tree page, 1 GiB: far past the 64 MiB a page may have. A file
+    // route (it wins over the handler) makes its bytes as they are sent and
+    // counts them, so reading the page through shows in the bytes served.
+    let page = "/api/models/bad/page/tree/main";
+    server.add_file(
+        page,
+        FileSpec::generated(30, 1 << 30).header("content-type", "application/json"),
+    );
     let dir = tempdir();
     let mut c = hfd_bin(dir.path());
     c.env("HF_ENDPOINT", server.base_url());
@@ -929,6 +930,13 @@ fn a_huge_tree_page_is_refused_without_reading_it_all() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("larger than"), "{err}");
     assert!(tree(&dir.path().join("page")).is_empty());
+    // The 64 MiB of the limit, plus what socket buffers and the server's
+    // frames in flight held when hfd hung up (tens of MiB at most), once.
+    let served = server.stats().per_path[page].bytes_served;
+    assert!(
+        served <= 128 << 20,
+        "{served} bytes of the page were sent before hfd gave up"
+    );
 }
 
 #[test]
