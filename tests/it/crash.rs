@@ -69,9 +69,11 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
         elapsed: Duration::ZERO,
     };
     let mut busy = Duration::ZERO;
-    let check = |dir: &Path, n: u64, want: &str, c: &mut Campaign| {
+    // `bad_before`: the file was already wrong before something (a re-run)
+    // could repair it; it counts as corrupted whatever it is now.
+    let check = |dir: &Path, n: u64, want: &str, bad_before: bool, c: &mut Campaign| {
         let out = dir.join(format!("f{n}.bin"));
-        if sha256_file(&out) != want {
+        if bad_before || sha256_file(&out) != want {
             c.corrupted += 1;
             eprintln!("seed {seed}: file {n} is CORRUPTED");
         }
@@ -107,7 +109,7 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
                     "seed {seed}: hfget failed: {}",
                     String::from_utf8_lossy(&err)
                 );
-                check(dir.path(), file_no, &want, &mut c);
+                check(dir.path(), file_no, &want, false, &mut c);
                 file_no += 1;
                 want = add_file(file_no);
             }
@@ -118,11 +120,17 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
                 c.kills += 1;
                 if dir.path().join(&name).exists() {
                     // Killed between the final rename and the exit: the file
-                    // must be whole, and a re-run (`-c`, as the name is
-                    // taken) must tidy up any control file and succeed.
+                    // must be whole as the kill left it (checked before the
+                    // re-run, which could repair it), and a re-run (`-c`, as
+                    // the name is taken) must tidy up any control file and
+                    // succeed.
+                    let bad = sha256_file(&dir.path().join(&name)) != want;
+                    if bad {
+                        eprintln!("seed {seed}: file {file_no} is wrong after a late kill");
+                    }
                     let (code, _, err) = run(hfget(dir.path()).args([&url, "-o", &name, "-c"]));
                     assert_eq!(code, 0, "seed {seed}: re-run after a late kill: {err}");
-                    check(dir.path(), file_no, &want, &mut c);
+                    check(dir.path(), file_no, &want, bad, &mut c);
                     file_no += 1;
                     want = add_file(file_no);
                 }
@@ -140,7 +148,7 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
     ]));
     busy += t0.elapsed();
     assert_eq!(code, 0, "seed {seed}: {err}");
-    check(dir.path(), file_no, &want, &mut c);
+    check(dir.path(), file_no, &want, false, &mut c);
     let served = server.stats().bytes_served;
     c.fetched_twice = served.saturating_sub(c.files_completed * len);
     c.rate = served as f64 / busy.as_secs_f64();

@@ -88,16 +88,20 @@ fn no_escapes(s: &str) {
 #[test]
 fn help_and_usage_errors() {
     let dir = tempdir();
-    // A dead endpoint: nothing here may need the network.
-    let dead = |c: &mut Command| {
-        c.env("HF_ENDPOINT", "http://127.0.0.1:9");
+    // An endpoint that counts connections: nothing here may need the network.
+    let watch = TestServer::start();
+    let watched = |c: &mut Command| {
+        c.env("HF_ENDPOINT", watch.base_url());
     };
     let mut c = hfd_bin(dir.path());
+    watched(&mut c);
     let (code, out, _) = run(c.arg("-h"));
     assert_eq!(code, 0);
     assert!(out.contains("Examples:") && out.contains("--tool"), "{out}");
     assert!(out.contains("in-process"), "{out}");
-    let (code, out, _) = run(hfd_bin(dir.path()).arg("--help"));
+    let mut c = hfd_bin(dir.path());
+    watched(&mut c);
+    let (code, out, _) = run(c.arg("--help"));
     assert_eq!(code, 0, "{out}");
     for bad in [
         &[][..],
@@ -116,7 +120,7 @@ fn help_and_usage_errors() {
     ] {
         let started = Instant::now();
         let mut c = hfd_bin(dir.path());
-        dead(&mut c);
+        watched(&mut c);
         let (code, _, err) = run(c.args(bad));
         assert_eq!(code, 1, "{bad:?}: {err}");
         assert!(!err.is_empty(), "{bad:?} says nothing");
@@ -131,6 +135,13 @@ fn help_and_usage_errors() {
     assert_eq!(code, 1);
     assert!(err.contains("HF_ENDPOINT"), "{err}");
     assert!(tree(dir.path()).is_empty(), "usage errors created files");
+    let st = watch.stats();
+    assert_eq!(
+        (st.connections, st.foreign_connections, st.requests),
+        (0, 0, 0),
+        "the endpoint was contacted: {:?}",
+        watch.requests()
+    );
 }
 
 #[test]
@@ -901,16 +912,17 @@ fn hostile(
 fn a_huge_tree_page_is_refused_without_reading_it_all() {
     use hfd::testserver::Reply;
     use serde_json::json;
-    let server = hostile("bad/page", |r| {
-        if r.path.contains("/tree/") {
-            // 65 MiB: past the 64 MiB a page may have.
-            Reply::new(200)
-                .header("content-type", "application/json")
-                .body(vec![b' '; 65 << 20])
-        } else {
-            Reply::json(200, &json!({"sha": "abc", "siblings": []}))
-        }
+    let server = hostile("bad/page", |_| {
+        Reply::json(200, &json!({"sha": "abc", "siblings": []}))
     });
+    // The tree page, 1 GiB: far past the 64 MiB a page may have. A file
+    // route (it wins over the handler) makes its bytes as they are sent and
+    // counts them, so reading the page through shows in the bytes served.
+    let page = "/api/models/bad/page/tree/main";
+    server.add_file(
+        page,
+        FileSpec::generated(30, 1 << 30).header("content-type", "application/json"),
+    );
     let dir = tempdir();
     let mut c = hfd_bin(dir.path());
     c.env("HF_ENDPOINT", server.base_url());
@@ -918,6 +930,13 @@ fn a_huge_tree_page_is_refused_without_reading_it_all() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("larger than"), "{err}");
     assert!(tree(&dir.path().join("page")).is_empty());
+    // The 64 MiB of the limit, plus what socket buffers and the server's
+    // frames in flight held when hfd hung up (tens of MiB at most), once.
+    let served = server.stats().per_path[page].bytes_served;
+    assert!(
+        served <= 128 << 20,
+        "{served} bytes of the page were sent before hfd gave up"
+    );
 }
 
 #[test]
@@ -1068,8 +1087,15 @@ fn a_control_file_left_by_a_kill_after_the_rename_is_tidied_and_never_trusted() 
     assert_files(&local, &[v2]);
     assert!(all_files(&local.join(".hfd/partial")).is_empty());
     // And the record now says v2: a re-run is up to date without fetching.
+    hub.hub().reset_stats();
     hub.cdn().reset_stats();
     let (code, out, _) = run(hfd(dir.path(), &hub).args(["org/stale", "--verify"]));
     assert_eq!(code, 0);
     assert!(out.contains("Up to date"), "{out}");
+    assert!(
+        hub.resolve_requests().is_empty(),
+        "w.bin was resolved again"
+    );
+    let cdn = hub.cdn().requests();
+    assert!(cdn.is_empty(), "w.bin was fetched again: {cdn:?}");
 }

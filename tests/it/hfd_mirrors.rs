@@ -323,7 +323,7 @@ fn an_endpoint_dying_midway_leaves_the_other_to_finish() {
     let dir = tempdir();
     // One file at a time: files that start after the death must not wait
     // for the dead endpoint, nor fail because it listed the repo.
-    let child = hfd(dir.path())
+    let mut child = hfd(dir.path())
         .args([
             "--endpoint",
             &doomed_ep,
@@ -343,6 +343,14 @@ fn an_endpoint_dying_midway_leaves_the_other_to_finish() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while doomed.cdn().requests().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if doomed.cdn().requests().is_empty() {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "no download from {doomed_ep} within 10 s, so it cannot die midway: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     std::thread::sleep(Duration::from_millis(600));
     drop(doomed);

@@ -630,7 +630,12 @@ fn socks5_credentials_good_bad_and_missing() {
     );
     o.ok(&sha);
     o.no_secret(USER, PASS);
-    for s in sp.sessions() {
+    let sessions = sp.sessions();
+    assert!(
+        !sessions.is_empty(),
+        "the download did not go through the proxy"
+    );
+    for s in sessions {
         assert_eq!(s.user.as_deref(), Some(USER));
         assert_eq!(s.outcome, SocksOutcome::Connected);
     }
@@ -1273,8 +1278,15 @@ fn the_test_proxies_survive_garbage() {
             s.write_all(input).unwrap();
             let _ = s.shutdown(std::net::Shutdown::Write);
             // The session ends (an answer, then EOF) instead of hanging.
+            // A proxy that stops reading garbage and closes leaves bytes
+            // unread, so the kernel may end it with a reset: an end too.
+            // The read timeout (WouldBlock) is the hang.
             let mut buf = Vec::new();
-            let _ = s.read_to_end(&mut buf);
+            match s.read_to_end(&mut buf) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+                Err(e) => panic!("{input:?} to {addr}: the session did not end: {e}"),
+            }
         }
     }
     let sessions = sp.sessions();
