@@ -38,7 +38,9 @@ HFD=$PWD/target/release/hfd
 
 coproc HUB { exec target/release/examples/mock_hub --repo "$REPO" --files "$FILES" \
     --min-size "$MIN" --max-size "$MAX" --throttle "$THROTTLE" 2>/dev/null; }
-trap 'kill "$HUB_PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+# bash unsets HUB_PID once the coprocess has exited: ${HUB_PID:-} keeps set -u
+# from aborting the trap before it removes $OUT.
+trap 'kill "${HUB_PID:-}" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 read -r -t 120 line <&"${HUB[0]}"
 export HF_ENDPOINT=${line#HF_ENDPOINT=}
 stats() { local r; echo stats >&"${HUB[1]}"; read -r -t 10 r <&"${HUB[0]}"; echo "$r"; }
