@@ -33,7 +33,11 @@ for tool in curl aria2c; do
     command -v "$tool" >/dev/null || { echo "$tool is needed by hfd.sh" >&2; exit 1; }
 done
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 cargo build --release --quiet --bin hfd --example mock_hub
+# Everything below talks to the mock Hub on loopback only.
+unset_proxies
 HFD=$PWD/target/release/hfd
 
 coproc HUB { exec target/release/examples/mock_hub --repo "$REPO" --files "$FILES" \

@@ -21,6 +21,8 @@
 # per download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-16}
@@ -43,6 +45,9 @@ mkdir -p "$OUT"
 
 echo "building release hfget and examples/serve ..." >&2
 cargo build --release --quiet --bin hfget --example serve
+# Every route names its proxy (or none) explicitly; a NO_PROXY of the user's
+# covering 127.0.0.1 would otherwise send the proxied routes direct.
+unset_proxies
 HFGET=target/release/hfget
 SERVE=target/release/examples/serve
 

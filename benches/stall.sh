@@ -25,7 +25,11 @@ SIZE=${SIZE:-256M} THROTTLE=${THROTTLE:-4M} STALL_AT=${STALL_AT:-262656000} N=${
 OUT=${OUT:-/dev/shm/hfd-stall} TIMEOUT=${TIMEOUT:-60}
 
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 cargo build --release --quiet --bin hfget --example serve
+# Everything below talks to the test server on loopback only.
+unset_proxies
 HFGET=$PWD/target/release/hfget
 SERVE=$PWD/target/release/examples/serve
 tools="hfget"
