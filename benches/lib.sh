@@ -15,3 +15,10 @@ unset_proxies() {
         esac
     done
 }
+
+# Median of the numbers on stdin, one a line: the middle one, or the mean of
+# the two middle ones for an even count; "n/a" when there are none.
+median() {
+    sort -n | awk 'NF { v[++n] = $1 }
+        END { if (n == 0) print "n/a"; else if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
+}

@@ -180,8 +180,6 @@ run_one() { # url proxy expected_bytes
         'BEGIN { printf "%.1f %.2f\n", b / (ns / 1e9) / 1e6, cpu / (b / 1e9) }'
 }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print v[int((NR + 1) / 2)] }'; }
-
 size_plain=$(awk 'NR==1{print $2}' "$work/plain.out")
 size_tls=$(awk 'NR==1{print $2}' "$work/tls.out")
 size_slow=$(awk 'NR==1{print $2}' "$work/slow.out")

@@ -89,7 +89,6 @@ for ((i = 1; i <= RUNS; i++)); do
     for t in $order; do one "$t" clean; one "$t" stalled; done
 done
 
-median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo
 echo "$SIZE at $THROTTLE B/s per connection, $N connections, one connection stalls for good at $STALL_AT; $RUNS runs ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
