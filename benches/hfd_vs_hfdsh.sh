@@ -16,7 +16,9 @@
 #
 # Environment: FILES (200) MIN (1M) MAX (20M) THROTTLE (8000000) X (4) J (5)
 # OUT (/dev/shm/hfd-bench) HFD_J (-j for hfd; empty = hfd's default)
-# EXTRA_HFD (extra hfd arguments, e.g. "-x 16").
+# EXTRA_HFD (extra hfd arguments, e.g. "-x 16") TIMEOUT (600 s per tool run;
+# a run that hits it is killed, reported as timed out and left out of the
+# table).
 set -euo pipefail
 [ -n "${TRACE:-}" ] && set -x
 
@@ -24,18 +26,25 @@ HFD_SH=${1:?usage: $0 /path/to/hfd.sh [RUNS]}
 RUNS=${2:-3}
 FILES=${FILES:-200} MIN=${MIN:-1M} MAX=${MAX:-20M} THROTTLE=${THROTTLE:-8000000}
 X=${X:-4} J=${J:-5} HFD_J=${HFD_J:-} OUT=${OUT:-/dev/shm/hfd-bench} EXTRA_HFD=${EXTRA_HFD:-}
+TIMEOUT=${TIMEOUT:-600}
 REPO=bench/many
 
 for tool in curl aria2c; do
     command -v "$tool" >/dev/null || { echo "$tool is needed by hfd.sh" >&2; exit 1; }
 done
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 cargo build --release --quiet --bin hfd --example mock_hub
+# Everything below talks to the mock Hub on loopback only.
+unset_proxies
 HFD=$PWD/target/release/hfd
 
 coproc HUB { exec target/release/examples/mock_hub --repo "$REPO" --files "$FILES" \
     --min-size "$MIN" --max-size "$MAX" --throttle "$THROTTLE" 2>/dev/null; }
-trap 'kill "$HUB_PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+# bash unsets HUB_PID once the coprocess has exited: ${HUB_PID:-} keeps set -u
+# from aborting the trap before it removes $OUT.
+trap 'kill "${HUB_PID:-}" 2>/dev/null || true; rm -rf "$OUT"' EXIT
 read -r -t 120 line <&"${HUB[0]}"
 export HF_ENDPOINT=${line#HF_ENDPOINT=}
 stats() { local r; echo stats >&"${HUB[1]}"; read -r -t 10 r <&"${HUB[0]}"; echo "$r"; }
@@ -43,24 +52,41 @@ stats >/dev/null
 
 mkdir -p "$OUT"
 results=$(mktemp)
-one() { # tool -> appends "tool seconds cpu_seconds mb resolves api cdn_requests"
-    local tool=$1 dir="$OUT/$1" t0 t1 cpu
+# one TOOL: appends "tool seconds cpu_seconds mb resolves api cdn_requests",
+# or "tool timeout" when the run hit TIMEOUT. `timeout` signals the whole
+# process group, so hfd.sh's aria2c goes too.
+one() {
+    local tool=$1 dir="$OUT/$1" t0 t1 cpu rc=0 check
     rm -rf "$dir"; mkdir -p "$dir"
     t0=$(date +%s.%N)
     if [ "$tool" = hfd ]; then
-        /usr/bin/time -f "%U %S" -o "$OUT/time" "$HFD" "$REPO" -x "$X" ${HFD_J:+-j "$HFD_J"} $EXTRA_HFD \
-            --local-dir "$dir/many" -q >/dev/null
+        # shellcheck disable=SC2086 # EXTRA_HFD is split into arguments on purpose
+        timeout -k 10 "$TIMEOUT" /usr/bin/time -f "%U %S" -o "$OUT/time" \
+            "$HFD" "$REPO" -x "$X" ${HFD_J:+-j "$HFD_J"} $EXTRA_HFD \
+            --local-dir "$dir/many" -q >/dev/null || rc=$?
     else
-        (cd "$dir" && /usr/bin/time -f "%U %S" -o "$OUT/time" bash "$HFD_SH" "$REPO" -x "$X" -j "$J" \
-            >/dev/null 2>&1)
+        (cd "$dir" && timeout -k 10 "$TIMEOUT" /usr/bin/time -f "%U %S" -o "$OUT/time" \
+            bash "$HFD_SH" "$REPO" -x "$X" -j "$J" >/dev/null 2>&1) || rc=$?
     fi
     t1=$(date +%s.%N)
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+        echo "  $tool: TIMED OUT after $TIMEOUT s (killed; left out of the table)" >&2
+        echo "$tool timeout" >>"$results"
+        stats >/dev/null
+        return
+    elif [ "$rc" != 0 ]; then
+        echo "$tool failed (exit $rc)" >&2
+        exit 1
+    fi
     cpu=$(awk '{print $1 + $2}' "$OUT/time")
     local s; s=$(stats)
     local bytes; bytes=$(du -sb --exclude=.hfd "$dir/many" | cut -f1)
     if [ "$tool" != hfd ]; then
-        "$HFD" "$REPO" --local-dir "$dir/many" -q | grep -q "Up to date" \
-            || { echo "hfd.sh's download does not verify" >&2; exit 1; }
+        if ! check=$(timeout -k 10 "$TIMEOUT" "$HFD" "$REPO" --local-dir "$dir/many" -q) ||
+            ! grep -q "Up to date" <<<"$check"; then
+            echo "hfd.sh's download does not verify (or the check failed or timed out)" >&2
+            exit 1
+        fi
         stats >/dev/null
     fi
     echo "$tool $(echo "$t1 - $t0" | bc) $cpu $bytes $s" >>"$results"
@@ -78,8 +104,15 @@ echo "$FILES LFS files of $MIN-$MAX + 4 git files, CDN $rate, -x $X, hfd.sh -j $
 echo
 echo "| tool | wall s median [min-max] | MB/s (median) | client CPU s (median) | resolve requests | API requests | CDN requests |"
 echo "|---|---|---|---|---|---|---|"
+timed_out=""
 for tool in hfd hfd.sh; do
-    rows=$(awk -v t="$tool" '$1 == t' "$results" | sort -k2,2n)
+    n_out=$(awk -v t="$tool" '$1 == t && $2 == "timeout"' "$results" | wc -l)
+    [ "$n_out" = 0 ] || timed_out="$timed_out $tool: $n_out;"
+    rows=$(awk -v t="$tool" '$1 == t && $2 != "timeout"' "$results" | sort -k2,2n)
+    if [ -z "$rows" ]; then
+        echo "| $tool | every run timed out ($TIMEOUT s) | | | | | |"
+        continue
+    fi
     n=$(echo "$rows" | wc -l)
     mid=$(((n + 1) / 2))
     med=$(echo "$rows" | sed -n "${mid}p")
@@ -91,4 +124,8 @@ for tool in hfd hfd.sh; do
                      t, (t == "hfd.sh" ? " + aria2c" : ""), m[2], lo, hi, m[4] / m[2] / 1e6, cpu,
                      r[2], a[2], q[2] }'
 done
+if [ -n "$timed_out" ]; then
+    echo
+    echo "Runs that hit the $TIMEOUT s time limit, left out above:${timed_out%;}"
+fi
 rm -f "$results"

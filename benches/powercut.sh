@@ -14,5 +14,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked --bin hfget
-cargo build --release --manifest-path tests/powercut/Cargo.toml --target-dir target/powercut
+cargo build --release --locked --manifest-path tests/powercut/Cargo.toml --target-dir target/powercut
 exec target/powercut/release/hfd-powercut target/release/hfget "${1:-200}" ${2:+"$2"}

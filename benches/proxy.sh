@@ -21,6 +21,8 @@
 # per download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-16}
@@ -43,6 +45,9 @@ mkdir -p "$OUT"
 
 echo "building release hfget and examples/serve ..." >&2
 cargo build --release --quiet --bin hfget --example serve
+# Every route names its proxy (or none) explicitly; a NO_PROXY of the user's
+# covering 127.0.0.1 would otherwise send the proxied routes direct.
+unset_proxies
 HFGET=target/release/hfget
 SERVE=target/release/examples/serve
 
@@ -174,8 +179,6 @@ run_one() { # url proxy expected_bytes
     awk -v b="$got" -v ns=$((t1 - t0)) -v cpu="$cpu" \
         'BEGIN { printf "%.1f %.2f\n", b / (ns / 1e9) / 1e6, cpu / (b / 1e9) }'
 }
-
-median() { sort -n | awk '{ v[NR] = $1 } END { if (NR == 0) print "n/a"; else print v[int((NR + 1) / 2)] }'; }
 
 size_plain=$(awk 'NR==1{print $2}' "$work/plain.out")
 size_tls=$(awk 'NR==1{print $2}' "$work/tls.out")

@@ -25,7 +25,11 @@ SIZE=${SIZE:-256M} THROTTLE=${THROTTLE:-4M} STALL_AT=${STALL_AT:-262656000} N=${
 OUT=${OUT:-/dev/shm/hfd-stall} TIMEOUT=${TIMEOUT:-60}
 
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 cargo build --release --quiet --bin hfget --example serve
+# Everything below talks to the test server on loopback only.
+unset_proxies
 HFGET=$PWD/target/release/hfget
 SERVE=$PWD/target/release/examples/serve
 tools="hfget"
@@ -85,7 +89,6 @@ for ((i = 1; i <= RUNS; i++)); do
     for t in $order; do one "$t" clean; one "$t" stalled; done
 done
 
-median() { sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 echo
 echo "$SIZE at $THROTTLE B/s per connection, $N connections, one connection stalls for good at $STALL_AT; $RUNS runs ($(nproc) CPUs, load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
