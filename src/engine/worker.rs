@@ -580,7 +580,6 @@ impl Pipe {
     fn has_room(&self) -> bool {
         true
     }
-    fn reader(&self) {}
 }
 
 /// The next bit of a body.

@@ -93,9 +93,7 @@ pub trait Sink: Send + 'static {
         offset: u64,
         len: u64,
     ) -> io::Result<()> {
-        let mut buf = vec![0u8; len as usize];
-        pipe::read_exact(pipe, &mut buf)?;
-        self.write_at(offset, &[Bytes::from(buf)])
+        self.write_at(offset, &[pipe::read_bytes(pipe, len)?])
     }
 
     /// Pushes whatever the sink holds back (mapped dirty pages, buffers) so

@@ -189,6 +189,14 @@ pub fn read_exact(pipe: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Reads the `len` bytes at the head of `pipe` into memory, for sinks (or
+/// file systems) that cannot take them spliced.
+pub fn read_bytes(pipe: BorrowedFd<'_>, len: u64) -> io::Result<bytes::Bytes> {
+    let mut buf = vec![0u8; len as usize];
+    read_exact(pipe, &mut buf)?;
+    Ok(buf.into())
+}
+
 /// Throws away `len` bytes at the head of `pipe` (a region cut short under
 /// the stream: the bytes past the cut belong to another connection).
 pub fn discard(pipe: BorrowedFd<'_>, len: u64) -> io::Result<()> {

@@ -74,9 +74,7 @@ impl Sink for PwriteSink {
                 r => return r,
             }
         }
-        let mut buf = vec![0u8; len as usize];
-        super::pipe::read_exact(pipe, &mut buf)?;
-        self.write_at(offset, &[Bytes::from(buf)])
+        self.write_at(offset, &[super::pipe::read_bytes(pipe, len)?])
     }
 
     /// Nothing to do: pwrite puts the bytes in the page cache before it
