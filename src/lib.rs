@@ -28,5 +28,6 @@ pub mod mirrors;
 pub mod net;
 pub mod size;
 pub mod storage;
+mod sync;
 pub mod testserver;
 pub mod ui;

@@ -90,7 +90,7 @@ pub fn check_for(f: &RepoFile) -> SourceCheck {
                 known[0]
             ));
         }
-        let mut first = first.lock().unwrap_or_else(|e| e.into_inner());
+        let mut first = crate::sync::lock(&first);
         match first.as_deref() {
             None => {
                 *first = Some(hash);

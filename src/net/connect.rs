@@ -154,8 +154,7 @@ impl Conn {
                 }
                 Sender::Plain(p) => {
                     let target = req.uri().to_string();
-                    let head =
-                        plain::request_head(&target, &self.origin.host_header(), req.headers());
+                    let head = plain::request_head(&target, req.headers());
                     let r = p.send(head, &host).await?;
                     Ok(r.map(Body::Plain))
                 }

@@ -30,6 +30,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::NetError;
+use crate::sync::lock;
 
 /// A response head larger than this is refused (hyper's default is similar).
 const MAX_HEAD: usize = 64 * 1024;
@@ -118,10 +119,6 @@ impl PlainConn {
             return Ok(response);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Head {
@@ -529,18 +526,14 @@ impl HttpBody for PlainBody {
     }
 }
 
-/// Writes the request head for `GET target` with `headers`.
-pub fn request_head(target: &str, host: &str, headers: &HeaderMap) -> Vec<u8> {
+/// Writes the request head for `GET target` with `headers`, which carry
+/// `Host` like any other header.
+pub fn request_head(target: &str, headers: &HeaderMap) -> Vec<u8> {
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"GET ");
     head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
-    head.extend_from_slice(host.as_bytes());
-    head.extend_from_slice(b"\r\n");
+    head.extend_from_slice(b" HTTP/1.1\r\n");
     for (k, v) in headers {
-        if k == http::header::HOST {
-            continue;
-        }
         head.extend_from_slice(k.as_str().as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(v.as_bytes());
@@ -586,8 +579,12 @@ mod tests {
 
     fn get(path: &str) -> Vec<u8> {
         let mut h = HeaderMap::new();
+        h.insert(
+            http::header::HOST,
+            HeaderValue::from_static("example.test:8080"),
+        );
         h.insert(http::header::RANGE, HeaderValue::from_static("bytes=0-4"));
-        request_head(path, "example.test:8080", &h)
+        request_head(path, &h)
     }
 
     async fn body_of(r: Response<PlainBody>) -> io::Result<Vec<u8>> {

@@ -33,7 +33,7 @@ use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use std::{io, thread};
@@ -45,6 +45,7 @@ use super::alloc::start_writeback;
 use super::control_file::{ControlError, ControlFile, ControlState};
 use super::{Sink, StorageError};
 use crate::extent::ExtentSet;
+use crate::sync::lock;
 
 /// Tuning of [`Storage`].
 #[derive(Clone, Debug)]
@@ -129,12 +130,6 @@ struct Shared {
     sync_failed: AtomicBool,
     budget: Arc<Semaphore>,
     budget_permits: u32,
-}
-
-/// Locks a mutex, ignoring poisoning: every value behind these locks is
-/// replaced whole, so a panic elsewhere cannot leave it half-updated.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {
@@ -553,7 +548,11 @@ impl WriterThread {
             && let Err(e) = super::pipe::discard(pipe.as_fd(), discard)
         {
             self.shared.fail(
-                StorageError::io(&self.shared.data_path, "read the pipe of", e),
+                StorageError::io(
+                    &self.shared.data_path,
+                    "drop the spliced bytes past a cut for",
+                    e,
+                ),
                 false,
             );
         }

@@ -30,6 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::sync::lock;
+
 /// How a connection is cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CutKind {
@@ -61,7 +63,7 @@ impl Schedule {
     pub(crate) fn reserve(&self, n: usize, rate: u64) -> Instant {
         let now = Instant::now();
         let floor = now.checked_sub(SCHEDULE_SLACK).unwrap_or(now);
-        let mut next = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = lock(&self.0);
         let start = (*next).max(floor);
         let nanos = (n as u128 * 1_000_000_000 / u128::from(rate.max(1))) as u64;
         *next = start + Duration::from_nanos(nanos);
@@ -100,7 +102,7 @@ impl ConnState {
 
     /// Called by a body that reached its cut point. The first request wins.
     pub(crate) fn request_cut(&self, kind: CutKind) {
-        let mut cut = self.cut.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cut = lock(&self.cut);
         if cut.is_none() {
             *cut = Some(kind);
             self.cut_wanted.store(true, Ordering::Release);
@@ -111,7 +113,7 @@ impl ConnState {
     pub(crate) async fn cut_ready(&self) -> CutKind {
         loop {
             self.cut_ready.notified().await;
-            if let Some(kind) = *self.cut.lock().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(kind) = *lock(&self.cut) {
                 return kind;
             }
         }

@@ -36,8 +36,8 @@ use sha1::Digest as _;
 
 use super::content::hex;
 use super::semantics::{unix_millis, url_signature};
-use super::server::lock;
 use super::{Body, FileSpec, Reply, RequestInfo, TestServer};
+use crate::sync::lock;
 
 /// Entries per tree page, as the Hub (1,000 without `expand`).
 pub const DEFAULT_PAGE_SIZE: usize = 1000;

@@ -38,7 +38,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::server::{ServerThread, lock};
+use super::server::ServerThread;
+use crate::sync::lock;
 
 /// Deadline for a client's handshake (SOCKS negotiation, TLS to the proxy).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

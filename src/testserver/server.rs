@@ -27,6 +27,7 @@ use super::semantics::{
     url_signature,
 };
 use super::spec::{Body, DEFAULT_LAST_MODIFIED, FileSpec, Handler, Redirect, Reply, RequestInfo};
+use crate::sync::lock;
 
 /// Largest request body collected for a handler route.
 const MAX_REQUEST_BODY: usize = 16 << 20;
@@ -324,12 +325,6 @@ pub(crate) struct Shared {
     conn_serial: AtomicU64,
     request_serial: AtomicU64,
     active_connections: AtomicUsize,
-}
-
-/// Locks a mutex, ignoring poisoning: a panicking test thread must not
-/// take the server's bookkeeping down with it.
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn normalize(path: &str) -> String {
