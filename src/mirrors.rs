@@ -294,6 +294,19 @@ async fn one_connection(
     last
 }
 
+/// Prints the report on stdout: one JSON document, or the table.
+pub fn print(report: &BenchReport, connections: usize, json: bool) {
+    if json {
+        crate::say!(
+            "{}",
+            serde_json::to_string_pretty(report).expect("a report serializes")
+        );
+    } else {
+        let table = table(report, connections);
+        crate::say!("{}", table.strip_suffix('\n').unwrap_or(&table));
+    }
+}
+
 /// The report as a terminal table, the fastest source marked.
 pub fn table(report: &BenchReport, connections: usize) -> String {
     use crate::size::Rate;

@@ -45,7 +45,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let announce = !args.json && !args.quiet;
+        let announce = !args.report.json && !args.quiet;
         // No signal handler: nothing is written, so Ctrl-C may end it at once.
         return runtime.block_on(async move {
             let net = hfd::net::Net::new(net_opts);
@@ -68,15 +68,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            if args.json {
-                hfd::say!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).expect("a report serializes")
-                );
-            } else {
-                let table = hfd::mirrors::table(&report, bench.connections);
-                hfd::say!("{}", table.strip_suffix('\n').unwrap_or(&table));
-            }
+            hfd::mirrors::print(&report, bench.connections, args.report.json);
             // Success while one endpoint works: the others are in the table.
             ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })
         });

@@ -109,7 +109,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
     if sources.is_empty() {
         return fail(ExitCode::BadOption, "--bench needs at least one URL");
     }
-    if !args.json && !args.quiet {
+    if !args.report.json && !args.quiet {
         hfd::tell!(
             "Measuring {} source{} ({} s with 1 connection, then {} s with {}) ...",
             sources.len(),
@@ -120,15 +120,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
         );
     }
     let report = hfd::mirrors::measure(net, &sources, &opts).await;
-    if args.json {
-        hfd::say!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("a report serializes")
-        );
-    } else {
-        let table = hfd::mirrors::table(&report, opts.connections);
-        hfd::say!("{}", table.strip_suffix('\n').unwrap_or(&table));
-    }
+    hfd::mirrors::print(&report, opts.connections, args.report.json);
     if report.fastest.is_some() {
         ExitCode::Ok
     } else {

@@ -149,18 +149,8 @@ pub struct Args {
     #[arg(long = "bench")]
     pub bench: bool,
 
-    /// Seconds of each --bench measurement.
-    #[arg(
-        long = "seconds",
-        value_name = "S",
-        default_value_t = 10.0,
-        requires = "bench"
-    )]
-    pub seconds: f64,
-
-    /// With --bench: print one JSON document instead of a table.
-    #[arg(long = "json", requires = "bench")]
-    pub json: bool,
+    #[command(flatten)]
+    pub report: super::BenchOutput,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -246,7 +236,11 @@ impl Args {
 
     /// What `--bench` measures with: `--seconds` and `-x`.
     pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
-        crate::mirrors::BenchOptions::new(self.seconds, self.connections(), http::HeaderMap::new())
+        crate::mirrors::BenchOptions::new(
+            self.report.seconds,
+            self.connections(),
+            http::HeaderMap::new(),
+        )
     }
 
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`

@@ -166,18 +166,8 @@ pub struct Args {
     #[arg(long = "bench")]
     pub bench: bool,
 
-    /// Seconds of each --bench measurement.
-    #[arg(
-        long = "seconds",
-        value_name = "S",
-        default_value_t = 10.0,
-        requires = "bench"
-    )]
-    pub seconds: f64,
-
-    /// With --bench: print one JSON document instead of a table.
-    #[arg(long = "json", requires = "bench")]
-    pub json: bool,
+    #[command(flatten)]
+    pub report: super::BenchOutput,
 
     #[command(flatten)]
     pub net: NetArgs,
@@ -224,7 +214,7 @@ impl Args {
             headers.append(name, value);
         }
         crate::mirrors::BenchOptions::new(
-            self.seconds,
+            self.report.seconds,
             self.max_connection_per_server.map_or(16, usize::from),
             headers,
         )

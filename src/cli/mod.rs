@@ -10,10 +10,6 @@ pub mod output_name;
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `token` on the first Ctrl-C or SIGTERM (so the download saves its
-/// progress and stops); a second one exits at once with `second_exit` —
-/// nothing is lost by that either, since the control file never claims bytes
-/// that were not written.
 /// The binaries' runtime: a worker per core, at most 4 (the work is I/O;
 /// more threads only contend for the same sockets and the writer).
 pub fn runtime() -> tokio::runtime::Runtime {
@@ -28,6 +24,27 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
+/// How `--bench` reports, the same for both binaries.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchOutput {
+    /// Seconds of each --bench measurement.
+    #[arg(
+        long = "seconds",
+        value_name = "S",
+        default_value_t = 10.0,
+        requires = "bench"
+    )]
+    pub seconds: f64,
+
+    /// With --bench: print one JSON document instead of a table.
+    #[arg(long = "json", requires = "bench")]
+    pub json: bool,
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM (so the download saves its
+/// progress and stops); a second one exits at once with `second_exit` —
+/// nothing is lost by that either, since the control file never claims bytes
+/// that were not written.
 pub fn cancel_on_signals(token: CancellationToken, second_exit: i32) {
     tokio::spawn(async move {
         let mut term =
