@@ -92,15 +92,7 @@ fn campaign(kills: u64, len: u64, conns: u32, per_conn: u64, window: (u64, u64))
         let t0 = Instant::now();
         let wait = Duration::from_millis(rng.u64(window.0..window.1));
         let deadline = t0 + wait;
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait().unwrap() {
-                finished = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        match finished {
+        match wait_until(&mut child, deadline) {
             Some(st) => {
                 busy += t0.elapsed();
                 let err = child.wait_with_output().unwrap().stderr;

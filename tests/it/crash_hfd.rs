@@ -8,7 +8,6 @@
 //! `HFD_CAMPAIGN_KILLS=500 cargo test --release --test it -- --ignored --nocapture hfd_crash_campaign_full`
 //! (see `benches/crash_campaign_hfd.sh`); its results are in docs/reliability.md.
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -46,24 +45,6 @@ fn file_bytes_served(hub: &MockHub) -> u64 {
         .map(|(_, s)| s.bytes_served)
         .sum();
     hub.cdn().stats().bytes_served + git
-}
-
-/// Files under `dir`, relative, `.hfd/` included.
-fn all_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 fn campaign(s: &Setup) -> Campaign {
@@ -140,15 +121,7 @@ fn campaign(s: &Setup) -> Campaign {
             .unwrap();
         let t0 = Instant::now();
         let deadline = t0 + Duration::from_millis(rng.u64(s.window.0..s.window.1));
-        let mut finished = None;
-        while Instant::now() < deadline {
-            if let Some(st) = child.try_wait().unwrap() {
-                finished = Some(st);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        match finished {
+        match wait_until(&mut child, deadline) {
             Some(st) => {
                 busy += t0.elapsed();
                 assert!(

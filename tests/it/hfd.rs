@@ -1030,27 +1030,6 @@ fn sizes_that_do_not_match_the_bytes_are_refused() {
     assert!(out.contains("Download incomplete"), "{out}");
 }
 
-/// Every file under `dir`, relative, sorted.
-fn all_files(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn a_control_file_left_by_a_kill_after_the_rename_is_tidied_and_never_trusted() {
     use hfd::storage::control_file::{ControlFile, ControlState, url_hash};
