@@ -55,10 +55,14 @@ struct Worker {
     /// Consecutive failures without a byte received in between.
     failures: u32,
     progressed: bool,
-    /// Carries spliced bodies to the writer; kept across requests, dropped
-    /// after a failure in case bytes in it were not accounted for.
-    pipe: Option<Arc<Pipe>>,
+    /// Carry spliced bodies to the writer, taking turns (see
+    /// [`crate::storage::pipe`]); kept across requests, dropped after a
+    /// failure in case bytes in them were not accounted for.
+    pipes: Option<Arc<Pipes>>,
 }
+
+/// A connection fills one pipe while the writer drains the other.
+type Pipes = [Pipe; 2];
 
 /// Runs a slot until the download is done, cancelled, or the slot gives up.
 pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
@@ -73,7 +77,7 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
         retired: false,
         failures: 0,
         progressed: false,
-        pipe: None,
+        pipes: None,
     };
     w.main(first).await;
     w.set_conn(None);
@@ -236,7 +240,7 @@ impl Worker {
                 Ok(StreamEnd::Cancelled) => return,
                 Err(failure) => {
                     self.set_conn(None);
-                    self.pipe = None;
+                    self.pipes = None;
                     if !self.on_failure(failure, generation).await {
                         return;
                     }
@@ -359,8 +363,7 @@ impl Worker {
         let job = self.job.clone();
         let source = &job.sources[self.slot.source];
         let mut body = response.into_body();
-        let pipe = self.pipe_for(&body);
-        let mut batch = Batch::new(req.start, pipe.clone());
+        let mut batch = Batch::new(req.start, self.pipes_for(&body));
         let mut expected = req.start;
         let mut woken = pin!(self.slot.wake.notified());
         woken.as_mut().enable();
@@ -394,7 +397,7 @@ impl Worker {
                         }
                     }
                 }
-                p = next_piece(&mut body, pipe.as_deref(), batch.splice_size(job.batch)) => p,
+                p = next_piece(&mut body, batch.pipe(), batch.splice_size()) => p,
             };
             let len = match piece {
                 Piece::End => {
@@ -471,27 +474,27 @@ impl Worker {
         Ok(end)
     }
 
-    /// The pipe to splice `body` through, when it can be spliced: our own
+    /// The pipes to splice `body` through, when it can be spliced: our own
     /// plain HTTP/1.1 client's answer with a `Content-Length`.
     #[cfg(target_os = "linux")]
-    fn pipe_for(&mut self, body: &Body) -> Option<Arc<Pipe>> {
+    fn pipes_for(&mut self, body: &Body) -> Option<Arc<Pipes>> {
         if !matches!(body, Body::Plain(p) if p.remaining().is_some_and(|n| n > 0)) {
             return None;
         }
-        if self.pipe.is_none() {
-            match Pipe::new() {
-                Ok(p) => self.pipe = Some(Arc::new(p)),
+        if self.pipes.is_none() {
+            match Pipe::new().and_then(|a| Ok([a, Pipe::new()?])) {
+                Ok(p) => self.pipes = Some(Arc::new(p)),
                 Err(e) => {
                     tracing::debug!("no pipe, reading through user space: {e}");
                     return None;
                 }
             }
         }
-        self.pipe.clone()
+        self.pipes.clone()
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn pipe_for(&mut self, _body: &Body) -> Option<Arc<Pipe>> {
+    fn pipes_for(&mut self, _body: &Body) -> Option<Arc<Pipes>> {
         None
     }
 
@@ -604,6 +607,7 @@ async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {
         if p.remaining() == Some(0) {
             return Piece::End;
         }
+        pipe.idle().await;
         return match p.splice_into(pipe, max).await {
             Ok(n) => Piece::Piped(n),
             Err(e) => Piece::Failed(e.to_string()),
@@ -619,11 +623,14 @@ async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {
 }
 
 /// Body bytes received but not yet handed to the writer: frames in memory,
-/// then bytes waiting in the pipe, then pipe bytes to throw away (past a
-/// cut). Batching keeps writer ops large; a pipe is flushed early when it
-/// fills, since the writer cannot drain what it was not told about.
+/// then bytes waiting in the current pipe, then pipe bytes to throw away
+/// (past a cut). Batching keeps writer ops large. Frames are flushed at
+/// `batch` bytes (they pin user-space buffers); a pipe when it is full, and
+/// the next bytes then go into the other pipe.
 struct Batch {
-    pipe: Option<Arc<Pipe>>,
+    pipes: Option<Arc<Pipes>>,
+    /// Which of `pipes` is being filled.
+    cur: usize,
     /// File offset of the first pending byte.
     start: u64,
     bufs: Vec<Bytes>,
@@ -633,9 +640,10 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(start: u64, pipe: Option<Arc<Pipe>>) -> Batch {
+    fn new(start: u64, pipes: Option<Arc<Pipes>>) -> Batch {
         Batch {
-            pipe,
+            pipes,
+            cur: 0,
             start,
             bufs: Vec::new(),
             buf_len: 0,
@@ -644,43 +652,38 @@ impl Batch {
         }
     }
 
-    fn len(&self) -> usize {
-        self.buf_len + self.piped as usize
+    fn pipe(&self) -> Option<&Pipe> {
+        self.pipes.as_deref().map(|p| &p[self.cur])
     }
 
     fn piped(&self) -> u64 {
         self.piped
     }
 
-    /// Half the pipe: the other half is room for what the writer has not
-    /// drained yet.
-    fn pipe_share(&self) -> usize {
-        self.pipe
-            .as_ref()
-            .map_or(usize::MAX, |p| (p.capacity() / 2).max(4096))
-    }
-
     fn full(&self, batch: usize) -> bool {
-        self.len() >= batch || self.piped as usize >= self.pipe_share()
+        self.buf_len >= batch
+            || self
+                .pipe()
+                .is_some_and(|p| self.piped as usize >= p.capacity())
     }
 
-    /// Largest splice that keeps the batch within its share of the pipe.
-    fn splice_size(&self, batch: usize) -> usize {
-        batch
-            .min(self.pipe_share())
-            .saturating_sub(self.piped as usize)
+    /// Largest splice that fits in what is left of the pipe.
+    fn splice_size(&self) -> usize {
+        self.pipe()
+            .map_or(0, |p| p.capacity())
+            .saturating_sub((self.piped + self.discard) as usize)
             .max(4096)
     }
 
     /// The pipe is full and holds bytes the writer has not been told about.
     fn must_flush_for_room(&self) -> bool {
-        self.piped + self.discard > 0 && self.pipe.as_ref().is_some_and(|p| !p.has_room())
+        self.piped + self.discard > 0 && self.pipe().is_some_and(|p| !p.has_room())
     }
 
     /// Adds the first `take` bytes of `piece`, which start at file offset
     /// `at`; spliced bytes beyond `take` are dropped from the pipe.
     fn add(&mut self, piece: Piece, at: u64, take: u64) {
-        if take > 0 && self.len() == 0 {
+        if take > 0 && self.buf_len == 0 && self.piped == 0 {
             self.start = at;
         }
         match piece {
@@ -712,15 +715,16 @@ impl Batch {
         }
         #[cfg(target_os = "linux")]
         if self.piped + self.discard > 0
-            && let Some(pipe) = &self.pipe
+            && let Some(pipes) = &self.pipes
         {
             job.writer
-                .write_piped(self.start, self.piped, self.discard, pipe.reader())
+                .write_piped(self.start, self.piped, self.discard, &pipes[self.cur])
                 .await
                 .map_err(fatal)?;
             self.start += self.piped;
             self.piped = 0;
             self.discard = 0;
+            self.cur ^= 1;
         }
         Ok(())
     }

@@ -95,7 +95,7 @@ enum Op {
         offset: u64,
         len: u64,
         discard: u64,
-        pipe: Arc<std::os::fd::OwnedFd>,
+        pipe: super::pipe::Queued,
         _permit: Option<OwnedSemaphorePermit>,
     },
     Barrier(mpsc::SyncSender<BarrierReply>),
@@ -251,7 +251,7 @@ impl WriteHandle {
         offset: u64,
         len: u64,
         discard: u64,
-        pipe: Arc<std::os::fd::OwnedFd>,
+        pipe: &super::pipe::Pipe,
     ) -> Result<(), WriteFailed> {
         if len + discard == 0 {
             return self.check();
@@ -265,7 +265,7 @@ impl WriteHandle {
             offset,
             len,
             discard,
-            pipe,
+            pipe: pipe.queue(len + discard),
             _permit: permit,
         })
     }
@@ -498,7 +498,7 @@ impl WriterThread {
                     discard,
                     pipe,
                     _permit,
-                } => self.write_piped(offset, len, discard, &pipe),
+                } => self.write_piped(offset, len, discard, pipe.fd()),
                 Op::Barrier(reply) => {
                     let flushed = self.sink.flush();
                     if let Err(e) = &flushed {
@@ -531,13 +531,18 @@ impl WriterThread {
     }
 
     #[cfg(target_os = "linux")]
-    fn write_piped(&mut self, offset: u64, len: u64, discard: u64, pipe: &std::os::fd::OwnedFd) {
-        use std::os::fd::AsFd;
+    fn write_piped(
+        &mut self,
+        offset: u64,
+        len: u64,
+        discard: u64,
+        pipe: std::os::fd::BorrowedFd<'_>,
+    ) {
         if self.shared.failed.load(Ordering::SeqCst) {
             return;
         }
         if len > 0 {
-            let r = self.sink.write_from_pipe(pipe.as_fd(), offset, len);
+            let r = self.sink.write_from_pipe(pipe, offset, len);
             let ok = r.is_ok();
             self.wrote(offset, len, r);
             if !ok {
@@ -545,7 +550,7 @@ impl WriterThread {
             }
         }
         if discard > 0
-            && let Err(e) = super::pipe::discard(pipe.as_fd(), discard)
+            && let Err(e) = super::pipe::discard(pipe, discard)
         {
             self.shared.fail(
                 StorageError::io(
@@ -1096,9 +1101,9 @@ mod tests {
                 Storage::start(sink, f, p.clone(), None, st, WriterOptions::default());
             let pipe = crate::storage::pipe::Pipe::new().unwrap();
             pipe.push(b"AAAAxxxxBBBB");
-            h.write_piped(0, 4, 4, pipe.reader()).await.unwrap();
+            h.write_piped(0, 4, 4, &pipe).await.unwrap();
             h.write(4, vec![Bytes::from_static(b"mmmm")]).await.unwrap();
-            h.write_piped(8, 4, 0, pipe.reader()).await.unwrap();
+            h.write_piped(8, 4, 0, &pipe).await.unwrap();
             let written = tokio::task::spawn_blocking(move || storage.finish())
                 .await
                 .unwrap()
