@@ -59,7 +59,8 @@ impl Conn {
 
     /// The per-connection line `-v` shows: origin, route (proxy
     /// credentials redacted), protocol, and TLS version and ALPN, e.g.
-    /// `https://hub.example:443 via socks5h://***@127.0.0.1:7891, HTTP/2, TLS 1.3, ALPN h2`.
+    /// `https://hub.example:443 via socks5h://***@127.0.0.1:7891, HTTP/2, TLS 1.3,
+    /// TLS13_AES_128_GCM_SHA256, ALPN h2`.
     pub fn describe(&self) -> String {
         let proto = match self.sender {
             Sender::H1(_) => "HTTP/1.1",
@@ -276,7 +277,7 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
         let (_, session) = stream.get_ref();
         h2 = session.alpn_protocol() == Some(b"h2");
         tls_info = Some(format!(
-            "{}, ALPN {}",
+            "{}, {}, ALPN {}",
             session
                 .protocol_version()
                 .map(|v| match v {
@@ -285,6 +286,10 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
                     other => format!("{other:?}"),
                 })
                 .unwrap_or_else(|| "TLS".into()),
+            session
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
             session
                 .alpn_protocol()
                 .map(|p| String::from_utf8_lossy(p).into_owned())

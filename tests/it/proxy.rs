@@ -865,7 +865,8 @@ fn http2_through_proxies_and_verbose_shows_route_tls_and_alpn() {
         );
         for l in &connected {
             assert!(
-                l.contains(&shown) && l.contains("HTTP/2, TLS 1.3, ALPN h2"),
+                l.contains(&shown)
+                    && l.contains("HTTP/2, TLS 1.3, TLS13_AES_128_GCM_SHA256, ALPN h2"),
                 "{l}"
             );
         }
