@@ -37,6 +37,7 @@ use crate::net::{Conn, Net, redact_url};
 use crate::storage::control_file::{ControlError, ControlFile, ControlState, url_hash};
 use crate::storage::writer::{Storage, WriteHandle, WriterOptions};
 use crate::storage::{Allocation, StorageError, WriteMode, alloc, open_sink};
+use crate::sync::lock;
 
 /// Length and validators of the remote file, fixed at the start.
 #[derive(Clone, Debug)]
@@ -89,7 +90,7 @@ impl Job {
 
     /// Stops the download with `e` (the first error wins).
     pub fn fail(&self, e: Error) {
-        let mut f = self.fatal.lock().unwrap();
+        let mut f = lock(&self.fatal);
         if f.is_none() {
             *f = Some(e);
         }
@@ -120,7 +121,7 @@ impl Job {
         status: Option<u16>,
         attempts: u32,
     ) {
-        self.last_failure.lock().unwrap()[source] = Some(LastFailure {
+        lock(&self.last_failure)[source] = Some(LastFailure {
             kind,
             detail: detail.to_string(),
             status,
@@ -142,7 +143,7 @@ impl Job {
     }
 
     fn gave_up_error(&self) -> Error {
-        let lf = self.last_failure.lock().unwrap();
+        let lf = lock(&self.last_failure);
         let (i, f) = lf
             .iter()
             .enumerate()
@@ -1057,7 +1058,7 @@ async fn run_slots(
     }
     monitor.abort();
 
-    let fatal = job.fatal.lock().unwrap().take();
+    let fatal = lock(&job.fatal).take();
     let complete = sched.is_done();
     let source_bytes = job.sources.iter().map(|s| s.bytes.load(Relaxed)).collect();
     let sources_gave_up = job
