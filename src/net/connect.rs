@@ -209,27 +209,17 @@ fn describe_hyper_error(e: &hyper::Error) -> String {
 pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn, NetError> {
     let opts = net.options();
     let mut route_detail = None;
-    let (io, absolute_form, proxy_auth): (BoxIo, bool, Option<HeaderValue>) = match &route {
+    let (link, absolute_form, proxy_auth): (Link, bool, Option<HeaderValue>) = match &route {
         Route::Direct => {
             let tcp = tcp_connect(&origin.host, origin.port, opts.connect_timeout).await?;
             if let Ok(peer) = tcp.peer_addr() {
                 route_detail = Some(peer.to_string());
             }
             if opts.splice && !origin.https {
-                let conn = Conn {
-                    sender: Sender::Plain(PlainConn::new(tcp, opts.read_buffer)),
-                    origin,
-                    absolute_form: false,
-                    proxy_auth: None,
-                    route,
-                    route_detail,
-                    tls_info: None,
-                    response_timeout: opts.response_timeout,
-                };
-                tracing::info!("connected: {}", conn.describe());
-                return Ok(conn);
+                (Link::Plain(tcp), false, None)
+            } else {
+                (Link::Hyper(Box::new(tcp)), false, None)
             }
-            (Box::new(tcp), false, None)
         }
         Route::Via(proxy) => match proxy.kind {
             ProxyKind::Http | ProxyKind::Https => {
@@ -244,19 +234,52 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
                         opts.response_timeout,
                     )
                     .await?;
-                    (io, false, None)
+                    (Link::Hyper(io), false, None)
                 } else {
-                    (io, true, auth)
+                    (Link::Hyper(io), true, auth)
                 }
             }
             ProxyKind::Socks5 | ProxyKind::Socks5h => {
                 let (io, detail) = socks_connect(net, proxy, &origin).await?;
                 route_detail = detail;
-                (io, false, None)
+                (Link::Hyper(io), false, None)
             }
         },
     };
+    let (sender, tls_info) = match link {
+        Link::Plain(tcp) => (Sender::Plain(PlainConn::new(tcp, opts.read_buffer)), None),
+        Link::Hyper(io) => hyper_sender(net, &origin, io).await?,
+    };
+    let conn = Conn {
+        sender,
+        origin,
+        absolute_form,
+        proxy_auth,
+        route,
+        route_detail,
+        tls_info,
+        response_timeout: opts.response_timeout,
+    };
+    tracing::info!("connected: {}", conn.describe());
+    Ok(conn)
+}
 
+/// What a connection's requests travel on: the bare socket, for our own
+/// plain HTTP/1.1 client, or whatever the route gave, for hyper (after TLS
+/// when the origin is https).
+enum Link {
+    Plain(TcpStream),
+    Hyper(BoxIo),
+}
+
+/// Sets up TLS (for an https origin) and hyper's HTTP/1.1 or HTTP/2 client
+/// over `io`; also returns the TLS line for `-v`.
+async fn hyper_sender(
+    net: &Net,
+    origin: &Origin,
+    io: BoxIo,
+) -> Result<(Sender, Option<String>), NetError> {
+    let opts = net.options();
     let mut tls_info = None;
     let mut h2 = false;
     let io: BoxIo = if origin.https {
@@ -333,18 +356,7 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
         });
         Sender::H1(sender)
     };
-    let conn = Conn {
-        sender,
-        origin,
-        absolute_form,
-        proxy_auth,
-        route,
-        route_detail,
-        tls_info,
-        response_timeout: opts.response_timeout,
-    };
-    tracing::info!("connected: {}", conn.describe());
-    Ok(conn)
+    Ok((sender, tls_info))
 }
 
 fn tls_error(host: &str, e: io::Error) -> NetError {
