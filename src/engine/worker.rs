@@ -607,7 +607,6 @@ async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {
         if p.remaining() == Some(0) {
             return Piece::End;
         }
-        pipe.idle().await;
         return match p.splice_into(pipe, max).await {
             Ok(n) => Piece::Piped(n),
             Err(e) => Piece::Failed(e.to_string()),
