@@ -279,8 +279,8 @@ impl PlainBody {
         }
     }
 
-    /// Body bytes already read into memory with the head; to be delivered
-    /// before anything is spliced.
+    /// The `Content-Length` body bytes already read into memory (with the
+    /// head, or by a read); to be delivered before anything is spliced.
     pub fn take_buffered(&mut self) -> Option<Bytes> {
         let State::Length(left) = self.state else {
             return None;
@@ -452,12 +452,8 @@ impl HttpBody for PlainBody {
                     this.finish_if_done();
                     return Poll::Ready(None);
                 }
-                State::Length(left) => {
-                    let have = this.buffered();
-                    if have > 0 {
-                        let n = (have as u64).min(left) as usize;
-                        let data = this.take(n);
-                        this.consumed(n as u64);
+                State::Length(_) => {
+                    if let Some(data) = this.take_buffered() {
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                 }
