@@ -14,14 +14,11 @@
 # network namespaces.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-harness=${HFD_BENCH_HARNESS:-$root/../shared/bench}
-work=${HFD_BENCH_WORK:-$root/target/bench}
-[[ -f $harness/harness.py ]] || { echo "no benchmark harness at $harness (set HFD_BENCH_HARNESS)" >&2; exit 2; }
-
-mkdir -p "$work/run" "$work/out" "$work/results"
-export BENCH_DATA=${BENCH_DATA:-$work/data} BENCH_RUN=${BENCH_RUN:-$work/run}
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
+use_harness harness.py
+mkdir -p "$work/out" "$work/results"
 (cd "$root" && cargo build --release --quiet --bins)
-[[ -f $BENCH_DATA/manifest.tsv ]] || "$harness/gen-data.sh"
 
 hfget="$root/target/release/hfget"
 exec python3 "$harness/harness.py" \

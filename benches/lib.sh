@@ -22,3 +22,26 @@ median() {
     sort -n | awk 'NF { v[++n] = $1 }
         END { if (n == 0) print "n/a"; else if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
 }
+
+# Finds the shared benchmark harness (HFD_BENCH_HARNESS, else
+# $root/../shared/bench) and points it at this repository's work folder
+# (HFD_BENCH_WORK, else $root/target/bench): sets $harness and $work,
+# exports BENCH_DATA and BENCH_RUN, and generates the test data once.
+# $1 names the harness file the caller needs; $root must be the repository.
+use_harness() {
+    harness=${HFD_BENCH_HARNESS:-${root:?}/../shared/bench}
+    work=${HFD_BENCH_WORK:-$root/target/bench}
+    [[ -f $harness/$1 ]] || { echo "no benchmark harness at $harness (set HFD_BENCH_HARNESS)" >&2; exit 2; }
+    export BENCH_DATA=${BENCH_DATA:-$work/data} BENCH_RUN=${BENCH_RUN:-$work/run}
+    mkdir -p "$BENCH_RUN"
+    [[ -f $BENCH_DATA/manifest.tsv ]] || "$harness/gen-data.sh"
+}
+
+# Prints column $2 (2: size, 3: sha256) of file $1's line in the harness's
+# manifest; exits when the file is not there.
+manifest() {
+    local v
+    v=$(awk -F'\t' -v f="$1" -v c="$2" '$1 == f { print $c }' "$BENCH_DATA/manifest.tsv")
+    [[ -n $v ]] || { echo "$1 is not in $BENCH_DATA/manifest.tsv" >&2; exit 2; }
+    echo "$v"
+}

@@ -23,19 +23,13 @@ cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 root=$PWD
-harness=${HFD_BENCH_HARNESS:-$root/../shared/bench}
-work=${HFD_BENCH_WORK:-$root/target/bench}
-[[ -f $harness/netns.sh ]] || { echo "no benchmark harness at $harness (set HFD_BENCH_HARNESS)" >&2; exit 2; }
 [[ $(id -u) == 0 ]] || { echo "lossy.sh needs root (ip netns)" >&2; exit 2; }
 command -v aria2c >/dev/null || { echo "aria2c not found" >&2; exit 2; }
+use_harness netns.sh
 cargo build --release --quiet --bin hfget
 unset_proxies
-export BENCH_DATA=${BENCH_DATA:-$work/data} BENCH_RUN=${BENCH_RUN:-$work/run}
-mkdir -p "$BENCH_RUN"
-[[ -f $BENCH_DATA/manifest.tsv ]] || "$harness/gen-data.sh"
-size=$(awk -F'\t' -v f="$FILE" '$1 == f { print $2 }' "$BENCH_DATA/manifest.tsv")
-want=$(awk -F'\t' -v f="$FILE" '$1 == f { print $3 }' "$BENCH_DATA/manifest.tsv")
-[[ -n $size ]] || { echo "$FILE is not in $BENCH_DATA/manifest.tsv" >&2; exit 2; }
+size=$(manifest "$FILE" 2)
+want=$(manifest "$FILE" 3)
 
 ns_srv=hfb-srv ns_cli=hfb-cli addr=10.213.0.1 port=28489
 out=$(ip netns exec "$ns_cli" mktemp -d /dev/shm/hfd-lossy.XXXXXX 2>/dev/null || mktemp -d /dev/shm/hfd-lossy.XXXXXX)

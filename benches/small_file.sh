@@ -14,16 +14,10 @@ cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
 root=$PWD
-harness=${HFD_BENCH_HARNESS:-$root/../shared/bench}
-work=${HFD_BENCH_WORK:-$root/target/bench}
-[[ -f $harness/serve.sh ]] || { echo "no benchmark harness at $harness (set HFD_BENCH_HARNESS)" >&2; exit 2; }
+use_harness serve.sh
 cargo build --release --quiet --bin hfget
 unset_proxies
-export BENCH_DATA=${BENCH_DATA:-$work/data} BENCH_RUN=${BENCH_RUN:-$work/run}
-mkdir -p "$BENCH_RUN"
-[[ -f $BENCH_DATA/manifest.tsv ]] || "$harness/gen-data.sh"
-want=$(awk -F'\t' -v f="$FILE" '$1 == f { print $3 }' "$BENCH_DATA/manifest.tsv")
-[[ -n $want ]] || { echo "$FILE is not in $BENCH_DATA/manifest.tsv" >&2; exit 2; }
+want=$(manifest "$FILE" 3)
 "$harness/serve.sh" status lo | grep -q running || "$harness/serve.sh" start lo --port 28480 --rate 0 >/dev/null
 base=$("$harness/serve.sh" url lo)
 url="${base%/}/$FILE"
