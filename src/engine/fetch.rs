@@ -141,22 +141,7 @@ async fn fetch_inner(
             *conn = Some(net.connect(&url).await.map_err(Failure::from_net)?);
         }
         let c = conn.as_mut().expect("connected above");
-        let mut headers = source.headers_for(&url);
-        if let Some(range) = range {
-            headers.insert(
-                RANGE,
-                HeaderValue::from_str(&range.header()).expect("ascii"),
-            );
-        }
-        headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
-        if !headers.contains_key(USER_AGENT)
-            && let Ok(ua) = HeaderValue::from_str(&net.options().user_agent)
-        {
-            headers.insert(USER_AGENT, ua);
-        }
-        if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
-            headers.insert(IF_RANGE, v);
-        }
+        let headers = request_headers(net, source, &url, range, if_range);
         let response = match c.get(&url, headers).await {
             Ok(r) => r,
             Err(e) => {
@@ -204,6 +189,80 @@ async fn fetch_inner(
             hops,
             ttfb: started.elapsed(),
         });
+    }
+}
+
+/// The headers of a request to `url`: the source's own (credentials only
+/// for its origin), the range, no compression, our user agent.
+fn request_headers(
+    net: &Net,
+    source: &Source,
+    url: &Url,
+    range: Option<ByteRange>,
+    if_range: Option<&str>,
+) -> HeaderMap {
+    let mut headers = source.headers_for(url);
+    if let Some(range) = range {
+        headers.insert(
+            RANGE,
+            HeaderValue::from_str(&range.header()).expect("ascii"),
+        );
+    }
+    headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    if !headers.contains_key(USER_AGENT)
+        && let Ok(ua) = HeaderValue::from_str(&net.options().user_agent)
+    {
+        headers.insert(USER_AGENT, ua);
+    }
+    if let Some(v) = if_range.and_then(|v| HeaderValue::from_str(v).ok()) {
+        headers.insert(IF_RANGE, v);
+    }
+    headers
+}
+
+/// The request for `range` of `url` as bytes to send ahead on `conn`
+/// (see [`Conn::head_ahead`]); `None` when `conn` cannot pipeline.
+pub fn head_ahead(
+    net: &Net,
+    source: &Source,
+    conn: &Conn,
+    url: &Url,
+    range: ByteRange,
+    if_range: Option<&str>,
+) -> Option<Vec<u8>> {
+    let headers = request_headers(net, source, url, Some(range), if_range);
+    conn.head_ahead(url, headers).ok().flatten()
+}
+
+/// The answer to a request sent ahead on `conn` for `url`. A redirect is not
+/// followed here: the URL was the end of a chain already, so one now is a
+/// change the caller handles like any unusable answer.
+pub async fn receive_ahead(url: Url, conn: &mut Option<Conn>) -> Result<Fetched, Failure> {
+    let started = Instant::now();
+    let c = conn
+        .as_mut()
+        .ok_or_else(|| Failure::retry(GaveUpKind::Network, "the connection is closed"))?;
+    match c.receive_ahead().await {
+        Ok(response) if response.status().is_redirection() => {
+            *conn = None;
+            Err(Failure::retry(
+                GaveUpKind::BadResponse,
+                format!(
+                    "HTTP {} to a request sent ahead; asking again from the start",
+                    response.status().as_u16()
+                ),
+            ))
+        }
+        Ok(response) => Ok(Fetched {
+            response,
+            url,
+            hops: Vec::new(),
+            ttfb: started.elapsed(),
+        }),
+        Err(e) => {
+            *conn = None;
+            Err(Failure::from_net(e))
+        }
     }
 }
 

@@ -93,6 +93,18 @@ impl Slot {
         Some(r.cur..r.req_end)
     }
 
+    /// A request to send ahead: the next at most `max_len` bytes after the
+    /// request in flight, which ends at `from`. `None` when the region ends
+    /// there (or was cut before it).
+    pub fn request_after(&self, from: u64, max_len: u64) -> Option<Range<u64>> {
+        let mut r = self.region.lock().unwrap();
+        if r.req_end != from || from >= r.end {
+            return None;
+        }
+        r.req_end = r.end.min(from.saturating_add(max_len.max(1)));
+        Some(from..r.req_end)
+    }
+
     /// Fixes the first request (the probe's answer covers `cur..req_end`).
     pub fn set_request_end(&self, req_end: u64) {
         let mut r = self.region.lock().unwrap();

@@ -1,6 +1,11 @@
 //! One connection slot: takes a region from the scheduler and fetches it with
 //! successive bounded range requests over one keep-alive connection.
 //!
+//! On our own plain HTTP/1.1 client the next request goes out when the
+//! current answer is half read (pipelining), so a distant server streams
+//! one range after the other with no round trip of silence between them;
+//! hyper's client sends one request at a time.
+//!
 //! Every answer is checked before a byte of it is written: status 206, a
 //! `Content-Range` that starts exactly where we asked and ends inside the
 //! request, the total length and validators recorded at the start. Bytes are
@@ -18,13 +23,14 @@ use http::{Response, StatusCode};
 use http_body_util::BodyExt;
 
 use super::error::{Error, GaveUpKind};
-use super::fetch::{ByteRange, Failure, fetch, status_failure};
+use super::fetch::{ByteRange, Failure, fetch, head_ahead, receive_ahead, status_failure};
 use super::job::Job;
 use super::scheduler::{Assignment, Preempt, Slot, request_size};
 use crate::net::http::{ContentRange, any_etag, content_range, last_modified, strong_etag};
 use crate::net::{Body, Conn};
 #[cfg(target_os = "linux")]
 use crate::storage::pipe::Pipe;
+use url::Url;
 
 /// The probe's answer, handed to the first slot so its bytes are not wasted.
 pub struct FirstResponse {
@@ -59,10 +65,19 @@ struct Worker {
     /// [`crate::storage::pipe`]); kept across requests, dropped after a
     /// failure in case bytes in them were not accounted for.
     pipes: Option<Arc<Pipes>>,
+    /// Goes with the connection: a new one has nothing pending.
+    ahead: Option<Ahead>,
 }
 
 /// A connection fills one pipe while the writer drains the other.
 type Pipes = [Pipe; 2];
+
+/// A request sent ahead on the slot's connection, its answer not yet read.
+struct Ahead {
+    range: Range<u64>,
+    url: Url,
+    generation: u64,
+}
 
 /// Runs a slot until the download is done, cancelled, or the slot gives up.
 pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
@@ -78,6 +93,7 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
         failures: 0,
         progressed: false,
         pipes: None,
+        ahead: None,
     };
     w.main(first).await;
     w.set_conn(None);
@@ -90,6 +106,9 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
 
 impl Worker {
     fn set_conn(&mut self, conn: Option<Conn>) {
+        if conn.is_none() {
+            self.ahead = None;
+        }
         self.conn = conn;
         self.sync_live();
     }
@@ -158,39 +177,55 @@ impl Worker {
             }
 
             let reused = self.conn.is_some() && first.is_none();
-            let (response, req, generation, redirected) = match first.take() {
+            let (response, req, generation, redirected, url) = match first.take() {
                 Some(f) => {
                     self.set_conn(Some(f.conn));
-                    let (_, g) = source.current();
-                    (f.response, f.range, g, source.is_redirected())
+                    let (url, g) = source.current();
+                    (f.response, f.range, g, source.is_redirected(), url)
                 }
                 None => {
-                    let Some(req) = self
-                        .slot
-                        .next_request(request_size(self.slot.rate(), source.ttfb()))
-                    else {
-                        continue;
-                    };
-                    let (url, generation) = source.current();
-                    let byte_range = ByteRange {
-                        start: req.start,
-                        end: Some(req.end),
-                    };
+                    // The answer sent ahead is used while it still starts
+                    // where the region does; else the connection goes.
+                    let ahead = self.ahead.take().filter(|a| {
+                        self.conn.as_ref().is_some_and(|c| c.has_answer_pending())
+                            && a.range.start == self.slot.region().start
+                            && a.range.start < a.range.end
+                    });
                     let mut conn = self.conn.take();
-                    let if_range = job.if_range_for(&source);
-                    let r = fetch(
-                        &job.net,
-                        &source,
-                        url,
-                        byte_range,
-                        if_range.as_deref(),
-                        &mut conn,
-                    )
-                    .await;
+                    let (req, generation, r) = match ahead {
+                        Some(a) => (a.range, a.generation, receive_ahead(a.url, &mut conn).await),
+                        None => {
+                            let Some(req) = self
+                                .slot
+                                .next_request(request_size(self.slot.rate(), source.ttfb()))
+                            else {
+                                self.set_conn(conn);
+                                continue;
+                            };
+                            let (url, generation) = source.current();
+                            let byte_range = ByteRange {
+                                start: req.start,
+                                end: Some(req.end),
+                            };
+                            let if_range = job.if_range_for(&source);
+                            let r = fetch(
+                                &job.net,
+                                &source,
+                                url,
+                                byte_range,
+                                if_range.as_deref(),
+                                &mut conn,
+                            )
+                            .await;
+                            if let Ok(f) = &r {
+                                source.record_ttfb(f.ttfb);
+                            }
+                            (req, generation, r)
+                        }
+                    };
                     self.set_conn(conn);
                     match r {
                         Ok(f) => {
-                            source.record_ttfb(f.ttfb);
                             if !f.hops.is_empty() {
                                 source.set_resolved(f.url.clone());
                             }
@@ -206,7 +241,7 @@ impl Worker {
                                 }
                                 continue;
                             }
-                            (f.response, req, generation, redirected)
+                            (f.response, req, generation, redirected, f.url)
                         }
                         Err(failure) => {
                             if !self.on_failure(failure, generation).await {
@@ -234,7 +269,7 @@ impl Worker {
             }
 
             job.sched.transfer_started(&self.slot, !reused);
-            match self.stream(response, &req).await {
+            match self.stream(response, &req, &url, generation).await {
                 Ok(StreamEnd::Complete) => {}
                 Ok(StreamEnd::Abandoned) => self.set_conn(None),
                 Ok(StreamEnd::Cancelled) => return,
@@ -359,13 +394,19 @@ impl Worker {
         &mut self,
         response: Response<Body>,
         req: &Range<u64>,
+        url: &Url,
+        generation: u64,
     ) -> Result<StreamEnd, Failure> {
         let job = self.job.clone();
         let source = &job.sources[self.slot.source];
         let mut body = response.into_body();
+        // Half way through the answer, the next request goes out.
+        let mut ahead_at =
+            matches!(body, Body::Plain(_)).then(|| req.start + (req.end - req.start) / 2);
         let mut batch = Batch::new(req.start, self.pipes_for(&body));
         let mut expected = req.start;
-        let mut woken = pin!(self.slot.wake.notified());
+        let slot = self.slot.clone();
+        let mut woken = pin!(slot.wake.notified());
         woken.as_mut().enable();
         let end = loop {
             if batch.must_flush_for_room() {
@@ -391,7 +432,7 @@ impl Worker {
                             ));
                         }
                         Preempt::None => {
-                            woken.set(self.slot.wake.notified());
+                            woken.set(slot.wake.notified());
                             woken.as_mut().enable();
                             continue;
                         }
@@ -462,6 +503,10 @@ impl Worker {
                 // The region ended inside this piece: stolen, or taken over.
                 break StreamEnd::Abandoned;
             }
+            if ahead_at.is_some_and(|at| expected >= at) && expected < req.end {
+                ahead_at = None;
+                self.send_ahead(&mut body, url, req.end, generation).await;
+            }
             if expected == req.end {
                 // Read the end of the body so the connection can be reused.
                 match body.frame().await {
@@ -472,6 +517,43 @@ impl Worker {
         };
         batch.flush(&job).await?;
         Ok(end)
+    }
+
+    /// Sends the request for the bytes after `from` (the end of the request
+    /// being read) on `body`'s connection. Best effort: when it cannot be
+    /// sent, the next request goes out after this answer as usual.
+    async fn send_ahead(&mut self, body: &mut Body, url: &Url, from: u64, generation: u64) {
+        let Body::Plain(plain) = body else { return };
+        let Some(conn) = self.conn.as_ref() else {
+            return;
+        };
+        let job = self.job.clone();
+        let source = &job.sources[self.slot.source];
+        let Some(range) = self
+            .slot
+            .request_after(from, request_size(self.slot.rate(), source.ttfb()))
+        else {
+            return;
+        };
+        let if_range = job.if_range_for(source);
+        let byte_range = ByteRange {
+            start: range.start,
+            end: Some(range.end),
+        };
+        let Some(head) = head_ahead(&job.net, source, conn, url, byte_range, if_range.as_deref())
+        else {
+            return;
+        };
+        match plain.send_ahead(&head).await {
+            Ok(()) => {
+                self.ahead = Some(Ahead {
+                    range,
+                    url: url.clone(),
+                    generation,
+                })
+            }
+            Err(e) => tracing::debug!("slot {}: no request sent ahead: {e}", self.slot.id),
+        }
     }
 
     /// The pipes to splice `body` through, when it can be spliced: our own

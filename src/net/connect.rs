@@ -90,18 +90,53 @@ impl Conn {
         let open = match &self.sender {
             Sender::H1(s) => !s.is_closed(),
             Sender::H2(s) => !s.is_closed(),
-            Sender::Plain(p) => !p.is_closed(),
+            // A connection with an answer still due carries nothing else.
+            Sender::Plain(p) => !p.is_closed() && !p.has_answer_pending(),
         };
         open && Origin::of(url).is_ok_and(|o| o == self.origin) && net.route_for(url) == self.route
     }
 
-    /// Sends `GET url` with `headers` and waits for the response head.
-    pub async fn get(&mut self, url: &Url, headers: HeaderMap) -> Result<Response<Body>, NetError> {
+    /// True when a request was sent ahead on this connection and its
+    /// answer is next: [`receive_ahead`](Self::receive_ahead) reads it.
+    pub fn has_answer_pending(&self) -> bool {
+        matches!(&self.sender, Sender::Plain(p) if p.has_answer_pending())
+    }
+
+    /// The bytes of a `GET url` request to send ahead on a body of this
+    /// connection ([`crate::net::plain::PlainBody::send_ahead`]); `None`
+    /// when the connection cannot pipeline (only our own plain HTTP/1.1
+    /// client can).
+    pub fn head_ahead(&self, url: &Url, headers: HeaderMap) -> Result<Option<Vec<u8>>, NetError> {
+        if !matches!(self.sender, Sender::Plain(_)) {
+            return Ok(None);
+        }
+        let req = self.request(url, headers)?;
+        Ok(Some(plain::request_head(
+            &req.uri().to_string(),
+            req.headers(),
+        )))
+    }
+
+    /// Waits for the head of the answer to the request sent ahead.
+    pub async fn receive_ahead(&mut self) -> Result<Response<Body>, NetError> {
         let host = self.origin.host.clone();
-        let http_err = |e: hyper::Error| NetError::Http {
-            host: host.clone(),
-            detail: describe_hyper_error(&e),
+        let Sender::Plain(p) = &mut self.sender else {
+            return Err(NetError::Http {
+                host,
+                detail: "no request was sent ahead".into(),
+            });
         };
+        match tokio::time::timeout(self.response_timeout, p.receive(&host)).await {
+            Ok(r) => Ok(r?.map(Body::Plain)),
+            Err(_) => Err(NetError::ResponseTimeout {
+                host,
+                secs: self.response_timeout.as_secs(),
+            }),
+        }
+    }
+
+    /// `GET url` with `headers`, in the form this connection sends it.
+    fn request(&self, url: &Url, headers: HeaderMap) -> Result<Request<Empty<Bytes>>, NetError> {
         let mut target = url.clone();
         target.set_fragment(None);
         let uri: http::Uri = match self.sender {
@@ -141,6 +176,17 @@ impl Conn {
         for (k, v) in headers.iter() {
             h.append(k, v.clone());
         }
+        Ok(req)
+    }
+
+    /// Sends `GET url` with `headers` and waits for the response head.
+    pub async fn get(&mut self, url: &Url, headers: HeaderMap) -> Result<Response<Body>, NetError> {
+        let host = self.origin.host.clone();
+        let http_err = |e: hyper::Error| NetError::Http {
+            host: host.clone(),
+            detail: describe_hyper_error(&e),
+        };
+        let req = self.request(url, headers)?;
         let fut = async {
             match &mut self.sender {
                 Sender::H1(s) => {

@@ -12,8 +12,11 @@
 //! read as ordinary frames through [`http_body::Body`], so the rest of the
 //! engine does not care which client answered.
 //!
-//! Only what a downloader sends is supported: `GET` without a request body,
-//! one request at a time per connection.
+//! Only what a downloader sends is supported: `GET` without a request body.
+//! One request may be sent ahead while a body is still arriving (HTTP/1.1
+//! pipelining, [`PlainBody::send_ahead`]): on a distant server the next
+//! range then follows the current one without a round trip of silence, and
+//! a lost request packet is retransmitted while data still flows.
 
 use std::io;
 use std::pin::Pin;
@@ -40,6 +43,8 @@ const MAX_HEADERS: usize = 100;
 struct Wire {
     tcp: TcpStream,
     buf: BytesMut,
+    /// A request was sent whose answer has not been read yet.
+    sent_ahead: bool,
 }
 
 /// One plain HTTP/1.1 connection. While a body is being read the socket
@@ -56,6 +61,7 @@ impl PlainConn {
             home: Arc::new(Mutex::new(Some(Wire {
                 tcp,
                 buf: BytesMut::new(),
+                sent_ahead: false,
             }))),
             read_size: read_size.max(8192),
         }
@@ -67,6 +73,13 @@ impl PlainConn {
         lock(&self.home).is_none()
     }
 
+    /// True when a request was sent ahead ([`PlainBody::send_ahead`]) and
+    /// its answer is next on the wire: the connection can carry nothing
+    /// else until [`receive`](Self::receive) has read it.
+    pub fn has_answer_pending(&self) -> bool {
+        lock(&self.home).as_ref().is_some_and(|w| w.sent_ahead)
+    }
+
     /// Sends a request head (`head` is the whole head, ending in an empty
     /// line) and reads the response head.
     pub async fn send(
@@ -74,21 +87,40 @@ impl PlainConn {
         head: Vec<u8>,
         host: &str,
     ) -> Result<Response<PlainBody>, NetError> {
-        let err = |detail: String| NetError::Http {
-            host: host.to_string(),
-            detail,
-        };
-        let mut wire = lock(&self.home)
-            .take()
-            .ok_or_else(|| err("the connection is closed".into()))?;
+        if self.has_answer_pending() {
+            return Err(http_error(
+                host,
+                "an answer to an earlier request is still due".into(),
+            ));
+        }
+        let mut wire = self.take_wire(host)?;
         wire.tcp
             .write_all(&head)
             .await
-            .map_err(|e| err(format!("sending the request failed: {e}")))?;
+            .map_err(|e| http_error(host, format!("sending the request failed: {e}")))?;
+        self.answer(wire, host).await
+    }
+
+    /// Reads the answer to the request sent ahead.
+    pub async fn receive(&mut self, host: &str) -> Result<Response<PlainBody>, NetError> {
+        let mut wire = self.take_wire(host)?;
+        if !std::mem::take(&mut wire.sent_ahead) {
+            return Err(http_error(host, "no request was sent ahead".into()));
+        }
+        self.answer(wire, host).await
+    }
+
+    fn take_wire(&self, host: &str) -> Result<Wire, NetError> {
+        lock(&self.home)
+            .take()
+            .ok_or_else(|| http_error(host, "the connection is closed".into()))
+    }
+
+    async fn answer(&self, mut wire: Wire, host: &str) -> Result<Response<PlainBody>, NetError> {
         loop {
             let parsed = read_head(&mut wire, self.read_size)
                 .await
-                .map_err(|e| err(e.to_string()))?;
+                .map_err(|e| http_error(host, e.to_string()))?;
             let Head {
                 status,
                 headers,
@@ -98,7 +130,7 @@ impl PlainConn {
             if status.is_informational() {
                 continue;
             }
-            let framing = framing(status, &headers).map_err(err)?;
+            let framing = framing(status, &headers).map_err(|d| http_error(host, d))?;
             let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
             let body = PlainBody {
                 wire: Some(wire),
@@ -118,6 +150,13 @@ impl PlainConn {
             response.body_mut().finish_if_done();
             return Ok(response);
         }
+    }
+}
+
+fn http_error(host: &str, detail: String) -> NetError {
+    NetError::Http {
+        host: host.to_string(),
+        detail,
     }
 }
 
@@ -293,6 +332,30 @@ impl PlainBody {
         let data = wire.buf.split_to(n).freeze();
         self.consumed(n as u64);
         Some(data)
+    }
+
+    /// Sends the next request on this connection before this body has
+    /// ended; its answer is read with [`PlainConn::receive`] once this body
+    /// was read to its end. Refused when the server said it would close, or
+    /// when a request is already waiting.
+    pub async fn send_ahead(&mut self, head: &[u8]) -> io::Result<()> {
+        if !self.reusable || matches!(self.state, State::Done) {
+            return Err(io::Error::other("the connection ends with this answer"));
+        }
+        let wire = self
+            .wire
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the body has no connection"))?;
+        if wire.sent_ahead {
+            return Err(io::Error::other("a request is already waiting"));
+        }
+        wire.sent_ahead = true;
+        let sent = wire.tcp.write_all(head).await;
+        if sent.is_err() {
+            // Half a request may be on the wire: never reuse the connection.
+            self.reusable = false;
+        }
+        sent
     }
 
     fn consumed(&mut self, n: u64) {
@@ -611,6 +674,88 @@ mod tests {
             "GET /a?x=1 HTTP/1.1\r\nhost: example.test:8080\r\nrange: bytes=0-4\r\n\r\n"
         );
         assert!(heads[1].starts_with("GET /b HTTP/1.1\r\n"));
+    }
+
+    /// Reads one request head from `s`, byte by byte.
+    async fn read_request(s: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut b = [0u8; 1];
+            if s.read(&mut b).await.ok()? == 0 {
+                return None;
+            }
+            head.push(b[0]);
+        }
+        String::from_utf8(head).ok()
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_ahead_reaches_the_server_while_the_body_still_flows() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Sends half of the first body, and the rest only once the second
+        // request has arrived: a client that waits for the end of the
+        // first answer before asking again never gets it.
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let first = read_request(&mut s).await.unwrap();
+            s.write_all(b"HTTP/1.1 206 Partial Content\r\nContent-Length: 10\r\n\r\nfirst")
+                .await
+                .unwrap();
+            let second = read_request(&mut s).await.unwrap();
+            s.write_all(b"half!HTTP/1.1 206 Partial Content\r\nContent-Length: 3\r\n\r\ntwo")
+                .await
+                .unwrap();
+            (first, second)
+        });
+        let mut c = PlainConn::new(TcpStream::connect(addr).await.unwrap(), 8192);
+        let five = std::time::Duration::from_secs(5);
+
+        let mut body = c.send(get("/one"), "h").await.unwrap().into_body();
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&frame[..], b"first");
+        body.send_ahead(&get("/two")).await.unwrap();
+        let e = body.send_ahead(&get("/three")).await.unwrap_err();
+        assert!(e.to_string().contains("already waiting"), "{e}");
+        let rest = tokio::time::timeout(five, body.collect())
+            .await
+            .expect("the server waits for the request sent ahead");
+        assert_eq!(&rest.unwrap().to_bytes()[..], b"half!");
+
+        assert!(c.has_answer_pending());
+        let e = c.send(get("/other"), "h").await.unwrap_err();
+        assert!(e.to_string().contains("still due"), "{e}");
+        let r = tokio::time::timeout(five, c.receive("h"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r.status(), 206);
+        assert_eq!(body_of(r).await.unwrap(), b"two");
+        assert!(!c.has_answer_pending() && !c.is_closed());
+        let e = c.receive("h").await.unwrap_err();
+        assert!(e.to_string().contains("no request was sent ahead"), "{e}");
+
+        let (first, second) = server.await.unwrap();
+        assert!(first.starts_with("GET /one HTTP/1.1\r\n"), "{first}");
+        assert!(second.starts_with("GET /two HTTP/1.1\r\n"), "{second}");
+    }
+
+    #[tokio::test]
+    async fn nothing_is_sent_ahead_on_a_connection_the_server_closes() {
+        let (mut c, server) = scripted(vec![
+            b"HTTP/1.1 206 Partial Content\r\nConnection: close\r\nContent-Length: 4\r\n\r\nlast"
+                .to_vec(),
+        ])
+        .await;
+        let mut body = c.send(get("/"), "h").await.unwrap().into_body();
+        let e = body.send_ahead(&get("/next")).await.unwrap_err();
+        assert!(e.to_string().contains("ends with this answer"), "{e}");
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"last");
+        assert_eq!(
+            server.await.unwrap().len(),
+            1,
+            "only the first request was sent"
+        );
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod fuzz_regressions;
 mod hfd;
 mod hfd_mirrors;
 mod mirrors;
+mod pipelining;
 mod proxy;
 mod support;
 mod tls;
