@@ -11,7 +11,12 @@
 # Environment: LOSS (0.5) RTT (100) N (16) FILE (big-1g.bin, from the
 # harness's data) CAP (90 s per download: a run that hits it is reported
 # with the bytes it had, as MB/s over CAP).
-# Tools: aria2c -x N -s N -k 1M, hfget -x N, and hfget with no -x (adaptive).
+# Tools: aria2c -x N -s N -k 1M, hfget -x N, and hfget with no -x (adaptive);
+# with HFGET_BASE=/path/to/another/hfget also that build at -x N, to compare
+# two builds in one invocation.
+# Before every run the server namespace forgets what its TCP learned from
+# the runs before (`ip tcp_metrics flush`): otherwise the RTT cached from one
+# tool's connections sets the next tool's first retransmission timeouts.
 # Prints per-run lines and a table of median MB/s and the ratio to aria2c.
 set -euo pipefail
 [ -n "${TRACE:-}" ] && set -x
@@ -51,14 +56,22 @@ declare -A cmd=(
     [hfget-auto]="$hfget $url -o $out/f -q --allow-overwrite"
 )
 tools=(aria2c hfget hfget-auto)
+if [[ -n ${HFGET_BASE:-} ]]; then
+    cmd[hfget-base]="$HFGET_BASE $url -x $N -o $out/f -q --allow-overwrite"
+    tools+=(hfget-base)
+fi
 
 declare -A rates
 echo "C with loss: rtt $RTT ms, loss $LOSS %, 8 MB/s per request, $FILE, N=$N, $RUNS rounds, cap $CAP s"
 for ((r = 1; r <= RUNS; r++)); do
     order=("${tools[@]}")
-    ((r % 2 == 0)) && order=(hfget-auto hfget aria2c)
+    if ((r % 2 == 0)); then
+        order=()
+        for ((i = ${#tools[@]} - 1; i >= 0; i--)); do order+=("${tools[i]}"); done
+    fi
     for t in "${order[@]}"; do
         rm -f "$out"/f*
+        ip netns exec "$ns_srv" ip tcp_metrics flush all 2>/dev/null || true
         start=$(date +%s.%N)
         # shellcheck disable=SC2086 # the command lines are word lists
         if ip netns exec "$ns_cli" timeout -k 5 "$CAP" ${cmd[$t]} >/dev/null 2>&1; then
