@@ -193,7 +193,13 @@ impl Worker {
                     });
                     let mut conn = self.conn.take();
                     let (req, generation, r) = match ahead {
-                        Some(a) => (a.range, a.generation, receive_ahead(a.url, &mut conn).await),
+                        Some(a) => {
+                            let r = tokio::select! {
+                                r = receive_ahead(a.url, &mut conn) => r,
+                                _ = job.cancel.cancelled() => return,
+                            };
+                            (a.range, a.generation, r)
+                        }
                         None => {
                             let Some(req) = self
                                 .slot
@@ -208,15 +214,19 @@ impl Worker {
                                 end: Some(req.end),
                             };
                             let if_range = job.if_range_for(&source);
-                            let r = fetch(
-                                &job.net,
-                                &source,
-                                url,
-                                byte_range,
-                                if_range.as_deref(),
-                                &mut conn,
-                            )
-                            .await;
+                            // A server that went silent must not hold up Ctrl-C
+                            // for the response timeout.
+                            let r = tokio::select! {
+                                r = fetch(
+                                    &job.net,
+                                    &source,
+                                    url,
+                                    byte_range,
+                                    if_range.as_deref(),
+                                    &mut conn,
+                                ) => r,
+                                _ = job.cancel.cancelled() => return,
+                            };
                             if let Ok(f) = &r {
                                 source.record_ttfb(f.ttfb);
                             }
@@ -406,6 +416,7 @@ impl Worker {
         let mut batch = Batch::new(req.start, self.pipes_for(&body));
         let mut expected = req.start;
         let slot = self.slot.clone();
+        let mut cancelled = pin!(job.cancel.cancelled());
         let mut woken = pin!(slot.wake.notified());
         woken.as_mut().enable();
         let end = loop {
@@ -414,6 +425,9 @@ impl Worker {
             }
             let piece = tokio::select! {
                 biased;
+                // Ctrl-C cancels the job's token without preempting slots:
+                // a body that stopped coming must not keep us waiting.
+                _ = &mut cancelled => break StreamEnd::Cancelled,
                 _ = &mut woken => {
                     match self.slot.take_preempt() {
                         Preempt::Cancel => break StreamEnd::Cancelled,

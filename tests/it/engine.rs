@@ -198,3 +198,47 @@ fn continue_a_prefix_left_by_another_tool() {
     assert_eq!(o.resumed, 2 << 20);
     assert_eq!(sha256_file(&out), want);
 }
+
+#[test]
+fn ctrl_c_stops_a_download_whose_server_went_silent() {
+    // The only connection's answer stops at 1 MiB for good. Ctrl-C (the
+    // caller's token) must stop the download at once, not after the stall
+    // detector or a response timeout; before, it waited for the server.
+    let server = TestServer::start();
+    let len: u64 = 4 << 20;
+    server.add_file(
+        "/f.bin",
+        FileSpec::generated(41, len).stall(1 << 20, u32::MAX, None),
+    );
+    let dir = tempdir();
+    let out = dir.path().join("f.bin");
+    let mut s = spec(&server.url("/f.bin"), &out);
+    s.connections = 1;
+    s.per_source = 1;
+    let rt = runtime();
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let c2 = cancel.clone();
+    let progress = hfd::engine::Progress::new();
+    let p2 = progress.clone();
+    let net = hfd::net::Net::new(hfd::net::NetOptions::default());
+    let r = rt.block_on(async {
+        tokio::spawn(async move {
+            while p2.received() < 1 << 20 {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            // The body is silent now; let the slot settle into waiting.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            c2.cancel();
+        });
+        // Far longer than a prompt stop, far shorter than the engine's own
+        // timeouts (30 s without a response, 60 s without any progress).
+        tokio::time::timeout(
+            std::time::Duration::from_secs(15),
+            hfd::engine::download(&net, &s, progress, cancel),
+        )
+        .await
+    });
+    let r = r.expect("Ctrl-C did not stop the download within 15 s");
+    assert!(matches!(r, Err(hfd::engine::Error::Interrupted)), "{r:?}");
+    assert!(!out.exists(), "an unfinished file never has the final name");
+}
