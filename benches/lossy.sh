@@ -44,6 +44,7 @@ cleanup() {
     rm -rf "$out"
 }
 trap cleanup EXIT
+"$harness/serve.sh" stop lossy >/dev/null 2>&1 || true
 "$harness/netns.sh" down >/dev/null 2>&1 || true
 "$harness/netns.sh" up --rtt-ms "$RTT" --loss-pct "$LOSS"
 "$harness/serve.sh" start lossy --port "$port" --rate 8000000 --netns "$ns_srv" --addr "$addr" >/dev/null
