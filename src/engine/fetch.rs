@@ -29,6 +29,14 @@ pub struct ByteRange {
 }
 
 impl ByteRange {
+    /// The bounded range `r`.
+    pub fn of(r: &std::ops::Range<u64>) -> ByteRange {
+        ByteRange {
+            start: r.start,
+            end: Some(r.end),
+        }
+    }
+
     fn header(&self) -> String {
         match self.end {
             Some(e) => format!("bytes={}-{}", self.start, e - 1),

@@ -625,10 +625,7 @@ async fn probe(
             return Err(Error::Interrupted);
         }
         let (url, generation) = source.current();
-        let range = ByteRange {
-            start,
-            end: Some(end),
-        };
+        let range = ByteRange::of(&(start..end));
         let failure = match fetch(net, source, url, range, None, &mut conn).await {
             Ok(fetched) => {
                 source.record_ttfb(fetched.ttfb);
@@ -1016,10 +1013,17 @@ async fn run_slots(
         .map(|a| Growth::new(a, conns, wanted));
     let mut grow_tick = tokio::time::interval(Duration::from_millis(250));
     let mut peak = conns;
-    // Ctrl-C from the caller reaches the slots through the job's child token.
+    // However the job's token is cancelled (Ctrl-C from the caller, a fatal
+    // error, a writer that stopped), every slot is preempted, so none waits
+    // for a server that went silent.
+    let mut preempted = false;
     loop {
         tokio::select! {
             joined = tasks.join_next() => if joined.is_none() { break },
+            _ = job.cancel.cancelled(), if !preempted => {
+                preempted = true;
+                sched.cancel_all();
+            }
             _ = grow_tick.tick(), if growth.as_ref().is_some_and(|g| !g.stopped()) => {
                 let g = growth.as_mut().expect("checked");
                 let live = job.live_slots.load(Relaxed);

@@ -189,7 +189,6 @@ impl Worker {
                     let ahead = self.ahead.take().filter(|a| {
                         self.conn.as_ref().is_some_and(|c| c.has_answer_pending())
                             && a.range.start == self.slot.region().start
-                            && a.range.start < a.range.end
                     });
                     let mut conn = self.conn.take();
                     let (req, generation, r) = match ahead {
@@ -209,10 +208,6 @@ impl Worker {
                                 continue;
                             };
                             let (url, generation) = source.current();
-                            let byte_range = ByteRange {
-                                start: req.start,
-                                end: Some(req.end),
-                            };
                             let if_range = job.if_range_for(&source);
                             // A server that went silent must not hold up Ctrl-C
                             // for the response timeout.
@@ -221,7 +216,7 @@ impl Worker {
                                     &job.net,
                                     &source,
                                     url,
-                                    byte_range,
+                                    ByteRange::of(&req),
                                     if_range.as_deref(),
                                     &mut conn,
                                 ) => r,
@@ -416,18 +411,19 @@ impl Worker {
         let mut batch = Batch::new(req.start, self.pipes_for(&body));
         let mut expected = req.start;
         let slot = self.slot.clone();
-        let mut cancelled = pin!(job.cancel.cancelled());
         let mut woken = pin!(slot.wake.notified());
         woken.as_mut().enable();
+        // A stop that came while the request was under way was announced
+        // before `woken` listened.
+        if job.cancel.is_cancelled() {
+            return Ok(StreamEnd::Cancelled);
+        }
         let end = loop {
             if batch.must_flush_for_room() {
                 batch.flush(&job).await?;
             }
             let piece = tokio::select! {
                 biased;
-                // Ctrl-C cancels the job's token without preempting slots:
-                // a body that stopped coming must not keep us waiting.
-                _ = &mut cancelled => break StreamEnd::Cancelled,
                 _ = &mut woken => {
                     match self.slot.take_preempt() {
                         Preempt::Cancel => break StreamEnd::Cancelled,
@@ -550,10 +546,7 @@ impl Worker {
             return;
         };
         let if_range = job.if_range_for(source);
-        let byte_range = ByteRange {
-            start: range.start,
-            end: Some(range.end),
-        };
+        let byte_range = ByteRange::of(&range);
         let Some(head) = head_ahead(&job.net, source, conn, url, byte_range, if_range.as_deref())
         else {
             return;

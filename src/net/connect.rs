@@ -126,13 +126,8 @@ impl Conn {
                 detail: "no request was sent ahead".into(),
             });
         };
-        match tokio::time::timeout(self.response_timeout, p.receive(&host)).await {
-            Ok(r) => Ok(r?.map(Body::Plain)),
-            Err(_) => Err(NetError::ResponseTimeout {
-                host,
-                secs: self.response_timeout.as_secs(),
-            }),
-        }
+        let r = within(self.response_timeout, &host, p.receive(&host)).await?;
+        Ok(r.map(Body::Plain))
     }
 
     /// `GET url` with `headers`, in the form this connection sends it.
@@ -207,16 +202,7 @@ impl Conn {
                 }
             }
         };
-        let secs = self.response_timeout.as_secs();
-        let response = match tokio::time::timeout(self.response_timeout, fut).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(NetError::ResponseTimeout {
-                    host: self.origin.host.clone(),
-                    secs,
-                });
-            }
-        };
+        let response = within(self.response_timeout, &host, fut).await?;
         // Through an HTTP proxy in absolute form, a 407 is the proxy's
         // answer, not the origin's: report it as a proxy failure. So is
         // tinyproxy 1.11's answer to wrong credentials, a 401 with its own
@@ -238,6 +224,22 @@ impl Conn {
         }
         Ok(response)
     }
+}
+
+/// `answer`, or a [`NetError::ResponseTimeout`] once `timeout` has passed.
+async fn within<T>(
+    timeout: Duration,
+    host: &str,
+    answer: impl Future<Output = Result<T, NetError>>,
+) -> Result<T, NetError> {
+    tokio::time::timeout(timeout, answer)
+        .await
+        .unwrap_or_else(|_| {
+            Err(NetError::ResponseTimeout {
+                host: host.to_string(),
+                secs: timeout.as_secs(),
+            })
+        })
 }
 
 fn describe_hyper_error(e: &hyper::Error) -> String {
