@@ -1,6 +1,8 @@
 //! The engine against a well-behaved server: sizes, connection counts, the
 //! `-k` rule, the files left behind.
 
+use std::time::Duration;
+
 use crate::support::*;
 
 fn fetch_and_check(len: u64, connections: usize, min_split: u64) -> hfd::engine::Outcome {
@@ -127,21 +129,7 @@ fn resumes_from_a_partial_download_without_refetching() {
     let mut s = spec(&server.url("/f.bin"), &out);
     s.connections = 4;
     s.per_source = 4;
-    let rt = runtime();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let c2 = cancel.clone();
-    let progress = hfd::engine::Progress::new();
-    let p2 = progress.clone();
-    let net = hfd::net::Net::new(hfd::net::NetOptions::default());
-    let r = rt.block_on(async {
-        tokio::spawn(async move {
-            while p2.done() < len / 3 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            c2.cancel();
-        });
-        hfd::engine::download(&net, &s, progress, cancel).await
-    });
+    let r = cancel_after(&s, len / 3, Duration::ZERO).expect("the download did not stop");
     assert!(matches!(r, Err(hfd::engine::Error::Interrupted)), "{r:?}");
     assert_eq!(hfd::engine::Error::Interrupted.exit_code().code(), 7);
     assert!(!out.exists(), "an unfinished file never has the final name");
@@ -215,30 +203,39 @@ fn ctrl_c_stops_a_download_whose_server_went_silent() {
     let mut s = spec(&server.url("/f.bin"), &out);
     s.connections = 1;
     s.per_source = 1;
-    let rt = runtime();
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let c2 = cancel.clone();
-    let progress = hfd::engine::Progress::new();
-    let p2 = progress.clone();
-    let net = hfd::net::Net::new(hfd::net::NetOptions::default());
-    let r = rt.block_on(async {
-        tokio::spawn(async move {
-            while p2.received() < 1 << 20 {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            }
-            // The body is silent now; let the slot settle into waiting.
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            c2.cancel();
-        });
-        // Far longer than a prompt stop, far shorter than the engine's own
-        // timeouts (30 s without a response, 60 s without any progress).
-        tokio::time::timeout(
-            std::time::Duration::from_secs(15),
-            hfd::engine::download(&net, &s, progress, cancel),
-        )
-        .await
-    });
-    let r = r.expect("Ctrl-C did not stop the download within 15 s");
+    // The body is silent at 1 MiB; let the slot settle into waiting.
+    let r = cancel_after(&s, 1 << 20, Duration::from_millis(300))
+        .expect("Ctrl-C did not stop the download within 15 s");
     assert!(matches!(r, Err(hfd::engine::Error::Interrupted)), "{r:?}");
     assert!(!out.exists(), "an unfinished file never has the final name");
+}
+
+/// Runs `s` in-process and cancels it as Ctrl-C does, `settle` after `bytes`
+/// are done; `None` when the download has not ended 15 s after the cancel
+/// (far longer than a prompt stop, far shorter than the engine's own
+/// timeouts: 30 s without a response, 60 s without any progress).
+fn cancel_after(
+    s: &hfd::engine::DownloadSpec,
+    bytes: u64,
+    settle: Duration,
+) -> Option<Result<hfd::engine::Outcome, hfd::engine::Error>> {
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let progress = hfd::engine::Progress::new();
+    let net = hfd::net::Net::new(hfd::net::NetOptions::default());
+    let (c2, p2) = (cancel.clone(), progress.clone());
+    runtime().block_on(async {
+        let download = tokio::spawn({
+            let s = s.clone();
+            async move { hfd::engine::download(&net, &s, progress, cancel).await }
+        });
+        while p2.done() < bytes && !download.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(settle).await;
+        c2.cancel();
+        tokio::time::timeout(Duration::from_secs(15), download)
+            .await
+            .ok()
+            .map(|joined| joined.expect("the download task does not panic"))
+    })
 }
