@@ -56,6 +56,11 @@ pub struct NetArgs {
     /// of splicing them from the socket into the file (for comparisons).
     #[arg(long = "no-splice", hide = true)]
     pub no_splice: bool,
+
+    /// HTTP/1.1 over TLS: go through tokio-rustls and hyper instead of
+    /// opening records ourselves (for comparisons).
+    #[arg(long = "no-own-tls", hide = true)]
+    pub no_own_tls: bool,
 }
 
 /// Written by hand so that proxy credentials cannot reach a log through
@@ -74,6 +79,7 @@ impl fmt::Debug for NetArgs {
             .field("http2", &self.http2)
             .field("user_agent", &self.user_agent)
             .field("no_splice", &self.no_splice)
+            .field("no_own_tls", &self.no_own_tls)
             .finish()
     }
 }
@@ -108,6 +114,7 @@ impl NetArgs {
                 .unwrap_or_else(|| default_agent.to_string()),
             read_buffer: crate::net::read_buffer_for(connections),
             splice: cfg!(target_os = "linux") && !self.no_splice,
+            own_tls: !self.no_own_tls,
         })
     }
 }

@@ -564,10 +564,11 @@ impl Worker {
     }
 
     /// The pipes to splice `body` through, when it can be spliced: our own
-    /// plain HTTP/1.1 client's answer with a `Content-Length`.
+    /// HTTP/1.1 client's answer with a `Content-Length`, on a plain socket.
     #[cfg(target_os = "linux")]
     fn pipes_for(&mut self, body: &Body) -> Option<Arc<Pipes>> {
-        if !matches!(body, Body::Plain(p) if p.remaining().is_some_and(|n| n > 0)) {
+        if !matches!(body, Body::Plain(p) if p.can_splice() && p.remaining().is_some_and(|n| n > 0))
+        {
             return None;
         }
         if self.pipes.is_none() {

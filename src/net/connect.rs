@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use url::Url;
@@ -19,11 +19,8 @@ use url::Url;
 use super::body::Body;
 use super::plain::{self, PlainConn};
 use super::proxy::{Proxy, ProxyKind, Route};
-use super::{Net, NetError, Origin, tls};
-
-trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
-type BoxIo = Box<dyn Io>;
+use super::tls_link::TlsLink;
+use super::{BoxIo, Net, NetError, Origin, tls};
 
 enum Sender {
     H1(http1::SendRequest<Empty<Bytes>>),
@@ -65,6 +62,7 @@ impl Conn {
         let proto = match self.sender {
             Sender::H1(_) => "HTTP/1.1",
             Sender::H2(_) => "HTTP/2",
+            Sender::Plain(_) if self.tls_info.is_some() => "HTTP/1.1 (own TLS records)",
             Sender::Plain(_) => "HTTP/1.1 (spliced)",
         };
         let mut s = format!("{} {}", self.origin, self.route);
@@ -296,6 +294,9 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
     };
     let (sender, tls_info) = match link {
         Link::Plain(tcp) => (Sender::Plain(PlainConn::new(tcp, opts.read_buffer)), None),
+        Link::Hyper(io) if origin.https && opts.own_tls && !opts.http2 => {
+            own_tls_sender(net, &origin, io).await?
+        }
         Link::Hyper(io) => hyper_sender(net, &origin, io).await?,
     };
     let conn = Conn {
@@ -313,11 +314,26 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
 }
 
 /// What a connection's requests travel on: the bare socket, for our own
-/// plain HTTP/1.1 client, or whatever the route gave, for hyper (after TLS
-/// when the origin is https).
+/// plain HTTP/1.1 client, or whatever the route gave, under TLS when the
+/// origin is https (our own client again for HTTP/1.1, else hyper).
 enum Link {
     Plain(TcpStream),
     Hyper(BoxIo),
+}
+
+/// TLS by rustls's handshake and our own records, under our own HTTP/1.1
+/// client; also returns the TLS line for `-v`.
+async fn own_tls_sender(
+    net: &Net,
+    origin: &Origin,
+    io: BoxIo,
+) -> Result<(Sender, Option<String>), NetError> {
+    let config = net.tls_for_target()?;
+    let name = tls::server_name(&origin.host).map_err(NetError::Config)?;
+    let link = tls_handshake(net, origin, TlsLink::handshake(io, config, name)).await?;
+    let info = link.info().to_string();
+    let conn = PlainConn::over_tls(link, net.options().read_buffer);
+    Ok((Sender::Plain(conn), Some(info)))
 }
 
 /// Sets up TLS (for an https origin) and hyper's HTTP/1.1 or HTTP/2 client
@@ -327,24 +343,13 @@ async fn hyper_sender(
     origin: &Origin,
     io: BoxIo,
 ) -> Result<(Sender, Option<String>), NetError> {
-    let opts = net.options();
     let mut tls_info = None;
     let mut h2 = false;
     let io: BoxIo = if origin.https {
         let config = net.tls_for_target()?;
         let name = tls::server_name(&origin.host).map_err(NetError::Config)?;
-        let handshake = TlsConnector::from(config).connect(name, io);
-        let stream = match tokio::time::timeout(opts.connect_timeout, handshake).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(tls_error(&origin.host, e)),
-            Err(_) => {
-                return Err(NetError::Tls {
-                    host: origin.host.clone(),
-                    detail: format!("no handshake within {} s", opts.connect_timeout.as_secs()),
-                    certificate: false,
-                });
-            }
-        };
+        let stream =
+            tls_handshake(net, origin, TlsConnector::from(config).connect(name, io)).await?;
         let (_, session) = stream.get_ref();
         h2 = session.alpn_protocol() == Some(b"h2");
         tls_info = Some(format!(
@@ -405,6 +410,24 @@ async fn hyper_sender(
         Sender::H1(sender)
     };
     Ok((sender, tls_info))
+}
+
+/// Runs a TLS handshake within the connect timeout.
+async fn tls_handshake<T>(
+    net: &Net,
+    origin: &Origin,
+    handshake: impl Future<Output = io::Result<T>>,
+) -> Result<T, NetError> {
+    let timeout = net.options().connect_timeout;
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(tls_error(&origin.host, e)),
+        Err(_) => Err(NetError::Tls {
+            host: origin.host.clone(),
+            detail: format!("no handshake within {} s", timeout.as_secs()),
+            certificate: false,
+        }),
+    }
 }
 
 fn tls_error(host: &str, e: io::Error) -> NetError {

@@ -4,9 +4,10 @@
 //! Layers, bottom up: TCP (or a SOCKS5 session, or an HTTP `CONNECT` tunnel,
 //! possibly through TLS to the proxy) → TLS to the target (SNI and
 //! certificate checks always for the *target* host) → `hyper::client::conn`
-//! HTTP/1.1 or HTTP/2, except plain http straight to the server, which goes
-//! through our own small HTTP/1.1 client so bodies can be spliced
-//! ([`plain`]). We use hyper's connection API rather than a pooled
+//! HTTP/1.1 or HTTP/2. Plain http straight to the server goes through our
+//! own small HTTP/1.1 client so bodies can be spliced ([`plain`]); so does
+//! HTTP/1.1 over TLS, with records opened by us in place ([`tls_link`]).
+//! We use hyper's connection API rather than a pooled
 //! client because a segmented download must choose, time and replace each
 //! connection itself, and the pooled client never opens a second HTTP/2
 //! connection to a host.
@@ -17,6 +18,8 @@ pub mod http;
 pub mod plain;
 pub mod proxy;
 pub mod tls;
+mod tls_link;
+mod tls_record;
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -28,6 +31,11 @@ pub use body::{Body, BodyError};
 pub use connect::Conn;
 pub use proxy::{ProxyFlags, ProxySettings, Route};
 pub use tls::TlsOptions;
+
+/// Whatever a route yields: a socket, a SOCKS5 session or a proxy tunnel.
+pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+pub(crate) type BoxIo = Box<dyn Io>;
 
 /// Everything that decides how connections are made.
 #[derive(Clone, Debug)]
@@ -46,6 +54,10 @@ pub struct NetOptions {
     /// client ([`plain`]), whose bodies can be spliced into the file
     /// (Linux). Off: hyper carries everything (`hfget --no-splice`).
     pub splice: bool,
+    /// HTTP/1.1 over TLS uses the same client, with TLS records opened in
+    /// place by us after rustls's handshake ([`tls_link`]): fewer copies,
+    /// and pipelining. Off: tokio-rustls and hyper (`hfget --no-own-tls`).
+    pub own_tls: bool,
 }
 
 /// Read-buffer size for a run with `connections` connections at once.
@@ -87,6 +99,7 @@ impl Default for NetOptions {
             user_agent: concat!("hfget/", env!("CARGO_PKG_VERSION")).to_string(),
             read_buffer: read_buffer_for(16),
             splice: cfg!(target_os = "linux"),
+            own_tls: true,
         }
     }
 }

@@ -12,6 +12,9 @@
 //! read as ordinary frames through [`http_body::Body`], so the rest of the
 //! engine does not care which client answered.
 //!
+//! The same client speaks HTTP/1.1 over TLS, on records we open ourselves
+//! ([`super::tls_link`]); such bodies are read as frames, never spliced.
+//!
 //! Only what a downloader sends is supported: `GET` without a request body.
 //! One request may be sent ahead while a body is still arriving (HTTP/1.1
 //! pipelining, [`PlainBody::send_ahead`]): on a distant server the next
@@ -33,15 +36,69 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::NetError;
+use super::tls_link::TlsLink;
 use crate::sync::lock;
 
 /// A response head larger than this is refused (hyper's default is similar).
 const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 
-/// The socket and what was read from it past the last response.
+/// What the HTTP bytes travel on.
+enum Transport {
+    Tcp(TcpStream),
+    Tls(Box<TlsLink>),
+}
+
+impl Transport {
+    async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Transport::Tcp(t) => t.write_all(data).await,
+            Transport::Tls(t) => t.write_all(data).await,
+        }
+    }
+
+    /// Appends what arrives next to `buf`; `Ok(0)` at the end of the stream.
+    /// TLS hands over its plaintext in place when `buf` is empty, which it
+    /// is whenever a body is streamed.
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+        read_size: usize,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Transport::Tcp(t) => {
+                buf.reserve(read_size);
+                tokio_util::io::poll_read_buf(Pin::new(t), cx, buf)
+            }
+            Transport::Tls(t) => match ready!(t.poll_plain(cx, read_size))? {
+                None => Poll::Ready(Ok(0)),
+                Some(data) => {
+                    let n = data.len();
+                    if buf.is_empty() {
+                        *buf = data;
+                    } else {
+                        buf.extend_from_slice(&data);
+                    }
+                    Poll::Ready(Ok(n))
+                }
+            },
+        }
+    }
+
+    /// Whether an end of stream can be trusted as the end of a body that
+    /// runs to the close: over TLS only after close_notify.
+    fn ended_cleanly(&self) -> bool {
+        match self {
+            Transport::Tcp(_) => true,
+            Transport::Tls(t) => t.closed_cleanly(),
+        }
+    }
+}
+
+/// The connection and what was read from it past the last response.
 struct Wire {
-    tcp: TcpStream,
+    link: Transport,
     buf: BytesMut,
     /// A request was sent whose answer has not been read yet.
     sent_ahead: bool,
@@ -57,9 +114,18 @@ pub struct PlainConn {
 
 impl PlainConn {
     pub fn new(tcp: TcpStream, read_size: usize) -> PlainConn {
+        PlainConn::on(Transport::Tcp(tcp), read_size)
+    }
+
+    /// HTTP/1.1 over a TLS connection whose handshake is done.
+    pub(crate) fn over_tls(link: TlsLink, read_size: usize) -> PlainConn {
+        PlainConn::on(Transport::Tls(Box::new(link)), read_size)
+    }
+
+    fn on(link: Transport, read_size: usize) -> PlainConn {
         PlainConn {
             home: Arc::new(Mutex::new(Some(Wire {
-                tcp,
+                link,
                 buf: BytesMut::new(),
                 sent_ahead: false,
             }))),
@@ -94,7 +160,7 @@ impl PlainConn {
             ));
         }
         let mut wire = self.take_wire(host)?;
-        wire.tcp
+        wire.link
             .write_all(&head)
             .await
             .map_err(|e| http_error(host, format!("sending the request failed: {e}")))?;
@@ -209,8 +275,11 @@ async fn read_head(wire: &mut Wire, read_size: usize) -> io::Result<Head> {
                 return Err(bad(format!("a response head larger than {MAX_HEAD} bytes")));
             }
         }
-        wire.buf.reserve(read_size.min(MAX_HEAD));
-        let n = tokio_util::io::read_buf(&mut wire.tcp, &mut wire.buf).await?;
+        let n = std::future::poll_fn(|cx| {
+            wire.link
+                .poll_read_into(cx, &mut wire.buf, read_size.min(MAX_HEAD))
+        })
+        .await?;
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -350,7 +419,7 @@ impl PlainBody {
             return Err(io::Error::other("a request is already waiting"));
         }
         wire.sent_ahead = true;
-        let sent = wire.tcp.write_all(head).await;
+        let sent = wire.link.write_all(head).await;
         if sent.is_err() {
             // Half a request may be on the wire: never reuse the connection.
             self.reusable = false;
@@ -400,18 +469,18 @@ impl PlainBody {
             .as_mut()
             .ok_or_else(|| io::Error::other("the body has no connection"))?;
         debug_assert!(wire.buf.is_empty(), "take_buffered first");
+        let Transport::Tcp(tcp) = &mut wire.link else {
+            return Err(io::Error::other("a TLS body cannot be spliced"));
+        };
         let want = (left.min(max as u64) as usize).max(1);
         let n = loop {
             // With room in the pipe, EAGAIN can only mean an empty socket,
             // so clearing the socket's readiness below is right. Only this
             // body writes into the pipe: its room can only grow meanwhile.
             pipe.writable().await?;
-            wire.tcp.readable().await?;
-            let sock = wire.tcp.as_raw_fd();
-            match wire
-                .tcp
-                .try_io(tokio::io::Interest::READABLE, || pipe.fill_from(sock, want))
-            {
+            tcp.readable().await?;
+            let sock = tcp.as_raw_fd();
+            match tcp.try_io(tokio::io::Interest::READABLE, || pipe.fill_from(sock, want)) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(e),
@@ -435,8 +504,12 @@ impl PlainBody {
             .wire
             .as_mut()
             .expect("a body still reading owns its connection");
-        wire.buf.reserve(read_size);
-        tokio_util::io::poll_read_buf(Pin::new(&mut wire.tcp), cx, &mut wire.buf)
+        wire.link.poll_read_into(cx, &mut wire.buf, read_size)
+    }
+
+    /// Whether this body travels on a plain socket, which can be spliced.
+    pub fn can_splice(&self) -> bool {
+        matches!(&self.wire, Some(w) if matches!(w.link, Transport::Tcp(_)))
     }
 
     fn buffered(&self) -> usize {
@@ -551,8 +624,15 @@ impl HttpBody for PlainBody {
             // Nothing usable buffered: read more.
             match ready!(this.poll_fill(cx)) {
                 Ok(0) if matches!(this.state, State::UntilClose) => {
+                    let clean = this.wire.as_ref().is_some_and(|w| w.link.ended_cleanly());
                     this.wire = None;
                     this.state = State::Done;
+                    if !clean {
+                        return Poll::Ready(Some(Err(io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "the TLS connection ended without close_notify: the body may be cut short",
+                        ))));
+                    }
                 }
                 Ok(0) => {
                     this.wire = None;

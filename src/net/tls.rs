@@ -72,6 +72,9 @@ pub fn client_config(opts: &TlsOptions, alpn: &[&[u8]]) -> Result<ClientConfig, 
             .with_no_client_auth()
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Our own HTTP/1.1 client takes the traffic keys after the handshake
+    // and protects the records itself (net::tls_link); they stay in memory.
+    config.enable_secret_extraction = true;
     Ok(config)
 }
 

@@ -1,5 +1,6 @@
 //! HTTPS: our own CA, `--ca-certificate`, `SSL_CERT_FILE`, a clear error for
-//! an unknown issuer, `--check-certificate=false`, and HTTP/2 by ALPN.
+//! an unknown issuer, `--check-certificate=false`, HTTP/2 by ALPN, and our
+//! own TLS records under HTTP/1.1 (TLS 1.3 and 1.2) against tokio-rustls.
 
 use std::sync::Arc;
 
@@ -17,6 +18,11 @@ pub fn pki() -> Pki {
 
 /// A CA and a server certificate for `names` (DNS names or IP addresses).
 pub fn pki_for(names: &[&str]) -> Pki {
+    pki_with(names, rustls::DEFAULT_VERSIONS)
+}
+
+/// As [`pki_for`], with a server that speaks only `versions`.
+fn pki_with(names: &[&str], versions: &[&'static rustls::SupportedProtocolVersion]) -> Pki {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -31,7 +37,7 @@ pub fn pki_for(names: &[&str]) -> Pki {
     let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
@@ -152,4 +158,64 @@ fn http2_is_used_when_offered_and_asked_for() {
     );
     // Still one TCP connection per segment worker.
     assert!(server.stats().connections >= 4, "{:?}", server.stats());
+}
+
+/// HTTP/1.1 over TLS goes through our own records by default and through
+/// tokio-rustls and hyper with `--no-own-tls`: the same file either way,
+/// throttled so that connections take over each other's tails, and with
+/// connections kept for several requests. A server that speaks only TLS 1.2
+/// gets our records too.
+#[test]
+fn own_tls_records_and_hyper_give_the_same_file_in_tls_13_and_12() {
+    for (pki, version) in [
+        (pki(), "TLS 1.3"),
+        (
+            pki_with(&["localhost", "127.0.0.1"], &[&rustls::version::TLS12]),
+            "TLS 1.2",
+        ),
+    ] {
+        let server = tls_server(&pki);
+        let file = FileSpec::generated(34, 12 << 20).throttle(4 << 20);
+        let want = file.sha256_hex();
+        server.add_file("/t.bin", file);
+        let dir = tempdir();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, &pki.ca_pem).unwrap();
+        for own in [true, false] {
+            server.reset_stats();
+            let mut cmd = hfget(dir.path());
+            cmd.args([
+                &server.url("/t.bin"),
+                "-x",
+                "6",
+                "-k",
+                "1M",
+                "-v",
+                "--allow-overwrite",
+                "--ca-certificate",
+                &path_str(&ca),
+            ]);
+            if !own {
+                cmd.arg("--no-own-tls");
+            }
+            let (code, _, err) = run(&mut cmd);
+            assert_eq!(code, 0, "{version} own={own}: {err}");
+            let line = err
+                .lines()
+                .find(|l| l.contains("connected:"))
+                .unwrap_or_else(|| panic!("no connection line: {err}"));
+            assert!(line.contains(version), "{line}");
+            assert_eq!(line.contains("HTTP/1.1 (own TLS records)"), own, "{line}");
+            assert_eq!(
+                sha256_file(&dir.path().join("t.bin")),
+                want,
+                "{version} own={own}"
+            );
+            let stats = server.stats();
+            assert!(
+                stats.requests > stats.connections,
+                "connections are reused: {stats:?}"
+            );
+        }
+    }
 }

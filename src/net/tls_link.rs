@@ -1,0 +1,531 @@
+//! TLS under our own HTTP/1.1 client: rustls does the handshake, we open
+//! and seal the records.
+//!
+//! Through tokio-rustls and hyper, a body byte is copied three times in user
+//! space: rustls decrypts a record in its own buffer and copies the plaintext
+//! into a fresh `Vec`, tokio-rustls copies that into hyper's read buffer, and
+//! storage copies it into the page cache. Profiles put those copies and
+//! allocations at about a fifth of a TLS download's CPU (docs/performance.md).
+//! rustls's kernel-connection API, made for kTLS, hands over the traffic keys
+//! once the handshake is done and keeps the state only it can have (session
+//! tickets, key updates). Here records are read in large pieces and opened in
+//! place, and the plaintext leaves as a slice of the read buffer: one copy
+//! from the socket, one into the page cache. It also lets TLS connections
+//! pipeline their requests like plain ones ([`super::plain`]).
+//!
+//! Certificate checks, the key schedule and resumption stay in rustls.
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use rustls::client::{ClientConnectionData, UnbufferedClientConnection};
+use rustls::kernel::KernelConnection;
+use rustls::pki_types::ServerName;
+use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError};
+use rustls::{ClientConfig, ProtocolVersion};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::BoxIo;
+use super::tls_record::{
+    ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, MAX_BODY, MAX_PLAINTEXT, Protection, Version,
+};
+
+/// Handshake messages after the handshake that we act on (RFC 8446 4.6).
+const HELLO_REQUEST: u8 = 0;
+const NEW_SESSION_TICKET: u8 = 4;
+const KEY_UPDATE: u8 = 24;
+/// Largest post-handshake message accepted (session tickets are small).
+const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+
+/// One TLS connection after its handshake.
+pub struct TlsLink {
+    io: BoxIo,
+    /// Bytes read and not yet opened: whole records, then part of one.
+    raw: BytesMut,
+    rx: Protection,
+    tx: Protection,
+    version: Version,
+    kernel: KernelConnection<ClientConnectionData>,
+    /// Post-handshake handshake bytes; a message may span records.
+    handshake: Vec<u8>,
+    /// The server asked for a key update: ours goes out before our next record.
+    owe_key_update: bool,
+    /// The server sent close_notify: no truncation is possible.
+    closed: bool,
+    info: String,
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// rustls errors keep their type inside the `io::Error`, so that callers can
+/// tell a certificate problem from others (as with tokio-rustls).
+fn tls(e: rustls::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// What the next record in `raw` gave.
+enum Step {
+    Data(BytesMut),
+    /// A record with nothing for the caller (ticket, key update, empty).
+    Again,
+    /// This many bytes of `raw` are needed before a record can be opened.
+    NeedMore(usize),
+    Closed,
+}
+
+impl TlsLink {
+    /// Runs the handshake on `io` and takes over its records.
+    pub async fn handshake(
+        mut io: BoxIo,
+        config: Arc<ClientConfig>,
+        name: ServerName<'static>,
+    ) -> io::Result<TlsLink> {
+        let mut conn = UnbufferedClientConnection::new(config, name).map_err(tls)?;
+        let mut incoming = BytesMut::with_capacity(HEADER + MAX_BODY);
+        let mut outgoing: Vec<u8> = Vec::new();
+        loop {
+            let status = conn.process_tls_records(&mut incoming[..]);
+            let discard = status.discard;
+            let mut read = false;
+            let mut done = false;
+            match status.state.map_err(tls)? {
+                ConnectionState::EncodeTlsData(mut enc) => {
+                    let at = outgoing.len();
+                    outgoing.resize(at + 4096, 0);
+                    loop {
+                        match enc.encode(&mut outgoing[at..]) {
+                            Ok(n) => {
+                                outgoing.truncate(at + n);
+                                break;
+                            }
+                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
+                                required_size,
+                            })) => outgoing.resize(at + required_size, 0),
+                            Err(e) => return Err(io::Error::other(e.to_string())),
+                        }
+                    }
+                }
+                ConnectionState::TransmitTlsData(t) => {
+                    io.write_all(&outgoing).await?;
+                    io.flush().await?;
+                    outgoing.clear();
+                    t.done();
+                }
+                ConnectionState::BlockedHandshake => read = true,
+                ConnectionState::WriteTraffic(_) => done = true,
+                ConnectionState::PeerClosed | ConnectionState::Closed => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection during the TLS handshake",
+                    ));
+                }
+                other => {
+                    return Err(invalid(format!(
+                        "unexpected TLS state during the handshake: {other:?}"
+                    )));
+                }
+            }
+            incoming.advance(discard);
+            if done {
+                break;
+            }
+            if read {
+                incoming.reserve(HEADER + MAX_BODY);
+                if io.read_buf(&mut incoming).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection during the TLS handshake",
+                    ));
+                }
+            }
+        }
+        let version = match conn.protocol_version() {
+            Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
+            Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
+            other => return Err(invalid(format!("unsupported TLS version {other:?}"))),
+        };
+        let info = format!(
+            "{}, {}, ALPN {}",
+            if version == Version::Tls13 {
+                "TLS 1.3"
+            } else {
+                "TLS 1.2"
+            },
+            conn.negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_default(),
+            conn.alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_else(|| "none".into())
+        );
+        let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls)?;
+        let (rx_seq, rx) = secrets.rx;
+        let (tx_seq, tx) = secrets.tx;
+        Ok(TlsLink {
+            io,
+            raw: incoming,
+            rx: Protection::new(version, rx_seq, rx).map_err(invalid)?,
+            tx: Protection::new(version, tx_seq, tx).map_err(invalid)?,
+            version,
+            kernel,
+            handshake: Vec::new(),
+            owe_key_update: false,
+            closed: false,
+            info,
+        })
+    }
+
+    /// Version, cipher suite and ALPN, for `-v`.
+    pub fn info(&self) -> &str {
+        &self.info
+    }
+
+    /// True once the server closed with close_notify, which proves that
+    /// nothing was cut off.
+    pub fn closed_cleanly(&self) -> bool {
+        self.closed
+    }
+
+    /// Sends `data` as application data records.
+    pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(data.len() + 64);
+        if std::mem::take(&mut self.owe_key_update) {
+            // update_not_requested, under the old key; then the new key.
+            self.tx
+                .seal(HANDSHAKE, &[KEY_UPDATE, 0, 0, 1, 0], &mut out)
+                .map_err(invalid)?;
+            let (seq, secrets) = self.kernel.update_tx_secret().map_err(tls)?;
+            self.tx = Protection::new(self.version, seq, secrets).map_err(invalid)?;
+        }
+        for piece in data.chunks(MAX_PLAINTEXT) {
+            self.tx
+                .seal(APPLICATION_DATA, piece, &mut out)
+                .map_err(invalid)?;
+        }
+        self.io.write_all(&out).await?;
+        self.io.flush().await
+    }
+
+    /// The next application data, opened in place: a slice of the read
+    /// buffer, not a copy. `None` at the end of the stream, with
+    /// [`closed_cleanly`](Self::closed_cleanly) telling how it ended.
+    /// Reads take up to `read_size` bytes at once (many records).
+    pub fn poll_plain(
+        &mut self,
+        cx: &mut Context<'_>,
+        read_size: usize,
+    ) -> Poll<io::Result<Option<BytesMut>>> {
+        loop {
+            let need = match self.open_next()? {
+                Step::Data(d) => return Poll::Ready(Ok(Some(d))),
+                Step::Closed => return Poll::Ready(Ok(None)),
+                Step::Again => continue,
+                Step::NeedMore(n) => n,
+            };
+            // Room for the record under way, else a fresh buffer: the
+            // slices handed out keep the old one alive until written.
+            let room = self.raw.capacity() - self.raw.len();
+            if room < need - self.raw.len() || room < HEADER + MAX_BODY / 4 {
+                self.raw.reserve(read_size.max(HEADER + MAX_BODY));
+            }
+            let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                std::pin::Pin::new(&mut self.io),
+                cx,
+                &mut self.raw
+            ))?;
+            if n == 0 {
+                if self.raw.is_empty() {
+                    return Poll::Ready(Ok(None));
+                }
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the connection closed inside a TLS record",
+                )));
+            }
+        }
+    }
+
+    fn open_next(&mut self) -> io::Result<Step> {
+        if self.closed {
+            return Ok(Step::Closed);
+        }
+        if self.raw.len() < HEADER {
+            return Ok(Step::NeedMore(HEADER));
+        }
+        let header: [u8; HEADER] = self.raw[..HEADER].try_into().expect("5 bytes");
+        let len = u16::from_be_bytes([header[3], header[4]]) as usize;
+        if len > MAX_BODY {
+            return Err(invalid(format!(
+                "a TLS record of {len} bytes is larger than TLS allows"
+            )));
+        }
+        if self.raw.len() < HEADER + len {
+            return Ok(Step::NeedMore(HEADER + len));
+        }
+        let outer_ok = match self.version {
+            Version::Tls13 => header[0] == APPLICATION_DATA,
+            Version::Tls12 => matches!(header[0], ALERT | HANDSHAKE | APPLICATION_DATA),
+        };
+        if !outer_ok || header[1] != 3 {
+            return Err(invalid(format!(
+                "unexpected TLS record (type {}, version {}.{}) after the handshake",
+                header[0], header[1], header[2]
+            )));
+        }
+        let mut record = self.raw.split_to(HEADER + len);
+        let opened = self
+            .rx
+            .open(header, &mut record[HEADER..])
+            .map_err(invalid)?;
+        record.advance(HEADER + opened.start);
+        record.truncate(opened.len);
+        match opened.content_type {
+            APPLICATION_DATA if record.is_empty() => Ok(Step::Again),
+            APPLICATION_DATA => Ok(Step::Data(record)),
+            ALERT => match record[..] {
+                [_, 0] => {
+                    self.closed = true;
+                    Ok(Step::Closed)
+                }
+                [level, description] => Err(invalid(format!(
+                    "the server sent TLS alert {description} (level {level})"
+                ))),
+                _ => Err(invalid("a malformed TLS alert")),
+            },
+            HANDSHAKE => {
+                self.handshake.extend_from_slice(&record);
+                self.handshake_messages()?;
+                Ok(Step::Again)
+            }
+            t => Err(invalid(format!("unexpected TLS content type {t}"))),
+        }
+    }
+
+    /// Acts on the complete post-handshake messages received so far.
+    fn handshake_messages(&mut self) -> io::Result<()> {
+        while self.handshake.len() >= 4 {
+            let h = &self.handshake;
+            let kind = h[0];
+            let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            if len > MAX_HANDSHAKE_MESSAGE {
+                return Err(invalid(format!(
+                    "a TLS handshake message of {len} bytes after the handshake"
+                )));
+            }
+            if h.len() < 4 + len {
+                return Ok(());
+            }
+            let body: Vec<u8> = h[4..4 + len].to_vec();
+            self.handshake.drain(..4 + len);
+            match (self.version, kind) {
+                (Version::Tls13, NEW_SESSION_TICKET) => {
+                    // Stored for resumption; a bad ticket only costs that.
+                    if let Err(e) = self.kernel.handle_new_session_ticket(&body) {
+                        tracing::debug!("TLS session ticket ignored: {e}");
+                    }
+                }
+                (Version::Tls13, KEY_UPDATE) => {
+                    let (seq, secrets) = self.kernel.update_rx_secret().map_err(tls)?;
+                    self.rx = Protection::new(self.version, seq, secrets).map_err(invalid)?;
+                    match body[..] {
+                        [0] => {}
+                        [1] => self.owe_key_update = true,
+                        _ => return Err(invalid("a malformed TLS key update")),
+                    }
+                }
+                (_, HELLO_REQUEST) => {
+                    return Err(invalid(
+                        "the server asked to renegotiate TLS, which is not supported",
+                    ));
+                }
+                (_, k) => {
+                    return Err(invalid(format!(
+                        "unexpected TLS handshake message {k} after the handshake"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::crypto::CryptoProvider;
+    use rustls::pki_types::PrivateKeyDer;
+    use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::server::TlsStream;
+
+    /// A server and a client config that agree on `version` and `suite`.
+    fn configs(
+        version: &'static SupportedProtocolVersion,
+        suite: CipherSuite,
+    ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = ck.cert.der().clone();
+        let key = PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+        let mut p = rustls::crypto::ring::default_provider();
+        p.cipher_suites
+            .retain(|s| s.suite() == suite || (s.version() != version && s.suite() != suite));
+        let provider: Arc<CryptoProvider> = Arc::new(p);
+        let server = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![cert.clone()], key)
+            .unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let mut client = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.enable_secret_extraction = true;
+        (Arc::new(server), Arc::new(client))
+    }
+
+    async fn connect(
+        version: &'static SupportedProtocolVersion,
+        suite: CipherSuite,
+    ) -> (TlsLink, TlsStream<DuplexStream>) {
+        let (server_cfg, client_cfg) = configs(version, suite);
+        let (c, s) = duplex(1 << 20);
+        let accept = tokio::spawn(async move { TlsAcceptor::from(server_cfg).accept(s).await });
+        let name = ServerName::try_from("localhost").unwrap();
+        let link = TlsLink::handshake(Box::new(c), client_cfg, name)
+            .await
+            .unwrap();
+        (link, accept.await.unwrap().unwrap())
+    }
+
+    async fn next(link: &mut TlsLink) -> io::Result<Option<BytesMut>> {
+        poll_fn(|cx| link.poll_plain(cx, 64 << 10)).await
+    }
+
+    fn pattern(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    /// Both directions, across many records, with the server's session
+    /// tickets (TLS 1.3) in the stream, a key update the server asks us to
+    /// answer, and close_notify at the end; in both versions and with AES
+    /// and ChaCha20.
+    #[tokio::test]
+    async fn data_flows_both_ways_through_key_updates_to_close_notify() {
+        use rustls::version::{TLS12, TLS13};
+        let cases = [
+            (&TLS13, CipherSuite::TLS13_AES_128_GCM_SHA256),
+            (&TLS13, CipherSuite::TLS13_AES_256_GCM_SHA384),
+            (&TLS13, CipherSuite::TLS13_CHACHA20_POLY1305_SHA256),
+            (&TLS12, CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256),
+            (
+                &TLS12,
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            ),
+        ];
+        for (version, suite) in cases {
+            let tls13 = version.version == ProtocolVersion::TLSv1_3;
+            let (mut link, mut server) = connect(version, suite).await;
+            assert!(
+                link.info().contains(&format!("{suite:?}")),
+                "{}",
+                link.info()
+            );
+            let data = pattern(300_000);
+            let sent = data.clone();
+            let server = tokio::spawn(async move {
+                let mut req = [0u8; 5];
+                server.read_exact(&mut req).await.unwrap();
+                assert_eq!(&req, b"hello");
+                server.write_all(&sent[..100_000]).await.unwrap();
+                if tls13 {
+                    // KeyUpdate with update_requested.
+                    server.get_mut().1.refresh_traffic_keys().unwrap();
+                }
+                server.write_all(&sent[100_000..]).await.unwrap();
+                server.flush().await.unwrap();
+                // Readable only if our answer to the key update was right.
+                let mut again = [0u8; 5];
+                server.read_exact(&mut again).await.unwrap();
+                assert_eq!(&again, b"again");
+                server.shutdown().await.unwrap();
+            });
+            link.write_all(b"hello").await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < data.len() {
+                got.extend_from_slice(&next(&mut link).await.unwrap().unwrap());
+            }
+            assert!(got == data, "{suite:?}: the plaintext differs");
+            assert_eq!(link.owe_key_update, tls13, "{suite:?}");
+            link.write_all(b"again").await.unwrap();
+            assert!(!link.owe_key_update);
+            assert!(next(&mut link).await.unwrap().is_none());
+            assert!(link.closed_cleanly(), "{suite:?}");
+            server.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_or_forged_stream_is_an_error_or_an_unclean_end() {
+        use rustls::version::TLS13;
+        let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+
+        // The connection ends between records without close_notify: the
+        // end is reported, but not as a clean one.
+        let (mut link, mut server) = connect(&TLS13, suite).await;
+        server.write_all(b"some data").await.unwrap();
+        server.flush().await.unwrap();
+        drop(server);
+        let mut got = Vec::new();
+        while let Some(d) = next(&mut link).await.unwrap() {
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(got, b"some data");
+        assert!(!link.closed_cleanly());
+
+        // The connection ends inside a record.
+        let (mut link, server) = connect(&TLS13, suite).await;
+        let (mut raw, _) = server.into_inner();
+        raw.write_all(&[23, 3, 3, 0x40, 0, 1, 2, 3]).await.unwrap();
+        drop(raw);
+        let e = loop {
+            match next(&mut link).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a cut record must not look like an end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.to_string().contains("inside a TLS record"), "{e}");
+
+        // A record that was not sealed with the session's key.
+        let (mut link, server) = connect(&TLS13, suite).await;
+        let (mut raw, _) = server.into_inner();
+        let mut forged = vec![23, 3, 3, 0, 64];
+        forged.extend(pattern(64));
+        raw.write_all(&forged).await.unwrap();
+        let e = loop {
+            match next(&mut link).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a forged record must not look like an end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(e.to_string().contains("integrity"), "{e}");
+
+        // A record larger than TLS allows.
+        let (mut link, server) = connect(&TLS13, suite).await;
+        let (mut raw, _) = server.into_inner();
+        raw.write_all(&[23, 3, 3, 0xff, 0xff]).await.unwrap();
+        let e = next(&mut link).await.unwrap_err();
+        assert!(e.to_string().contains("larger than TLS allows"), "{e}");
+    }
+}
