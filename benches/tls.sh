@@ -64,7 +64,7 @@ run() { # TOOL: one download, appends its figures
 }
 for ((r = 0; r < ROUNDS; r++)); do
     order=("${tools[@]}")
-    ((r % 2)) && order=($(printf '%s\n' "${tools[@]}" | tac))
+    ((r % 2)) && mapfile -t order < <(printf "%s\n" "${tools[@]}" | tac)
     for t in "${order[@]}"; do run "$t"; done
 done
 med() { tr ' ' '\n' <<<"$1" | median; }
