@@ -245,12 +245,24 @@ pub fn head_ahead(
 /// The answer to a request sent ahead on `conn` for `url`. A redirect is not
 /// followed here: the URL was the end of a chain already, so one now is a
 /// change the caller handles like any unusable answer.
-pub async fn receive_ahead(url: Url, conn: &mut Option<Conn>) -> Result<Fetched, Failure> {
+/// An answer that does not come counts against the source's pipelining
+/// ([`Source::ahead_missed`]).
+pub async fn receive_ahead(
+    source: &Source,
+    url: Url,
+    conn: &mut Option<Conn>,
+) -> Result<Fetched, Failure> {
     let started = Instant::now();
     let c = conn
         .as_mut()
         .ok_or_else(|| Failure::retry(GaveUpKind::Network, "the connection is closed"))?;
-    match c.receive_ahead().await {
+    let timeout = source.ahead_timeout(c.response_timeout());
+    let answer = c.receive_ahead(timeout).await;
+    match &answer {
+        Ok(_) => source.ahead_answered(),
+        Err(_) => source.ahead_missed(),
+    }
+    match answer {
         Ok(response) if response.status().is_redirection() => {
             *conn = None;
             Err(Failure::retry(

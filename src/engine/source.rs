@@ -6,7 +6,7 @@
 //! CDN URL answering 401/403/410), the source resolves again from the original.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,11 @@ fn is_sensitive(name: &HeaderName) -> bool {
 /// refusing is an access problem, not an expired URL.
 const MAX_RERESOLVES_PER_MINUTE: usize = 3;
 
+/// Answers to requests sent ahead that never came, in a row, after which a
+/// source is asked one request at a time: a server that drops pipelined
+/// requests costs a few short waits, not one per request.
+const AHEAD_STRIKES: u32 = 2;
+
 #[derive(Debug)]
 pub struct Source {
     pub id: usize,
@@ -41,6 +46,8 @@ pub struct Source {
     dead: AtomicBool,
     /// Smoothed time to the first response byte, in microseconds.
     ttfb_us: AtomicU64,
+    /// Requests sent ahead whose answers never came, in a row.
+    ahead_misses: AtomicU32,
     /// Bytes received from this source (for multi-source reports).
     pub bytes: AtomicU64,
     /// Its last connection used up its retries.
@@ -88,6 +95,7 @@ impl Source {
             active: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
             ttfb_us: AtomicU64::new(0),
+            ahead_misses: AtomicU32::new(0),
             bytes: AtomicU64::new(0),
             gave_up: AtomicBool::new(false),
             own_validators: OnceLock::new(),
@@ -214,5 +222,39 @@ impl Source {
 
     pub fn ttfb(&self) -> Duration {
         Duration::from_micros(self.ttfb_us.load(Relaxed))
+    }
+
+    /// Whether requests may be sent ahead (pipelined) to this source.
+    pub fn pipelines(&self) -> bool {
+        self.ahead_misses.load(Relaxed) < AHEAD_STRIKES
+    }
+
+    /// How long the answer to a request sent ahead may take once the answer
+    /// before it has ended. A server that pipelines has it on the way by
+    /// then; one that dropped the request would otherwise hold the slot for
+    /// the whole response timeout.
+    pub fn ahead_timeout(&self, response_timeout: Duration) -> Duration {
+        (self.ttfb() * 4).clamp(
+            Duration::from_secs(5),
+            response_timeout.max(Duration::from_secs(5)),
+        )
+    }
+
+    /// The answer to a request sent ahead came.
+    pub fn ahead_answered(&self) {
+        // Once given up, pipelining stays off for this source.
+        let _ = self
+            .ahead_misses
+            .fetch_update(Relaxed, Relaxed, |n| (n < AHEAD_STRIKES).then_some(0));
+    }
+
+    /// The answer to a request sent ahead did not come.
+    pub fn ahead_missed(&self) {
+        if self.ahead_misses.fetch_add(1, Relaxed) + 1 == AHEAD_STRIKES {
+            tracing::info!(
+                "{}: the server lost requests sent ahead; asking one at a time from now on",
+                self.display()
+            );
+        }
     }
 }

@@ -194,7 +194,7 @@ impl Worker {
                     let (req, generation, r) = match ahead {
                         Some(a) => {
                             let r = tokio::select! {
-                                r = receive_ahead(a.url, &mut conn) => r,
+                                r = receive_ahead(&source, a.url, &mut conn) => r,
                                 _ = job.cancel.cancelled() => return,
                             };
                             (a.range, a.generation, r)
@@ -539,6 +539,9 @@ impl Worker {
         };
         let job = self.job.clone();
         let source = &job.sources[self.slot.source];
+        if !source.pipelines() {
+            return;
+        }
         let Some(range) = self
             .slot
             .request_after(from, request_size(self.slot.rate(), source.ttfb()))

@@ -78,6 +78,11 @@ impl Conn {
         s
     }
 
+    /// How long a response head may take (`--timeout`).
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     pub fn is_http2(&self) -> bool {
         matches!(self.sender, Sender::H2(_))
     }
@@ -115,8 +120,9 @@ impl Conn {
         )))
     }
 
-    /// Waits for the head of the answer to the request sent ahead.
-    pub async fn receive_ahead(&mut self) -> Result<Response<Body>, NetError> {
+    /// Waits for the head of the answer to the request sent ahead, at most
+    /// `timeout`.
+    pub async fn receive_ahead(&mut self, timeout: Duration) -> Result<Response<Body>, NetError> {
         let host = self.origin.host.clone();
         let Sender::Plain(p) = &mut self.sender else {
             return Err(NetError::Http {
@@ -124,7 +130,7 @@ impl Conn {
                 detail: "no request was sent ahead".into(),
             });
         };
-        let r = within(self.response_timeout, &host, p.receive(&host)).await?;
+        let r = within(timeout, &host, p.receive(&host)).await?;
         Ok(r.map(Body::Plain))
     }
 

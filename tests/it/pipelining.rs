@@ -1,7 +1,8 @@
 //! Requests sent ahead (HTTP/1.1 pipelining) on plain-http connections,
 //! seen from a server written for the purpose: a blocking HTTP/1.1 range
 //! server that notes when the next request is already on the socket while
-//! it is still sending the current answer.
+//! it is still sending the current answer, or, playing a server that does
+//! not pipeline, throws such requests away.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -25,6 +26,8 @@ struct Stats {
     requests: AtomicUsize,
     /// Answers during which the next request had already arrived.
     overlapped: AtomicUsize,
+    /// Requests thrown away because they arrived during an answer.
+    dropped: AtomicUsize,
 }
 
 struct RangeServer {
@@ -43,6 +46,13 @@ impl Drop for RangeServer {
 /// 16 KiB pieces at about `rate` bytes/s. Stops accepting when dropped, or
 /// after a minute whatever happens.
 fn range_server(size: u64, rate: u64) -> RangeServer {
+    range_server_with(size, rate, false)
+}
+
+/// As [`range_server`]; with `drop_pipelined`, whatever arrived while an
+/// answer was being sent is thrown away after it, as a server that reads
+/// one request at a time and discards the rest of its buffer would.
+fn range_server_with(size: u64, rate: u64, drop_pipelined: bool) -> RangeServer {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}/f.bin", listener.local_addr().unwrap());
@@ -57,7 +67,7 @@ fn range_server(size: u64, rate: u64) -> RangeServer {
                     st.connections.fetch_add(1, Relaxed);
                     let st = st.clone();
                     s.set_nonblocking(false).unwrap();
-                    thread::spawn(move || serve(s, size, rate, &st));
+                    thread::spawn(move || serve(s, size, rate, drop_pipelined, &st));
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(5))
@@ -70,7 +80,7 @@ fn range_server(size: u64, rate: u64) -> RangeServer {
 }
 
 /// Answers requests on one connection until the client closes it.
-fn serve(mut s: TcpStream, size: u64, rate: u64, stats: &Stats) {
+fn serve(mut s: TcpStream, size: u64, rate: u64, drop_pipelined: bool, stats: &Stats) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut buf = Vec::new();
     const PIECE: u64 = 16 << 10;
@@ -104,6 +114,13 @@ fn serve(mut s: TcpStream, size: u64, rate: u64, stats: &Stats) {
         while at <= last {
             let end = (at + PIECE).min(last + 1);
             let piece: Vec<u8> = (at..end).map(byte).collect();
+            if drop_pipelined && end == last + 1 {
+                // Before the last piece, the client cannot have the whole
+                // answer: whatever it sent is a request sent ahead.
+                let lost = take_waiting(&mut s, &mut buf);
+                let n = lost.windows(4).filter(|w| w == b"GET ").count();
+                stats.dropped.fetch_add(n, Relaxed);
+            }
             if s.write_all(&piece).is_err() {
                 return;
             }
@@ -115,6 +132,21 @@ fn serve(mut s: TcpStream, size: u64, rate: u64, stats: &Stats) {
             thread::sleep(pause);
         }
     }
+}
+
+/// Takes every byte already received, without waiting for more.
+fn take_waiting(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    let mut all = std::mem::take(buf);
+    s.set_nonblocking(true).unwrap();
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&chunk[..n]);
+    }
+    s.set_nonblocking(false).unwrap();
+    all
 }
 
 /// Whether request bytes are waiting, without reading them.
@@ -174,5 +206,42 @@ fn the_next_range_is_asked_for_while_the_current_one_still_arrives() {
     assert!(
         requests > conns,
         "connections carry more than one request each ({requests} requests on {conns} connections)"
+    );
+}
+
+/// A server that throws away requests sent ahead: each such request costs a
+/// short wait for an answer that never comes, and after two in a row the
+/// source is asked one request at a time. Without that, every connection
+/// would lose its second request and wait the whole response timeout for
+/// it, again and again.
+#[test]
+fn a_server_that_drops_pipelined_requests_is_asked_one_at_a_time() {
+    // 2 connections, 3 MiB each at 512 KiB/s: 1 MiB requests, so each
+    // connection could send ahead twice, four requests to lose in all.
+    let size = 6u64 << 20;
+    let server = range_server_with(size, 512 << 10, true);
+    let dir = tempdir();
+    let out = dir.path().join("f.bin");
+    let mut s = spec(&server.url, &out);
+    s.connections = 2;
+    s.per_source = 2;
+    download(&s).unwrap_or_else(|e| panic!("{e}"));
+
+    let mut want = sha2::Sha256::new();
+    want.update((0..size).map(byte).collect::<Vec<u8>>());
+    let want: String = want.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(sha256_file(&out), want);
+
+    let (requests, dropped) = (
+        server.stats.requests.load(Relaxed),
+        server.stats.dropped.load(Relaxed),
+    );
+    assert!(
+        dropped >= 1,
+        "the server dropped nothing: the test shows nothing"
+    );
+    assert!(
+        dropped <= 2,
+        "{dropped} requests sent ahead were lost ({requests} answered): pipelining should stop after two"
     );
 }
