@@ -1,5 +1,5 @@
-//! Requests sent ahead (HTTP/1.1 pipelining) on plain-http connections,
-//! seen from a server written for the purpose: a blocking HTTP/1.1 range
+//! Requests sent ahead (HTTP/1.1 pipelining) on plain-http and HTTPS
+//! connections, seen from a server written for the purpose: a blocking HTTP/1.1 range
 //! server that notes when the next request is already on the socket while
 //! it is still sending the current answer, or, playing a server that does
 //! not pipeline, throws such requests away.
@@ -42,20 +42,39 @@ impl Drop for RangeServer {
     }
 }
 
-/// Serves `size` bytes at `/f.bin` to range requests, each answer sent in
-/// 16 KiB pieces at about `rate` bytes/s. Stops accepting when dropped, or
-/// after a minute whatever happens.
-fn range_server(size: u64, rate: u64) -> RangeServer {
-    range_server_with(size, rate, false)
+/// The connection a [`serve`] thread answers on: TCP, or TLS over it.
+trait Wire: Read + Write {
+    fn tcp(&self) -> &TcpStream;
 }
 
-/// As [`range_server`]; with `drop_pipelined`, whatever arrived while an
-/// answer was being sent is thrown away after it, as a server that reads
-/// one request at a time and discards the rest of its buffer would.
-fn range_server_with(size: u64, rate: u64, drop_pipelined: bool) -> RangeServer {
+impl Wire for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl Wire for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// Serves `size` bytes at `/f.bin` to range requests, each answer sent in
+/// 16 KiB pieces at about `rate` bytes/s, over TLS with `tls`. With
+/// `drop_pipelined`, requests that arrived while an answer was being sent
+/// are thrown away, as by a server that reads one request at a time and
+/// discards the rest of its buffer. Stops accepting when dropped, or after
+/// a minute whatever happens.
+fn range_server(
+    size: u64,
+    rate: u64,
+    drop_pipelined: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> RangeServer {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
-    let url = format!("http://{}/f.bin", listener.local_addr().unwrap());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}/f.bin", listener.local_addr().unwrap());
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
     let (st, sp) = (stats.clone(), stop.clone());
@@ -67,7 +86,14 @@ fn range_server_with(size: u64, rate: u64, drop_pipelined: bool) -> RangeServer 
                     st.connections.fetch_add(1, Relaxed);
                     let st = st.clone();
                     s.set_nonblocking(false).unwrap();
-                    thread::spawn(move || serve(s, size, rate, drop_pipelined, &st));
+                    match &tls {
+                        None => thread::spawn(move || serve(s, size, rate, drop_pipelined, &st)),
+                        Some(cfg) => {
+                            let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                            let s = rustls::StreamOwned::new(conn, s);
+                            thread::spawn(move || serve(s, size, rate, drop_pipelined, &st))
+                        }
+                    };
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     thread::sleep(Duration::from_millis(5))
@@ -80,8 +106,10 @@ fn range_server_with(size: u64, rate: u64, drop_pipelined: bool) -> RangeServer 
 }
 
 /// Answers requests on one connection until the client closes it.
-fn serve(mut s: TcpStream, size: u64, rate: u64, drop_pipelined: bool, stats: &Stats) {
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+fn serve(mut s: impl Wire, size: u64, rate: u64, drop_pipelined: bool, stats: &Stats) {
+    s.tcp()
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut buf = Vec::new();
     const PIECE: u64 = 16 << 10;
     let pause = Duration::from_secs_f64(PIECE as f64 / rate as f64);
@@ -135,9 +163,9 @@ fn serve(mut s: TcpStream, size: u64, rate: u64, drop_pipelined: bool, stats: &S
 }
 
 /// Takes every byte already received, without waiting for more.
-fn take_waiting(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+fn take_waiting(s: &mut impl Wire, buf: &mut Vec<u8>) -> Vec<u8> {
     let mut all = std::mem::take(buf);
-    s.set_nonblocking(true).unwrap();
+    s.tcp().set_nonblocking(true).unwrap();
     let mut chunk = [0u8; 4096];
     while let Ok(n) = s.read(&mut chunk) {
         if n == 0 {
@@ -145,15 +173,17 @@ fn take_waiting(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
         }
         all.extend_from_slice(&chunk[..n]);
     }
-    s.set_nonblocking(false).unwrap();
+    s.tcp().set_nonblocking(false).unwrap();
     all
 }
 
-/// Whether request bytes are waiting, without reading them.
-fn next_request_waiting(s: &TcpStream, buf: &[u8]) -> bool {
+/// Whether request bytes are waiting, without reading them (over TLS, the
+/// next request's record waiting on the socket).
+fn next_request_waiting(s: &impl Wire, buf: &[u8]) -> bool {
     if !buf.is_empty() {
         return true;
     }
+    let s = s.tcp();
     s.set_nonblocking(true).unwrap();
     let waiting = matches!(s.peek(&mut [0u8; 1]), Ok(n) if n > 0);
     s.set_nonblocking(false).unwrap();
@@ -161,7 +191,7 @@ fn next_request_waiting(s: &TcpStream, buf: &[u8]) -> bool {
 }
 
 /// Reads one request head; what follows it stays in `buf`.
-fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+fn read_head(s: &mut impl Wire, buf: &mut Vec<u8>) -> Option<String> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8(buf[..end].to_vec()).ok()?;
@@ -178,16 +208,31 @@ fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
 
 #[test]
 fn the_next_range_is_asked_for_while_the_current_one_still_arrives() {
+    pipelines(false);
+}
+
+/// The same over TLS: our own records carry HTTPS, so it pipelines too.
+#[test]
+fn https_asks_for_the_next_range_while_the_current_one_still_arrives() {
+    pipelines(true);
+}
+
+fn pipelines(tls: bool) {
     // 2 connections, 2 MiB each at 512 KiB/s: requests of 1 MiB (the
     // smallest), so every connection asks at least twice.
     let size = 4u64 << 20;
-    let server = range_server(size, 512 << 10);
+    let pki = crate::tls::pki();
+    let server = range_server(size, 512 << 10, false, tls.then(|| pki.server.clone()));
     let dir = tempdir();
     let out = dir.path().join("f.bin");
     let mut s = spec(&server.url, &out);
     s.connections = 2;
     s.per_source = 2;
-    download(&s).unwrap_or_else(|e| panic!("{e}"));
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let mut opts = hfd::net::NetOptions::default();
+    opts.tls.ca_certificate = Some(ca);
+    download_with(&s, opts, hfd::engine::Progress::new()).unwrap_or_else(|e| panic!("{e}"));
 
     let mut want = sha2::Sha256::new();
     want.update((0..size).map(byte).collect::<Vec<u8>>());
@@ -219,7 +264,7 @@ fn a_server_that_drops_pipelined_requests_is_asked_one_at_a_time() {
     // 2 connections, 3 MiB each at 512 KiB/s: 1 MiB requests, so each
     // connection could send ahead twice, four requests to lose in all.
     let size = 6u64 << 20;
-    let server = range_server_with(size, 512 << 10, true);
+    let server = range_server(size, 512 << 10, true, None);
     let dir = tempdir();
     let out = dir.path().join("f.bin");
     let mut s = spec(&server.url, &out);
