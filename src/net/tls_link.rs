@@ -474,6 +474,23 @@ mod tests {
         }
     }
 
+    /// What reading gives after the server, past the handshake, wrote
+    /// `bytes` straight to the socket (and closed it, with `close`).
+    async fn error_after(bytes: &[u8], close: bool) -> io::Error {
+        let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+        let (mut link, server) = connect(&rustls::version::TLS13, suite).await;
+        let (mut raw, _) = server.into_inner();
+        raw.write_all(bytes).await.unwrap();
+        let _keep = (!close).then_some(raw);
+        loop {
+            match next(&mut link).await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a bad stream must not look like an end"),
+                Err(e) => return e,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_cut_or_forged_stream_is_an_error_or_an_unclean_end() {
         use rustls::version::TLS13;
@@ -493,39 +510,17 @@ mod tests {
         assert!(!link.closed_cleanly());
 
         // The connection ends inside a record.
-        let (mut link, server) = connect(&TLS13, suite).await;
-        let (mut raw, _) = server.into_inner();
-        raw.write_all(&[23, 3, 3, 0x40, 0, 1, 2, 3]).await.unwrap();
-        drop(raw);
-        let e = loop {
-            match next(&mut link).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("a cut record must not look like an end"),
-                Err(e) => break e,
-            }
-        };
+        let e = error_after(&[23, 3, 3, 0x40, 0, 1, 2, 3], true).await;
         assert!(e.to_string().contains("inside a TLS record"), "{e}");
 
         // A record that was not sealed with the session's key.
-        let (mut link, server) = connect(&TLS13, suite).await;
-        let (mut raw, _) = server.into_inner();
         let mut forged = vec![23, 3, 3, 0, 64];
         forged.extend(pattern(64));
-        raw.write_all(&forged).await.unwrap();
-        let e = loop {
-            match next(&mut link).await {
-                Ok(Some(_)) => continue,
-                Ok(None) => panic!("a forged record must not look like an end"),
-                Err(e) => break e,
-            }
-        };
+        let e = error_after(&forged, false).await;
         assert!(e.to_string().contains("integrity"), "{e}");
 
         // A record larger than TLS allows.
-        let (mut link, server) = connect(&TLS13, suite).await;
-        let (mut raw, _) = server.into_inner();
-        raw.write_all(&[23, 3, 3, 0xff, 0xff]).await.unwrap();
-        let e = next(&mut link).await.unwrap_err();
+        let e = error_after(&[23, 3, 3, 0xff, 0xff], false).await;
         assert!(e.to_string().contains("larger than TLS allows"), "{e}");
     }
 }

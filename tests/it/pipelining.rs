@@ -20,6 +20,13 @@ fn byte(i: u64) -> u8 {
     (i % 251) as u8 ^ (i >> 16) as u8
 }
 
+/// The sha256 of the `size` bytes served, in hex.
+fn served_sha256(size: u64) -> String {
+    let mut h = sha2::Sha256::new();
+    h.update((0..size).map(byte).collect::<Vec<u8>>());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Default)]
 struct Stats {
     connections: AtomicUsize,
@@ -234,10 +241,7 @@ fn pipelines(tls: bool) {
     opts.tls.ca_certificate = Some(ca);
     download_with(&s, opts, hfd::engine::Progress::new()).unwrap_or_else(|e| panic!("{e}"));
 
-    let mut want = sha2::Sha256::new();
-    want.update((0..size).map(byte).collect::<Vec<u8>>());
-    let want: String = want.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(sha256_file(&out), want);
+    assert_eq!(sha256_file(&out), served_sha256(size));
 
     let (conns, requests, overlapped) = (
         server.stats.connections.load(Relaxed),
@@ -272,10 +276,7 @@ fn a_server_that_drops_pipelined_requests_is_asked_one_at_a_time() {
     s.per_source = 2;
     download(&s).unwrap_or_else(|e| panic!("{e}"));
 
-    let mut want = sha2::Sha256::new();
-    want.update((0..size).map(byte).collect::<Vec<u8>>());
-    let want: String = want.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    assert_eq!(sha256_file(&out), want);
+    assert_eq!(sha256_file(&out), served_sha256(size));
 
     let (requests, dropped) = (
         server.stats.requests.load(Relaxed),
