@@ -257,33 +257,33 @@ pub async fn receive_ahead(
         .as_mut()
         .ok_or_else(|| Failure::retry(GaveUpKind::Network, "the connection is closed"))?;
     let timeout = source.ahead_timeout(c.response_timeout());
-    let answer = c.receive_ahead(timeout).await;
-    match &answer {
-        Ok(_) => source.ahead_answered(),
-        Err(_) => source.ahead_missed(),
-    }
-    match answer {
-        Ok(response) if response.status().is_redirection() => {
-            *conn = None;
-            Err(Failure::retry(
-                GaveUpKind::BadResponse,
-                format!(
-                    "HTTP {} to a request sent ahead; asking again from the start",
-                    response.status().as_u16()
-                ),
-            ))
+    let response = match c.receive_ahead(timeout).await {
+        Ok(r) => {
+            source.ahead_answered();
+            r
         }
-        Ok(response) => Ok(Fetched {
-            response,
-            url,
-            hops: Vec::new(),
-            ttfb: started.elapsed(),
-        }),
         Err(e) => {
+            source.ahead_missed();
             *conn = None;
-            Err(Failure::from_net(e))
+            return Err(Failure::from_net(e));
         }
+    };
+    if response.status().is_redirection() {
+        *conn = None;
+        return Err(Failure::retry(
+            GaveUpKind::BadResponse,
+            format!(
+                "HTTP {} to a request sent ahead; asking again from the start",
+                response.status().as_u16()
+            ),
+        ));
     }
+    Ok(Fetched {
+        response,
+        url,
+        hops: Vec::new(),
+        ttfb: started.elapsed(),
+    })
 }
 
 /// Reads a short body to its end so the connection can be reused; gives up

@@ -1,10 +1,11 @@
 //! One connection slot: takes a region from the scheduler and fetches it with
 //! successive bounded range requests over one keep-alive connection.
 //!
-//! On our own plain HTTP/1.1 client the next request goes out when the
-//! current answer is half read (pipelining), so a distant server streams
-//! one range after the other with no round trip of silence between them;
-//! hyper's client sends one request at a time.
+//! On our own HTTP/1.1 client (plain http, and HTTPS without `--http2`) the
+//! next request goes out when the current answer is half read
+//! (pipelining), so a distant server streams one range after the other
+//! with no round trip of silence between them; hyper's client sends one
+//! request at a time.
 //!
 //! Every answer is checked before a byte of it is written: status 206, a
 //! `Content-Range` that starts exactly where we asked and ends inside the

@@ -107,8 +107,8 @@ impl Conn {
 
     /// The bytes of a `GET url` request to send ahead on a body of this
     /// connection ([`crate::net::plain::PlainBody::send_ahead`]); `None`
-    /// when the connection cannot pipeline (only our own plain HTTP/1.1
-    /// client can).
+    /// when the connection cannot pipeline (only our own HTTP/1.1 client
+    /// can, plain or over TLS).
     pub fn head_ahead(&self, url: &Url, headers: HeaderMap) -> Result<Option<Vec<u8>>, NetError> {
         if !matches!(self.sender, Sender::Plain(_)) {
             return Ok(None);
@@ -358,25 +358,7 @@ async fn hyper_sender(
             tls_handshake(net, origin, TlsConnector::from(config).connect(name, io)).await?;
         let (_, session) = stream.get_ref();
         h2 = session.alpn_protocol() == Some(b"h2");
-        tls_info = Some(format!(
-            "{}, {}, ALPN {}",
-            session
-                .protocol_version()
-                .map(|v| match v {
-                    rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
-                    rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
-                    other => format!("{other:?}"),
-                })
-                .unwrap_or_else(|| "TLS".into()),
-            session
-                .negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-            session
-                .alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_else(|| "none".into())
-        ));
+        tls_info = Some(tls::describe(session));
         Box::new(stream)
     } else {
         io

@@ -104,8 +104,8 @@ struct Wire {
     sent_ahead: bool,
 }
 
-/// One plain HTTP/1.1 connection. While a body is being read the socket
-/// belongs to the body; a body read to its end hands it back, and a body
+/// One HTTP/1.1 connection, on a plain socket or over TLS. While a body is
+/// being read the connection belongs to the body; a body read to its end hands it back, and a body
 /// dropped early takes it down with it, which closes the connection.
 pub struct PlainConn {
     home: Arc<Mutex<Option<Wire>>>,

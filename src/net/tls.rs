@@ -108,6 +108,30 @@ fn root_store(opts: &TlsOptions) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The TLS part of a connection's `-v` line: version, cipher suite and ALPN,
+/// e.g. `TLS 1.3, TLS13_AES_128_GCM_SHA256, ALPN http/1.1`.
+pub fn describe(session: &rustls::CommonState) -> String {
+    format!(
+        "{}, {}, ALPN {}",
+        session
+            .protocol_version()
+            .map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "TLS 1.3".to_string(),
+                rustls::ProtocolVersion::TLSv1_2 => "TLS 1.2".to_string(),
+                other => format!("{other:?}"),
+            })
+            .unwrap_or_else(|| "TLS".into()),
+        session
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default(),
+        session
+            .alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_else(|| "none".into())
+    )
+}
+
 /// The server name to present (SNI) and verify: always the *target* host,
 /// also inside proxy tunnels.
 pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {

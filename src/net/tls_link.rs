@@ -67,6 +67,13 @@ fn tls(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
+fn closed_in_handshake() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the server closed the connection during the TLS handshake",
+    )
+}
+
 /// What the next record in `raw` gave.
 enum Step {
     Data(BytesMut),
@@ -118,10 +125,7 @@ impl TlsLink {
                 ConnectionState::BlockedHandshake => read = true,
                 ConnectionState::WriteTraffic(_) => done = true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection during the TLS handshake",
-                    ));
+                    return Err(closed_in_handshake());
                 }
                 other => {
                     return Err(invalid(format!(
@@ -136,10 +140,7 @@ impl TlsLink {
             if read {
                 incoming.reserve(HEADER + MAX_BODY);
                 if io.read_buf(&mut incoming).await? == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the server closed the connection during the TLS handshake",
-                    ));
+                    return Err(closed_in_handshake());
                 }
             }
         }
@@ -148,20 +149,7 @@ impl TlsLink {
             Some(ProtocolVersion::TLSv1_2) => Version::Tls12,
             other => return Err(invalid(format!("unsupported TLS version {other:?}"))),
         };
-        let info = format!(
-            "{}, {}, ALPN {}",
-            if version == Version::Tls13 {
-                "TLS 1.3"
-            } else {
-                "TLS 1.2"
-            },
-            conn.negotiated_cipher_suite()
-                .map(|s| format!("{:?}", s.suite()))
-                .unwrap_or_default(),
-            conn.alpn_protocol()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_else(|| "none".into())
-        );
+        let info = super::tls::describe(&conn);
         let (secrets, kernel) = conn.dangerous_into_kernel_connection().map_err(tls)?;
         let (rx_seq, rx) = secrets.rx;
         let (tx_seq, tx) = secrets.tx;
