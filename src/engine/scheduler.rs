@@ -105,6 +105,16 @@ impl Slot {
         Some(from..r.req_end)
     }
 
+    /// Undoes [`Slot::request_after`] for a request that never went out, so
+    /// that a thief does not treat its bytes as spoken for (and cut after
+    /// them) while nobody will send them.
+    pub fn withdraw_request(&self, range: &Range<u64>) {
+        let mut r = self.region.lock().unwrap();
+        if r.req_end == range.end {
+            r.req_end = range.start.clamp(r.cur, r.end);
+        }
+    }
+
     /// Fixes the first request (the probe's answer covers `cur..req_end`).
     pub fn set_request_end(&self, req_end: u64) {
         let mut r = self.region.lock().unwrap();
@@ -814,6 +824,28 @@ mod tests {
         // split at the request end (6000) leaves the thief 4000 >= half of 5000
         match s.assign(&t) {
             Assignment::Work(r) => assert_eq!(r, 6000..10_000),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_withdrawn_request_ahead_no_longer_moves_the_cut() {
+        let s = sched(10_000, 1, 100);
+        let v = s.add_slot(0);
+        let t = s.add_slot(0);
+        s.assign(&v);
+        assert_eq!(v.next_request(4000), Some(0..4000));
+        let ahead = v.request_after(4000, 2000).unwrap();
+        assert_eq!(ahead, 4000..6000);
+        // It could not be sent: the next one may be asked for again ...
+        v.withdraw_request(&ahead);
+        assert_eq!(v.request_after(4000, 2000), Some(4000..6000));
+        v.withdraw_request(&(4000..6000));
+        v.rate.store(1000f64.to_bits(), Relaxed);
+        t.rate.store(1000f64.to_bits(), Relaxed);
+        // ... and the thief gets the fair split at 5000, not 6000..10_000.
+        match s.assign(&t) {
+            Assignment::Work(r) => assert_eq!(r, 5000..10_000),
             other => panic!("{other:?}"),
         }
     }

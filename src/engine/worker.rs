@@ -553,6 +553,7 @@ impl Worker {
         let byte_range = ByteRange::of(&range);
         let Some(head) = head_ahead(&job.net, source, conn, url, byte_range, if_range.as_deref())
         else {
+            self.slot.withdraw_request(&range);
             return;
         };
         match plain.send_ahead(&head).await {
@@ -563,7 +564,10 @@ impl Worker {
                     generation,
                 })
             }
-            Err(e) => tracing::debug!("slot {}: no request sent ahead: {e}", self.slot.id),
+            Err(e) => {
+                self.slot.withdraw_request(&range);
+                tracing::debug!("slot {}: no request sent ahead: {e}", self.slot.id)
+            }
         }
     }
 
