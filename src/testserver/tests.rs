@@ -169,7 +169,7 @@ fn throttle_is_accurate() {
     // Never faster than the limit (tests rely on slow connections being
     // slow); slower only by what a busy machine can explain.
     assert!(
-        measured < rate as f64 * 1.10 && measured > rate as f64 * 0.5,
+        measured < rate as f64 * 1.10 && measured > rate as f64 * 0.2,
         "measured {measured:.0} B/s for {rate} B/s"
     );
 }
@@ -187,8 +187,10 @@ fn slow_connections_are_picked_by_serial() {
     let t = Instant::now();
     assert_eq!(get(s.addr(), "/f", &[]).body.len(), 20_000); // serial 1: slow
     let slow = t.elapsed();
-    assert!(fast < Duration::from_millis(100), "{fast:?}");
+    // The slow one cannot beat its throttle; the fast one is only compared
+    // with it, since a busy machine can delay any request by 100 ms.
     assert!(slow >= Duration::from_millis(180), "{slow:?}");
+    assert!(fast < slow / 2, "fast {fast:?}, slow {slow:?}");
     assert_eq!(
         s.requests().iter().map(|r| r.conn).collect::<Vec<_>>(),
         [0, 1]
@@ -273,7 +275,11 @@ fn drip_is_slow_then_normal() {
     assert!(dripped >= Duration::from_millis(250), "{dripped:?}");
     let t = Instant::now();
     get(s.addr(), "/f", &[]);
-    assert!(t.elapsed() < Duration::from_millis(100));
+    let normal = t.elapsed();
+    assert!(
+        normal < dripped / 2,
+        "{normal:?} after a drip of {dripped:?}"
+    );
 }
 
 #[test]
