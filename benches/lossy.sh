@@ -8,21 +8,26 @@
 #
 #   benches/lossy.sh [RUNS]        (needs root: it creates namespaces)
 #
-# Environment: LOSS (0.5) RTT (100) N (16) FILE (big-1g.bin, from the
-# harness's data) CAP (90 s per download: a run that hits it is reported
-# with the bytes it had, as MB/s over CAP).
-# Tools: aria2c -x N -s N -k 1M, hfget -x N, and hfget with no -x (adaptive);
-# with HFGET_BASE=/path/to/another/hfget also that build at -x N, to compare
-# two builds in one invocation.
+# Environment: LOSS (0.5) RTT (100) N (16; a list such as 16,32,64 runs
+# each) FILE (big-1g.bin, from the harness's data) CAP (90 s per download).
+# Tools, for every N: aria2c -x min(N,16) -s N -k 1M (aria2c refuses more
+# than 16 connections to one server, so at N > 16 this is the most it can
+# open) and hfget -x N; once a round, hfget with no -x (adaptive); with
+# HFGET_BASE=/path/to/another/hfget also that build at -x N, to compare two
+# builds in one invocation.
+# A run that hits CAP is marked "+" and counted as the bytes nginx's access
+# log says it served, over CAP: an upper bound on what the tool had.
+# The `conns` column is how many connections nginx saw for the run.
 # Before every run the server namespace forgets what its TCP learned from
 # the runs before (`ip tcp_metrics flush`): otherwise the RTT cached from one
 # tool's connections sets the next tool's first retransmission timeouts.
-# Prints per-run lines and a table of median MB/s and the ratio to aria2c.
+# Prints per-run lines and a table of median MB/s and the ratio to aria2c at
+# the same N.
 set -euo pipefail
 [ -n "${TRACE:-}" ] && set -x
 
 RUNS=${1:-3}
-LOSS=${LOSS:-0.5} RTT=${RTT:-100} N=${N:-16} FILE=${FILE:-big-1g.bin} CAP=${CAP:-90}
+LOSS=${LOSS:-0.5} RTT=${RTT:-100} NS=${N:-16} FILE=${FILE:-big-1g.bin} CAP=${CAP:-90}
 
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
@@ -51,28 +56,36 @@ trap cleanup EXIT
 url="http://$addr:$port/$FILE"
 
 hfget=$root/target/release/hfget
-declare -A cmd=(
-    [aria2c]="aria2c -q -x $N -s $N -k 1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false -d $out -o f $url"
-    [hfget]="$hfget $url -x $N -o $out/f -q --allow-overwrite"
-    [hfget-auto]="$hfget $url -o $out/f -q --allow-overwrite"
-)
-tools=(aria2c hfget hfget-auto)
-if [[ -n ${HFGET_BASE:-} ]]; then
-    cmd[hfget-base]="$HFGET_BASE $url -x $N -o $out/f -q --allow-overwrite"
-    tools+=(hfget-base)
-fi
+log=$("$harness/serve.sh" log lossy)
+IFS=, read -r -a ns <<<"$NS"
+# One row per (tool, N); the adaptive run ignores N and runs once a round.
+rows=()
+declare -A cmd
+for n in "${ns[@]}"; do
+    x=$((n < 16 ? n : 16))
+    cmd[aria2c@$n]="aria2c -q -x $x -s $n -k 1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false -d $out -o f $url"
+    cmd[hfget@$n]="$hfget $url -x $n -o $out/f -q --allow-overwrite"
+    rows+=("aria2c@$n" "hfget@$n")
+    if [[ -n ${HFGET_BASE:-} ]]; then
+        cmd[hfget-base@$n]="$HFGET_BASE $url -x $n -o $out/f -q --allow-overwrite"
+        rows+=("hfget-base@$n")
+    fi
+done
+cmd[hfget-auto@auto]="$hfget $url -o $out/f -q --allow-overwrite"
+rows+=("hfget-auto@auto")
 
-declare -A rates
-echo "C with loss: rtt $RTT ms, loss $LOSS %, 8 MB/s per request, $FILE, N=$N, $RUNS rounds, cap $CAP s"
+declare -A rates conns
+echo "C with loss: rtt $RTT ms, loss $LOSS %, 8 MB/s per request, $FILE, N=$NS, $RUNS rounds, cap $CAP s"
 for ((r = 1; r <= RUNS; r++)); do
-    order=("${tools[@]}")
+    order=("${rows[@]}")
     if ((r % 2 == 0)); then
         order=()
-        for ((i = ${#tools[@]} - 1; i >= 0; i--)); do order+=("${tools[i]}"); done
+        for ((i = ${#rows[@]} - 1; i >= 0; i--)); do order+=("${rows[i]}"); done
     fi
     for t in "${order[@]}"; do
         rm -f "$out"/f*
         ip netns exec "$ns_srv" ip tcp_metrics flush all 2>/dev/null || true
+        mark=$(wc -l <"$log")
         start=$(date +%s.%N)
         # shellcheck disable=SC2086 # the command lines are word lists
         if ip netns exec "$ns_cli" timeout -k 5 "$CAP" ${cmd[$t]} >/dev/null 2>&1; then
@@ -81,30 +94,34 @@ for ((r = 1; r <= RUNS; r++)); do
             status=capped
         fi
         end=$(date +%s.%N)
-        got=$(stat -c %s "$out/f" 2>/dev/null || echo 0)
+        sleep 0.5 # nginx logs a request when it ends, aborted ones too
+        read -r served seen < <(tail -n +"$((mark + 1))" "$log" |
+            awk -F'\t' '{ b += $5; c[$2] = 1 } END { print b + 0, length(c) }')
         if [[ $status == ok ]]; then
             sum=$(sha256sum "$out/f" | cut -d' ' -f1)
             [[ $sum == "$want" ]] || status="WRONG sha256"
             secs=$(awk -v a="$start" -v b="$end" 'BEGIN { printf "%.2f", b - a }')
             mbs=$(awk -v s="$size" -v t="$secs" 'BEGIN { printf "%.1f", s / t / 1e6 }')
         else
-            # A capped run: its file may be sparse; count what the tool had
-            # written at most (the file size is an upper bound).
-            secs=$CAP
-            mbs=$(awk -v s="$got" -v t="$CAP" 'BEGIN { printf "%.1f", s / t / 1e6 }')
+            secs=$CAP+
+            mbs=$(awk -v s="$served" -v t="$CAP" 'BEGIN { printf "%.1f", s / t / 1e6 }')
         fi
-        printf '  round %d: %-10s %7s s %7s MB/s  %s\n' "$r" "$t" "$secs" "$mbs" "$status"
+        printf '  round %d: %-16s %7s s %7s MB/s %4s conns  %s\n' "$r" "$t" "$secs" "$mbs" "$seen" "$status"
         rates[$t]+="$mbs "
+        conns[$t]+="$seen "
     done
 done
 
-base=$(tr ' ' '\n' <<<"${rates[aria2c]}" | median)
 echo
-echo "| tool | N | MB/s median [runs] | vs aria2c |"
-echo "|---|---|---|---|"
-for t in "${tools[@]}"; do
+echo "| tool | N | conns | MB/s median [runs] | vs aria2c at N |"
+echo "|---|---|---|---|---|"
+for t in "${rows[@]}"; do
+    n=${t#*@}
+    base=$(tr ' ' '\n' <<<"${rates[aria2c@${n/auto/16}]:-}" | median)
     m=$(tr ' ' '\n' <<<"${rates[$t]}" | median)
+    c=$(tr ' ' '\n' <<<"${conns[$t]}" | median)
     ratio=$(awk -v a="$m" -v b="$base" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
-    n=$N; [[ $t == hfget-auto ]] && n=auto
-    echo "| $t | $n | $m [${rates[$t]% }] | $ratio |"
+    label=$n
+    [[ $n == auto ]] && label="auto (vs aria2c at 16)"
+    echo "| ${t%@*} | $label | $c | $m [${rates[$t]% }] | $ratio |"
 done
