@@ -17,7 +17,10 @@
 # builds in one invocation.
 # A run that hits CAP is marked "+" and counted as the bytes nginx's access
 # log says it served, over CAP: an upper bound on what the tool had.
-# The `conns` column is how many connections nginx saw for the run.
+# The `conns` column is how many connections nginx saw for the run, and
+# `steal` the share of CPU time the hypervisor took from this VM meanwhile:
+# the delay line is a user-space program, and above about a third of steal
+# the link itself stalls for every tool (read such rounds as the VM's).
 # Before every run the server namespace forgets what its TCP learned from
 # the runs before (`ip tcp_metrics flush`): otherwise the RTT cached from one
 # tool's connections sets the next tool's first retransmission timeouts.
@@ -49,6 +52,7 @@ cleanup() {
     rm -rf "$out"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM # so that a killed run still takes its link down
 "$harness/serve.sh" stop lossy >/dev/null 2>&1 || true
 "$harness/netns.sh" down >/dev/null 2>&1 || true
 "$harness/netns.sh" up --rtt-ms "$RTT" --loss-pct "$LOSS"
@@ -74,6 +78,9 @@ done
 cmd[hfget-auto@auto]="$hfget $url -o $out/f -q --allow-overwrite"
 rows+=("hfget-auto@auto")
 
+# Jiffies the hypervisor stole, and all jiffies, since boot.
+cpu_jiffies() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print $9, t }' /proc/stat; }
+
 declare -A rates conns
 echo "C with loss: rtt $RTT ms, loss $LOSS %, 8 MB/s per request, $FILE, N=$NS, $RUNS rounds, cap $CAP s"
 for ((r = 1; r <= RUNS; r++)); do
@@ -86,6 +93,7 @@ for ((r = 1; r <= RUNS; r++)); do
         rm -f "$out"/f*
         ip netns exec "$ns_srv" ip tcp_metrics flush all 2>/dev/null || true
         mark=$(wc -l <"$log")
+        read -r st0 all0 < <(cpu_jiffies)
         start=$(date +%s.%N)
         # shellcheck disable=SC2086 # the command lines are word lists
         if ip netns exec "$ns_cli" timeout -k 5 "$CAP" ${cmd[$t]} >/dev/null 2>&1; then
@@ -94,6 +102,8 @@ for ((r = 1; r <= RUNS; r++)); do
             status=capped
         fi
         end=$(date +%s.%N)
+        read -r st1 all1 < <(cpu_jiffies)
+        steal=$(awk -v s=$((st1 - st0)) -v a=$((all1 - all0)) 'BEGIN { printf "%d%%", a > 0 ? 100 * s / a : 0 }')
         sleep 0.5 # nginx logs a request when it ends, aborted ones too
         read -r served seen < <(tail -n +"$((mark + 1))" "$log" |
             awk -F'\t' '{ b += $5; c[$2] = 1 } END { print b + 0, length(c) }')
@@ -106,7 +116,7 @@ for ((r = 1; r <= RUNS; r++)); do
             secs=$CAP+
             mbs=$(awk -v s="$served" -v t="$CAP" 'BEGIN { printf "%.1f", s / t / 1e6 }')
         fi
-        printf '  round %d: %-16s %7s s %7s MB/s %4s conns  %s\n' "$r" "$t" "$secs" "$mbs" "$seen" "$status"
+        printf '  round %d: %-16s %7s s %7s MB/s %4s conns  steal %4s  %s\n' "$r" "$t" "$secs" "$mbs" "$seen" "$steal" "$status"
         rates[$t]+="$mbs "
         conns[$t]+="$seen "
     done
