@@ -103,7 +103,7 @@ for ((r = 1; r <= RUNS; r++)); do
         fi
         end=$(date +%s.%N)
         read -r st1 all1 < <(cpu_jiffies)
-        steal=$(awk -v s=$((st1 - st0)) -v a=$((all1 - all0)) 'BEGIN { printf "%d%%", a > 0 ? 100 * s / a : 0 }')
+        steal=$(awk -v s=$((st1 - st0)) -v a=$((all1 - all0)) 'BEGIN { printf "%d%%", (a > 0 ? 100 * s / a : 0) }')
         sleep 0.5 # nginx logs a request when it ends, aborted ones too
         read -r served seen < <(tail -n +"$((mark + 1))" "$log" |
             awk -F'\t' '{ b += $5; c[$2] = 1 } END { print b + 0, length(c) }')
