@@ -3,17 +3,21 @@
 # run by run (issue 6 asks ≤ 1.1 CPU-s/GiB).
 #
 #   benches/tls.sh [ROUNDS] [SIZE]     (default 3 rounds of a 2G file)
+#   X=64 benches/tls.sh 3 1G           (64 connections; aria2c stays at 16,
+#                                       the most it opens to one server)
+#   HFGET_BASE=/path/to/hfget benches/tls.sh   (also that build, as "base")
 #
 # The shared harness serves plain http only, so the server is the project's
 # own (`examples/serve --tls`, rustls on a throwaway CA, sharing the cores
 # with the client). Each round runs, in an order that flips every round:
 # hfget (own TLS records), hfget --no-own-tls (tokio-rustls and hyper) and,
-# when installed, aria2c; 16 connections each, into an ext4 file under
+# when installed, aria2c; 16 connections each (X), into an ext4 file under
 # target/ (OUT_DIR to change), every sha256 checked. Prints per tool the
 # median wall time, CPU-s/GiB (user + system, from /usr/bin/time) and peak
 # RSS, and the ratios that matter.
 set -euo pipefail
-ROUNDS=${1:-3} SIZE=${2:-2G}
+ROUNDS=${1:-3} SIZE=${2:-2G} X=${X:-16}
+ax=$((X < 16 ? X : 16))
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -40,6 +44,7 @@ read -r url bytes want <"$out/serve.out"
 gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
 
 tools=(hfget hfget-hyper)
+[[ -n ${HFGET_BASE:-} ]] && tools+=(base)
 command -v aria2c >/dev/null && tools+=(aria2c)
 declare -A wall cpu rss
 run() { # TOOL: one download, appends its figures
@@ -47,9 +52,10 @@ run() { # TOOL: one download, appends its figures
     rm -f "$f" "$f".*
     local cmd
     case $t in
-    hfget) cmd=("$root/target/release/hfget" -x 16 --ca-certificate "$ca" -q -d "$out" -o f.bin "$url") ;;
-    hfget-hyper) cmd=("$root/target/release/hfget" -x 16 --no-own-tls --ca-certificate "$ca" -q -d "$out" -o f.bin "$url") ;;
-    aria2c) cmd=(aria2c -x 16 -s 16 -k 1M --ca-certificate="$ca" --file-allocation=none -q -d "$out" -o f.bin "$url") ;;
+    hfget) cmd=("$root/target/release/hfget" -x "$X" --ca-certificate "$ca" -q -d "$out" -o f.bin "$url") ;;
+    hfget-hyper) cmd=("$root/target/release/hfget" -x "$X" --no-own-tls --ca-certificate "$ca" -q -d "$out" -o f.bin "$url") ;;
+    base) cmd=("$HFGET_BASE" -x "$X" --ca-certificate "$ca" -q -d "$out" -o f.bin "$url") ;;
+    aria2c) cmd=(aria2c -x "$ax" -s "$ax" -k 1M --ca-certificate="$ca" --file-allocation=none -q -d "$out" -o f.bin "$url") ;;
     esac
     /usr/bin/time -f '%e %U %S %M' -o "$out/time" "${cmd[@]}" >/dev/null 2>"$out/err" || {
         echo "$t failed:" >&2
@@ -68,7 +74,7 @@ for ((r = 0; r < ROUNDS; r++)); do
     for t in "${order[@]}"; do run "$t"; done
 done
 med() { tr ' ' '\n' <<<"$1" | median; }
-echo "TLS 1.3, $SIZE over loopback, x16, $ROUNDS rounds; median [runs]"
+echo "TLS 1.3, $SIZE over loopback, hfget x$X, aria2c x$ax, $ROUNDS rounds; median [runs]"
 printf '%-12s %-28s %-28s %s\n' tool "wall s" "CPU s/GiB" "RSS MiB"
 for t in "${tools[@]}"; do
     printf '%-12s %-28s %-28s %s\n' "$t" "$(med "${wall[$t]}") [${wall[$t]% }]" \

@@ -52,8 +52,9 @@ use crate::sync::lock;
 pub struct WriterOptions {
     /// Most bytes queued for the writer at once. 8 MiB absorbs a disk
     /// stall of several milliseconds at loopback speed (tens of ms at
-    /// network speeds) and, with the bounded network buffers, keeps peak
-    /// memory under the 40 MiB budget at 64 connections (docs/performance.md).
+    /// network speeds). Queued slices keep their network buffers alive, so
+    /// the engine asks for less when many connections feed the queue
+    /// (docs/performance.md, "Memory").
     pub queue_bytes: usize,
     /// How often progress is made durable. At 1 s a crash loses about a
     /// second of transfer, and a checkpoint costs a few tens of ms on a
