@@ -45,3 +45,40 @@ manifest() {
     [[ -n $v ]] || { echo "$1 is not in $BENCH_DATA/manifest.tsv" >&2; exit 2; }
     echo "$v"
 }
+
+# Exits unless GNU time is at /usr/bin/time: CPU seconds and peak RSS come
+# from it.
+need_gnu_time() {
+    [[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+}
+
+# Starts the project's own server (`examples/serve ARGS...`, built by the
+# caller) with its stdin on the fifo $1.in, which this shell holds open: the
+# server stops when the script closes it (stop_own_servers) or exits. Waits
+# for the server's first line (URL SIZE SHA256) and leaves it in
+# $server_line; $1.out keeps all the server printed.
+own_servers=() own_server_fds=()
+start_own_server() {
+    local base=$1 fd
+    shift
+    mkfifo "$base.in"
+    "${root:?}/target/release/examples/serve" "$@" <"$base.in" >"$base.out" 2>&1 &
+    own_servers+=($!)
+    exec {fd}>"$base.in"
+    own_server_fds+=("$fd")
+    for _ in $(seq 1 600); do
+        [[ -s $base.out ]] && break
+        sleep 0.1
+    done
+    server_line=$(head -1 "$base.out")
+    [[ $server_line == http* ]] || { echo "the server did not start: $server_line" >&2; exit 1; }
+}
+
+# Closes the servers' stdin and waits for them to stop.
+stop_own_servers() {
+    local fd
+    for fd in "${own_server_fds[@]}"; do exec {fd}>&-; done
+    own_server_fds=()
+    wait "${own_servers[@]}" 2>/dev/null || true
+    own_servers=()
+}

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 root=$PWD
 cargo build --release --quiet --bin hfget --example serve
 unset_proxies
-[[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+need_gnu_time
 out=${OUT_DIR:-$root/target/bench/rss}
 mkdir -p "$out"
 rm -rf "${out:?}"/*
@@ -34,29 +34,11 @@ if [[ -n ${HFGET_BASE:-} ]]; then
     bin[base]=$HFGET_BASE
 fi
 
-# One server per scheme; each stops when its stdin (a fifo this script
-# holds open) closes.
-servers=() fds=()
-start_server() { # NAME [ARGS...]: sets url_NAME and want
-    local name=$1
-    shift
-    mkfifo "$out/$name.in"
-    "$root/target/release/examples/serve" --size "$SIZE" "$@" <"$out/$name.in" >"$out/$name.out" 2>&1 &
-    servers+=($!)
-    exec {fd}>"$out/$name.in"
-    fds+=("$fd")
-    for _ in $(seq 1 600); do
-        [[ -s $out/$name.out ]] && break
-        sleep 0.1
-    done
-    local u b w
-    read -r u b w <"$out/$name.out"
-    printf -v "url_$name" '%s' "$u"
-    want=$w
-}
-trap 'for s in "${servers[@]}"; do kill "$s" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$out"' EXIT
-start_server plain
-start_server tls --tls "$out/ca.pem"
+trap 'stop_own_servers; rm -rf "$out"' EXIT
+start_own_server "$out/plain" --size "$SIZE"
+read -r url_plain _ want <<<"$server_line"
+start_own_server "$out/tls" --size "$SIZE" --tls "$out/ca.pem"
+read -r url_tls _ _ <<<"$server_line"
 
 settings=(plain-x16 plain-x64 tls-x16 tls-x64 hyper-x16 hyper-x64 tls-auto)
 declare -A rss

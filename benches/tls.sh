@@ -24,23 +24,14 @@ cd "$(dirname "$0")/.."
 root=$PWD
 cargo build --release --quiet --bin hfget --example serve
 unset_proxies
-[[ -x /usr/bin/time ]] || { echo "needs /usr/bin/time (apt-get install time)" >&2; exit 2; }
+need_gnu_time
 out=${OUT_DIR:-$root/target/bench/tls}
 mkdir -p "$out"
 rm -f "$out"/*
 ca=$out/ca.pem
-fifo=$out/serve.in
-mkfifo "$fifo"
-# The server stops when its stdin closes: the fifo's writer is this script.
-"$root/target/release/examples/serve" --size "$SIZE" --tls "$ca" <"$fifo" >"$out/serve.out" 2>&1 &
-server=$!
-exec 3>"$fifo"
-trap 'exec 3>&-; wait $server 2>/dev/null; rm -rf "$out"' EXIT
-for _ in $(seq 1 600); do
-    [[ -s $out/serve.out ]] && break
-    sleep 0.1
-done
-read -r url bytes want <"$out/serve.out"
+trap 'stop_own_servers; rm -rf "$out"' EXIT
+start_own_server "$out/serve" --size "$SIZE" --tls "$ca"
+read -r url bytes want <<<"$server_line"
 gib=$(awk -v b="$bytes" 'BEGIN { print b / 1073741824 }')
 
 tools=(hfget hfget-hyper)
