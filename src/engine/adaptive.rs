@@ -128,24 +128,19 @@ impl Growth {
         if let Some((prev_rate, prev_n)) = self.previous {
             let ideal_gain = self.current as f64 / prev_n as f64 - 1.0;
             let gain = rate / prev_rate.max(1.0) - 1.0;
-            if gain < ideal_gain / 2.0 && !self.second_look {
-                tracing::debug!(
-                    "adaptive: {prev_n} -> {} connections gained {:.0}% (needed {:.0}%); one more window",
-                    self.current,
-                    gain * 100.0,
-                    ideal_gain * 50.0
-                );
-                self.second_look = true;
-                self.since = Some((now, received));
-                return None;
-            }
             if gain < ideal_gain / 2.0 {
+                let second = std::mem::replace(&mut self.second_look, true);
                 tracing::debug!(
-                    "adaptive: {prev_n} -> {} connections gained {:.0}% (needed {:.0}%); back to {prev_n}",
+                    "adaptive: {prev_n} -> {} connections gained {:.0}% (needed {:.0}%); {}",
                     self.current,
                     gain * 100.0,
-                    ideal_gain * 50.0
+                    ideal_gain * 50.0,
+                    if second { "undone" } else { "one more window" }
                 );
+                if !second {
+                    self.since = Some((now, received));
+                    return None;
+                }
                 self.stopped = true;
                 self.current = prev_n;
                 return Some(prev_n);
