@@ -16,10 +16,11 @@ unset_proxies() {
     done
 }
 
-# Median of the numbers on stdin, one a line: the middle one, or the mean of
-# the two middle ones for an even count; "n/a" when there are none.
+# Median of the numbers on stdin, separated by spaces or newlines (so a
+# list kept in one string works: `median <<<"$list"`): the middle one, or the
+# mean of the two middle ones for an even count; "n/a" when there are none.
 median() {
-    sort -n | awk 'NF { v[++n] = $1 }
+    tr -s '[:blank:]' '\n' | sort -n | awk 'NF { v[++n] = $1 }
         END { if (n == 0) print "n/a"; else if (n % 2) print v[(n + 1) / 2]; else print (v[n / 2] + v[n / 2 + 1]) / 2 }'
 }
 
@@ -44,6 +45,12 @@ manifest() {
     v=$(awk -F'\t' -v f="$1" -v c="$2" '$1 == f { print $c }' "$BENCH_DATA/manifest.tsv")
     [[ -n $v ]] || { echo "$1 is not in $BENCH_DATA/manifest.tsv" >&2; exit 2; }
     echo "$v"
+}
+
+# The -x/-s to give aria2c for N connections: it refuses more than 16 to one
+# server, so above that the comparison is with the most it can open.
+aria2c_conns() {
+    echo $(($1 < 16 ? $1 : 16))
 }
 
 # Exits unless GNU time is at /usr/bin/time: CPU seconds and peak RSS come

@@ -66,7 +66,7 @@ IFS=, read -r -a ns <<<"$NS"
 rows=()
 declare -A cmd
 for n in "${ns[@]}"; do
-    x=$((n < 16 ? n : 16))
+    x=$(aria2c_conns "$n")
     cmd[aria2c@$n]="aria2c -q -x $x -s $n -k 1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false -d $out -o f $url"
     cmd[hfget@$n]="$hfget $url -x $n -o $out/f -q --allow-overwrite"
     rows+=("aria2c@$n" "hfget@$n")
@@ -127,9 +127,9 @@ echo "| tool | N | conns | MB/s median [runs] | vs aria2c at N |"
 echo "|---|---|---|---|---|"
 for t in "${rows[@]}"; do
     n=${t#*@}
-    base=$(tr ' ' '\n' <<<"${rates[aria2c@${n/auto/16}]:-}" | median)
-    m=$(tr ' ' '\n' <<<"${rates[$t]}" | median)
-    c=$(tr ' ' '\n' <<<"${conns[$t]}" | median)
+    base=$(median <<<"${rates[aria2c@${n/auto/16}]:-}")
+    m=$(median <<<"${rates[$t]}")
+    c=$(median <<<"${conns[$t]}")
     ratio=$(awk -v a="$m" -v b="$base" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
     label=$n
     [[ $n == auto ]] && label="auto (vs aria2c at 16)"

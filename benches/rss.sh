@@ -76,6 +76,6 @@ for s in "${settings[@]}"; do
     for b in "${builds[@]}"; do
         v=${rss[$b $s]}
         printf '%-10s %-6s %6s %6s  [%s]\n' "$s" "$b" \
-            "$(tr ' ' '\n' <<<"$v" | sort -n | tail -1)" "$(tr ' ' '\n' <<<"$v" | median)" "${v% }"
+            "$(tr ' ' '\n' <<<"$v" | sort -n | tail -1)" "$(median <<<"$v")" "${v% }"
     done
 done

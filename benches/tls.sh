@@ -17,7 +17,6 @@
 # RSS, and the ratios that matter.
 set -euo pipefail
 ROUNDS=${1:-3} SIZE=${2:-2G} X=${X:-16}
-ax=$((X < 16 ? X : 16))
 cd "$(dirname "$0")/.."
 # shellcheck source=benches/lib.sh
 . benches/lib.sh
@@ -25,6 +24,7 @@ root=$PWD
 cargo build --release --quiet --bin hfget --example serve
 unset_proxies
 need_gnu_time
+ax=$(aria2c_conns "$X")
 out=${OUT_DIR:-$root/target/bench/tls}
 mkdir -p "$out"
 rm -f "$out"/*
@@ -64,16 +64,15 @@ for ((r = 0; r < ROUNDS; r++)); do
     ((r % 2)) && mapfile -t order < <(printf "%s\n" "${tools[@]}" | tac)
     for t in "${order[@]}"; do run "$t"; done
 done
-med() { tr ' ' '\n' <<<"$1" | median; }
 echo "TLS 1.3, $SIZE over loopback, hfget x$X, aria2c x$ax, $ROUNDS rounds; median [runs]"
 printf '%-12s %-28s %-28s %s\n' tool "wall s" "CPU s/GiB" "RSS MiB"
 for t in "${tools[@]}"; do
-    printf '%-12s %-28s %-28s %s\n' "$t" "$(med "${wall[$t]}") [${wall[$t]% }]" \
-        "$(med "${cpu[$t]}") [${cpu[$t]% }]" "${rss[$t]% }"
+    printf '%-12s %-28s %-28s %s\n' "$t" "$(median <<<"${wall[$t]}") [${wall[$t]% }]" \
+        "$(median <<<"${cpu[$t]}") [${cpu[$t]% }]" "${rss[$t]% }"
 done
-h=$(med "${cpu[hfget]}") hh=$(med "${cpu[hfget-hyper]}")
+h=$(median <<<"${cpu[hfget]}") hh=$(median <<<"${cpu[hfget-hyper]}")
 echo "hfget CPU vs --no-own-tls: $(awk -v a="$h" -v b="$hh" 'BEGIN { printf "%.2f", a / b }')x"
 if [[ -n ${cpu[aria2c]:-} ]]; then
-    a=$(med "${cpu[aria2c]}")
+    a=$(median <<<"${cpu[aria2c]}")
     echo "hfget CPU vs aria2c: $(awk -v x="$h" -v y="$a" 'BEGIN { printf "%.2f", x / y }')x"
 fi
