@@ -20,6 +20,7 @@ macro_rules! tell {
 }
 
 pub mod cli;
+pub mod client;
 pub mod engine;
 pub mod exit;
 pub mod extent;

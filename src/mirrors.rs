@@ -16,8 +16,10 @@ use http_body_util::BodyExt;
 use serde::Serialize;
 use url::Url;
 
-use crate::engine::fetch::{ByteRange, Failure, fetch, status_failure};
-use crate::engine::source::Source;
+use tokio_util::sync::CancellationToken;
+
+use crate::client::classify::status_failure;
+use crate::client::{Backoff, ByteRange, Failure, RetryPolicy, Source, fetch};
 use crate::net::http::{ContentRange, content_length, content_range};
 use crate::net::{Conn, Net};
 
@@ -163,9 +165,13 @@ async fn first_byte(
         start: 0,
         end: Some(1),
     };
-    let f = fetch(net, source, source.original.clone(), range, None, conn)
-        .await
-        .map_err(describe)?;
+    let f = fetch(
+        net,
+        source.request(&source.original, Some(range), None),
+        conn,
+    )
+    .await
+    .map_err(describe)?;
     let status = f.response.status().as_u16();
     let url = f.url.clone();
     let size = match status {
@@ -177,20 +183,33 @@ async fn first_byte(
         _ => {
             let redirected = f.url != source.original;
             return Err(describe(
-                status_failure(f.response, &url, redirected, source).await,
+                status_failure(f.response, &url, redirected, source.named()).await,
             ));
         }
     };
     if size == 0 {
         return Err("the file is empty or its size is unknown".into());
     }
-    let mut body = f.response.into_body();
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            break;
-        }
+    // One byte to read; a whole file (a 200) is not read, the connection goes.
+    if status != 206 || !read_to_end(f.response.into_body()).await {
+        *conn = None;
     }
     Ok((url, size))
+}
+
+/// Reads a (short) body to its end within a second; false when it did not end.
+async fn read_to_end(mut body: crate::net::Body) -> bool {
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            if frame.is_err() {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .unwrap_or(false)
 }
 
 fn describe(f: Failure) -> String {
@@ -235,7 +254,9 @@ async fn phase(
 }
 
 /// Fetches consecutive ranges from `start` until stopped (by the caller's
-/// deadline) or until errors pile up; returns the last error.
+/// deadline) or until failures pile up; returns the last error. Failures
+/// wait a short backoff: the measurement is about the good moments, and a
+/// source that keeps failing is reported as such.
 async fn one_connection(
     net: &Net,
     source: &Source,
@@ -245,53 +266,50 @@ async fn one_connection(
     chunk: u64,
     bytes: &AtomicU64,
 ) -> Option<String> {
+    let policy = RetryPolicy {
+        max_tries: 5,
+        base: Duration::from_millis(100),
+        cap: Duration::from_secs(1),
+    };
+    // Never cancelled: the caller's deadline drops this future.
+    let mut backoff = Backoff::new(policy, CancellationToken::new());
     let mut conn = None;
     let mut pos = start;
-    let mut errors = 0;
-    let mut last = None;
-    while errors < 5 {
+    loop {
         if pos >= size {
             pos = 0;
         }
         let end = (pos + chunk).min(size);
-        let range = ByteRange {
-            start: pos,
-            end: Some(end),
-        };
-        match fetch(net, source, url.clone(), range, None, &mut conn).await {
-            Ok(f) if f.response.status().as_u16() == 206 || f.response.status().as_u16() == 200 => {
-                let mut body = f.response.into_body();
-                while let Some(frame) = body.frame().await {
-                    match frame {
-                        Ok(fr) => {
-                            if let Some(d) = fr.data_ref() {
-                                bytes.fetch_add(d.len() as u64, Relaxed);
-                            }
-                        }
-                        Err(e) => {
-                            errors += 1;
-                            last = Some(e.to_string());
-                            conn = None;
-                            break;
-                        }
+        let req = source.request(url, Some(ByteRange::of(&(pos..end))), None);
+        let error = match fetch(net, req, &mut conn).await {
+            Ok(f) if matches!(f.response.status().as_u16(), 200 | 206) => {
+                match count_body(f.response.into_body(), bytes).await {
+                    Ok(()) => {
+                        pos = end;
+                        continue;
                     }
+                    Err(e) => e,
                 }
-                pos = end;
             }
-            Ok(f) => {
-                errors += 1;
-                let status = f.response.status().as_u16();
-                last = Some(format!("HTTP {status}"));
-                conn = None;
-            }
-            Err(f) => {
-                errors += 1;
-                last = Some(describe(f));
-                conn = None;
-            }
+            Ok(f) => format!("HTTP {}", f.response.status().as_u16()),
+            Err(f) => describe(f),
+        };
+        conn = None;
+        if backoff.failed(None, false).await.is_err() {
+            return Some(error);
         }
     }
-    last
+}
+
+/// Reads a body into nowhere, counting its bytes.
+async fn count_body(mut body: crate::net::Body, bytes: &AtomicU64) -> Result<(), String> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        if let Some(d) = frame.data_ref() {
+            bytes.fetch_add(d.len() as u64, Relaxed);
+        }
+    }
+    Ok(())
 }
 
 /// Prints the report on stdout: one JSON document, or the table.

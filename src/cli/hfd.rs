@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 use super::net_args::NetArgs;
-use crate::engine::{MAX_CONNECTIONS, RetryPolicy};
+use crate::engine::MAX_CONNECTIONS;
+use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
 use crate::hub::{DEFAULT_ENDPOINT, Endpoint, Options, RepoId, RepoType};
 use crate::net::NetOptions;
@@ -155,6 +156,9 @@ pub struct Args {
     #[command(flatten)]
     pub net: NetArgs,
 
+    #[command(flatten)]
+    pub retry: super::net_args::RetryArgs,
+
     /// Print only errors and the final verdict (no progress line).
     #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
     pub quiet: bool,
@@ -210,25 +214,32 @@ impl Args {
 
     /// The endpoints `--bench` measures: `--endpoint`s when given, else
     /// `HF_ENDPOINT` (if set), huggingface.co and hf-mirror.com, without
-    /// repeats.
+    /// repeats. The token goes only to endpoints the user named (and to
+    /// huggingface.co, where it comes from), never to a default mirror.
     pub fn bench_endpoints(
         &self,
         env: impl Fn(&str) -> Option<String>,
-    ) -> Result<Vec<Endpoint>, String> {
+    ) -> Result<Vec<BenchEndpoint>, String> {
         let given = self.endpoint_flags()?;
         if !given.is_empty() {
-            return Ok(given);
+            return Ok(given
+                .into_iter()
+                .map(|endpoint| BenchEndpoint {
+                    endpoint,
+                    trusted: true,
+                })
+                .collect());
         }
-        let mut out: Vec<Endpoint> = Vec::new();
+        let mut out: Vec<BenchEndpoint> = Vec::new();
         let from_env = env("HF_ENDPOINT").filter(|s| !s.trim().is_empty());
         let texts = from_env
             .iter()
-            .map(String::as_str)
-            .chain(crate::hub::bench::DEFAULT_BENCH_ENDPOINTS);
-        for t in texts {
-            let ep = Endpoint::parse(t)?;
-            if !out.iter().any(|o| o.url() == ep.url()) {
-                out.push(ep);
+            .map(|s| (s.as_str(), true))
+            .chain(crate::hub::bench::DEFAULT_BENCH_ENDPOINTS.map(|e| (e, e == DEFAULT_ENDPOINT)));
+        for (t, trusted) in texts {
+            let endpoint = Endpoint::parse(t)?;
+            if !out.iter().any(|o| o.endpoint.url() == endpoint.url()) {
+                out.push(BenchEndpoint { endpoint, trusted });
             }
         }
         Ok(out)
@@ -292,7 +303,7 @@ impl Args {
             jobs: self.jobs.map_or(5, usize::from),
             max_jobs: self.max_jobs(),
             verify_all: self.verify,
-            retry: RetryPolicy::default(),
+            retry: self.retry.policy()?,
             verbosity: self.verbosity(),
         })
     }
@@ -445,7 +456,7 @@ mod tests {
             .bench_endpoints(env)
             .unwrap()
             .iter()
-            .map(|e| e.as_str().to_string())
+            .map(|e| e.endpoint.as_str().to_string())
             .collect();
         assert_eq!(
             eps,
@@ -455,6 +466,14 @@ mod tests {
                 "https://hf-mirror.com"
             ]
         );
+        // The token only for endpoints the user named, and the Hub.
+        let trusted: Vec<bool> = b
+            .bench_endpoints(env)
+            .unwrap()
+            .iter()
+            .map(|e| e.trusted)
+            .collect();
+        assert_eq!(trusted, [true, true, false]);
         let same = |_: &str| Some("https://huggingface.co/".to_string());
         assert_eq!(b.bench_endpoints(same).unwrap().len(), 2);
         assert_eq!(b.bench_endpoints(no_env).unwrap().len(), 2);

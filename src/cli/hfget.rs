@@ -10,7 +10,7 @@ use url::Url;
 use super::input_file::Entry;
 use super::net_args::NetArgs;
 use super::output_name;
-use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS, RetryPolicy};
+use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS};
 use crate::net::NetOptions;
 use crate::size::parse_size;
 use crate::storage::{Allocation, WriteMode};
@@ -116,15 +116,8 @@ pub struct Args {
     #[arg(long = "checksum", value_name = "TYPE=HEX")]
     pub checksum: Option<String>,
 
-    /// Failed attempts in a row, with no byte received, before a connection
-    /// gives up; 0 = never.
-    #[arg(short = 'm', long = "max-tries", value_name = "N", default_value_t = 5)]
-    pub max_tries: u32,
-
-    /// Seconds before the first retry; later retries wait up to twice as long
-    /// each time (with random jitter) [default: 0.5].
-    #[arg(long = "retry-wait", value_name = "SEC")]
-    pub retry_wait: Option<f64>,
+    #[command(flatten)]
+    pub retry: super::net_args::RetryArgs,
 
     /// Seconds without a byte from any connection before reconnecting, and
     /// the wait for response headers.
@@ -308,30 +301,21 @@ impl Args {
             Some(c) => Some(Checksum::parse(c).map_err(|e| format!("{at}{e}"))?),
             None => None,
         };
-        let mut retry = RetryPolicy {
-            max_tries: match opt("max-tries") {
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| format!("{at}invalid max-tries={v}"))?,
-                None => self.max_tries,
-            },
-            ..RetryPolicy::default()
+        let max_tries = match opt("max-tries") {
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("{at}invalid max-tries={v}"))?,
+            None => self.retry.max_tries,
         };
         let wait = match opt("retry-wait") {
             Some(v) => Some(
                 v.parse::<f64>()
                     .map_err(|_| format!("{at}invalid retry-wait={v}"))?,
             ),
-            None => self.retry_wait,
+            None => self.retry.retry_wait,
         };
-        if let Some(w) = wait {
-            if !(0.0..=600.0).contains(&w) {
-                return Err(format!(
-                    "{at}--retry-wait must be between 0 and 600 seconds"
-                ));
-            }
-            retry.base = Duration::from_secs_f64(w);
-        }
+        let retry =
+            super::net_args::retry_policy(max_tries, wait).map_err(|e| format!("{at}{e}"))?;
         let timeout = num("timeout", self.timeout, u64::MAX)?.max(1);
         if !(0.05..=600.0).contains(&self.auto_save_interval) {
             return Err("--auto-save-interval must be between 0.05 and 600 seconds".into());

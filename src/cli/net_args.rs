@@ -1,5 +1,5 @@
-//! Network options shared by `hfget` and `hfd`: proxies (aria2c's names),
-//! TLS, HTTP/2, timeouts.
+//! Options shared by `hfget` and `hfd`: proxies (aria2c's names), TLS,
+//! HTTP/2, timeouts, retries.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use crate::client::RetryPolicy;
 use crate::net::proxy::redact_text;
 use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
 
@@ -142,4 +143,42 @@ mod tests {
         let d = format!("{:?}", cli.net);
         assert!(!d.contains("topsecret") && d.contains("***@h:1"), "{d}");
     }
+}
+
+/// How failures are retried, the same for both binaries.
+#[derive(Args, Clone, Debug)]
+pub struct RetryArgs {
+    /// Failed attempts in a row, with no byte received, before a connection
+    /// gives up; 0 = never.
+    #[arg(short = 'm', long = "max-tries", value_name = "N", default_value_t = 5)]
+    pub max_tries: u32,
+
+    /// Seconds before the first retry; later retries wait up to twice as long
+    /// each time (with random jitter) [default: 0.5]. A server's Retry-After
+    /// is always obeyed.
+    #[arg(long = "retry-wait", value_name = "SEC")]
+    pub retry_wait: Option<f64>,
+}
+
+impl RetryArgs {
+    /// The policy these flags (or an input file's `max-tries`/`retry-wait`,
+    /// given as `max_tries`/`wait`) ask for.
+    pub fn policy(&self) -> Result<RetryPolicy, String> {
+        retry_policy(self.max_tries, self.retry_wait)
+    }
+}
+
+/// The retry policy for `max_tries` and a first wait of `wait` seconds.
+pub fn retry_policy(max_tries: u32, wait: Option<f64>) -> Result<RetryPolicy, String> {
+    let mut p = RetryPolicy {
+        max_tries,
+        ..RetryPolicy::default()
+    };
+    if let Some(w) = wait {
+        if !(0.0..=600.0).contains(&w) {
+            return Err("--retry-wait must be between 0 and 600 seconds".into());
+        }
+        p.base = Duration::from_secs_f64(w);
+    }
+    Ok(p)
 }

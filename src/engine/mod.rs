@@ -1,22 +1,33 @@
 //! The download engine: one file, many connections, crash-safe.
 //!
-//! - [`job`]: one download from start to finish (on-disk state, probe,
-//!   storage, slots, verified finish);
-//! - [`scheduler`]: who fetches which bytes (equal regions, proportional
-//!   stealing, takeover of stalled regions);
-//! - [`worker`]: one connection slot issuing bounded range requests;
-//! - [`fetch`]: one request with redirects followed by hand;
-//! - [`source`]: a URL, its redirect target and its health;
-//! - [`retry`], [`progress`], [`verify`], [`error`].
+//! A download runs in stages ([`job`] drives them):
+//! - [`resume`]: what a previous run left on disk, and whether it can be
+//!   continued;
+//! - [`probe`]: the first request, which learns the size and validators
+//!   (and whose answer is data);
+//! - [`slots`]: the ranged download: storage set up, connection slots
+//!   ([`worker`]) fed by the [`scheduler`], grown by [`adaptive`];
+//! - [`single`]: one stream from the start, for servers without ranges;
+//! - [`finish`]: checksum and final name.
+//!
+//! A slot checks each answer ([`answer`]) and moves its bytes to the writer
+//! ([`receive`]: spliced or batched). [`shared`] is what the slots share;
+//! [`progress`], [`verify`] and [`error`] serve all stages. Requests,
+//! sources and retries are the client layer's ([`crate::client`]).
 
 pub mod adaptive;
+mod answer;
 pub mod error;
-pub mod fetch;
+mod finish;
 pub mod job;
+mod probe;
 pub mod progress;
-pub mod retry;
+mod receive;
+mod resume;
 pub mod scheduler;
-pub mod source;
+mod shared;
+mod single;
+mod slots;
 pub mod verify;
 mod worker;
 
@@ -27,13 +38,14 @@ use std::time::Duration;
 use http::HeaderMap;
 use url::Url;
 
+pub use crate::client::{Hop, RetryPolicy};
 pub use error::Error;
-pub use fetch::Hop;
 pub use job::download;
 pub use progress::Progress;
-pub use retry::RetryPolicy;
 pub use verify::Checksum;
 
+use crate::client::{Fetched, Source};
+use crate::storage::files::Layout;
 use crate::storage::{Allocation, WriteMode};
 
 /// The most connections one download may use (aria2c stops at 16).
@@ -53,6 +65,10 @@ pub struct DownloadSpec {
     pub part_path: Option<PathBuf>,
     /// The control file (default: part + ".ctl").
     pub control_path: Option<PathBuf>,
+    /// The folder the user named, when the files lie deeper inside it (an
+    /// hfd local dir): no symbolic link below it is followed. `None`: the
+    /// output's own folder is the one named.
+    pub root: Option<PathBuf>,
     /// Connections for the whole download (`-s`).
     pub connections: usize,
     /// Connections per source (`-x`).
@@ -113,13 +129,13 @@ impl SourceCheck {
 
     /// Runs the check on a successful answer from `source`; anything else
     /// (an error status) is judged elsewhere.
-    pub(crate) fn verify(&self, source: &source::Source, f: &fetch::Fetched) -> Result<(), Error> {
+    pub(crate) fn verify(&self, source: &Source, f: &Fetched) -> Result<(), Error> {
         if !f.response.status().is_success() {
             return Ok(());
         }
         self.check(&f.hops, f.response.headers())
             .map_err(|detail| Error::OtherFile {
-                url: source.display(),
+                url: source.ident(),
                 detail,
             })
     }
@@ -140,6 +156,7 @@ impl DownloadSpec {
             output: output.into(),
             part_path: None,
             control_path: None,
+            root: None,
             connections: 16,
             per_source: 16,
             min_split: 1 << 20,
@@ -155,6 +172,24 @@ impl DownloadSpec {
             checkpoint_interval: Duration::from_secs(1),
             adaptive: None,
             source_check: None,
+        }
+    }
+
+    /// Where the download's files go.
+    pub fn layout(&self) -> Layout {
+        let part = self
+            .part_path
+            .clone()
+            .unwrap_or_else(|| with_suffix(&self.output, ".part"));
+        let control = self
+            .control_path
+            .clone()
+            .unwrap_or_else(|| with_suffix(&part, ".ctl"));
+        Layout {
+            output: self.output.clone(),
+            part,
+            control,
+            root: self.root.clone(),
         }
     }
 
@@ -202,4 +237,10 @@ pub struct Outcome {
     /// Sources whose every connection used up its retries, in the order of
     /// `urls`: a caller downloading many files stops offering them.
     pub sources_gave_up: Vec<bool>,
+}
+
+fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }

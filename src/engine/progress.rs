@@ -5,7 +5,9 @@
 //! A child (one file of an hfd repo) also adds into its parent (the repo).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use tokio::sync::Notify;
 
 const UNKNOWN: u64 = u64::MAX;
 
@@ -15,6 +17,9 @@ pub struct Progress {
     done: AtomicU64,
     received: AtomicU64,
     connections: AtomicUsize,
+    /// Every byte has arrived (what follows needs no connection).
+    received_all: AtomicBool,
+    received_all_notify: Notify,
     parent: Option<Arc<Progress>>,
 }
 
@@ -25,6 +30,8 @@ impl Default for Progress {
             done: AtomicU64::new(0),
             received: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            received_all: AtomicBool::new(false),
+            received_all_notify: Notify::new(),
             parent: None,
         }
     }
@@ -93,6 +100,27 @@ impl Progress {
             .fetch_update(Relaxed, Relaxed, |d| Some(d.saturating_sub(n)));
         if let Some(p) = &self.parent {
             p.discard(n);
+        }
+    }
+
+    /// The engine says every byte of the file has arrived: the checksum,
+    /// fsync and rename that follow use no connection.
+    pub fn all_received(&self) {
+        if !self.received_all.swap(true, Relaxed) {
+            self.received_all_notify.notify_waiters();
+        }
+    }
+
+    /// Waits until [`Progress::all_received`] was said.
+    pub async fn wait_all_received(&self) {
+        loop {
+            let notified = self.received_all_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.received_all.load(Relaxed) {
+                return;
+            }
+            notified.await;
         }
     }
 

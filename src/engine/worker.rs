@@ -7,31 +7,35 @@
 //! with no round trip of silence between them; hyper's client sends one
 //! request at a time.
 //!
-//! Every answer is checked before a byte of it is written: status 206, a
-//! `Content-Range` that starts exactly where we asked and ends inside the
-//! request, the total length and validators recorded at the start. Bytes are
-//! claimed from the slot's region frame by frame, so a region cut short by a
-//! thief stops the stream at the cut.
+//! Every answer is checked before a byte of it is written ([`super::answer`]).
+//! Bytes are claimed from the slot's region piece by piece, so a region cut
+//! short by a thief stops the stream at the cut. Every await on the network
+//! races the slot's wake-up (preemption, Ctrl-C) or a timeout.
 
 use std::ops::Range;
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::Response;
 use http_body_util::BodyExt;
-
-use super::error::{Error, GaveUpKind};
-use super::fetch::{ByteRange, Failure, fetch, head_ahead, receive_ahead, status_failure};
-use super::job::Job;
-use super::scheduler::{Assignment, Preempt, Slot, request_size};
-use crate::net::http::{ContentRange, any_etag, content_range, last_modified, strong_etag};
-use crate::net::{Body, Conn};
-#[cfg(target_os = "linux")]
-use crate::storage::pipe::Pipe;
+use tokio::sync::futures::Notified;
 use url::Url;
+
+use super::answer::{Refusal, check};
+use super::error::Error;
+use super::receive::{Batch, Piece, Pipes, can_splice, new_pipes, next_piece};
+use super::scheduler::{Assignment, Preempt, Slot, request_size};
+use super::shared::Job;
+use crate::client::classify::status_failure;
+use crate::client::request::head_ahead;
+use crate::client::{Backoff, ByteRange, Failure, FailureKind, Fetched, Source, Stop, fetch};
+use crate::net::{Body, Conn};
+
+/// How long the end of a body may take once every requested byte of it
+/// has arrived; see [`Worker::end_of_body`].
+const END_OF_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// The probe's answer, handed to the first slot so its bytes are not wasted.
 pub struct FirstResponse {
@@ -51,27 +55,41 @@ enum StreamEnd {
     Cancelled,
 }
 
+/// What the slot does next.
+enum Next {
+    Go,
+    Stop,
+}
+
+/// An answer to stream: what it answers and where it came from.
+struct Answer {
+    response: Response<Body>,
+    req: Range<u64>,
+    generation: u64,
+    redirected: bool,
+    url: Url,
+    reused: bool,
+}
+
 struct Worker {
     job: Arc<Job>,
+    source: Arc<Source>,
     slot: Arc<Slot>,
     conn: Option<Conn>,
     counted_live: bool,
     /// Left because the adaptive count went down; `live_slots` already
     /// counts it out.
     retired: bool,
-    /// Consecutive failures without a byte received in between.
-    failures: u32,
+    /// Failures in a row without a byte received in between, and the waits.
+    backoff: Backoff,
     progressed: bool,
     /// Carry spliced bodies to the writer, taking turns (see
-    /// [`crate::storage::pipe`]); kept across requests, dropped after a
-    /// failure in case bytes in them were not accounted for.
+    /// [`super::receive`]); kept across requests, dropped after a failure in
+    /// case bytes in them were not accounted for.
     pipes: Option<Arc<Pipes>>,
     /// Goes with the connection: a new one has nothing pending.
     ahead: Option<Ahead>,
 }
-
-/// A connection fills one pipe while the writer drains the other.
-type Pipes = [Pipe; 2];
 
 /// A request sent ahead on the slot's connection, its answer not yet read.
 struct Ahead {
@@ -86,12 +104,13 @@ pub async fn run(job: Arc<Job>, slot: Arc<Slot>, first: Option<FirstResponse>) {
     source.slot_started();
     job.live_slots.fetch_add(1, Relaxed);
     let mut w = Worker {
+        backoff: Backoff::new(job.retry.clone(), job.cancel.clone()),
         job,
+        source: source.clone(),
         slot,
         conn: None,
         counted_live: false,
         retired: false,
-        failures: 0,
         progressed: false,
         pipes: None,
         ahead: None,
@@ -128,270 +147,218 @@ impl Worker {
     }
 
     async fn main(&mut self, mut first: Option<FirstResponse>) {
-        let job = self.job.clone();
-        let source = job.sources[self.slot.source].clone();
         loop {
-            if job.cancel.is_cancelled() {
+            if let Next::Stop = self.ready().await {
                 return;
             }
-            match self.slot.take_preempt() {
-                Preempt::Cancel => return,
-                Preempt::RegionLost | Preempt::Reconnect | Preempt::Stalled => self.set_conn(None),
-                Preempt::None => {}
-            }
-            if source.is_dead() {
-                job.sched.release(&self.slot);
-                return;
-            }
-            if !self.slot.has_work() {
-                match job.sched.assign(&self.slot) {
-                    Assignment::Done => return,
-                    Assignment::Work(_) => {}
-                    Assignment::Wait => {
-                        // Nothing to take: keep no idle connection open to the server.
-                        self.set_conn(None);
-                        tokio::select! {
-                            _ = job.sched.changed.notified() => {}
-                            _ = self.slot.wake.notified() => {}
-                            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                            _ = job.cancel.cancelled() => return,
-                        }
-                        continue;
-                    }
-                }
-            }
-            // After 429/503 a source carries fewer connections: extra slots leave.
-            if source.active() > source.conn_limit() && job.live_slots.load(Relaxed) > 1 {
-                tracing::debug!("slot {} leaves: connection limit lowered", self.slot.id);
-                job.sched.release(&self.slot);
-                return;
-            }
-            // The adaptive count went down: as many slots leave as it says.
-            if job.retire_one() {
-                tracing::debug!(
-                    "slot {} leaves: fewer connections did as well",
-                    self.slot.id
-                );
-                self.retired = true;
-                job.sched.release(&self.slot);
-                return;
-            }
-
-            let reused = self.conn.is_some() && first.is_none();
-            let (response, req, generation, redirected, url) = match first.take() {
-                Some(f) => {
-                    self.set_conn(Some(f.conn));
-                    let (url, g) = source.current();
-                    (f.response, f.range, g, source.is_redirected(), url)
-                }
-                None => {
-                    // The answer sent ahead is used while it still starts
-                    // where the region does; else the connection goes.
-                    let ahead = self.ahead.take().filter(|a| {
-                        self.conn.as_ref().is_some_and(|c| c.has_answer_pending())
-                            && a.range.start == self.slot.region().start
-                    });
-                    let mut conn = self.conn.take();
-                    let (req, generation, r) = match ahead {
-                        Some(a) => {
-                            let r = tokio::select! {
-                                r = receive_ahead(&source, a.url, &mut conn) => r,
-                                _ = job.cancel.cancelled() => return,
-                            };
-                            (a.range, a.generation, r)
-                        }
-                        None => {
-                            let Some(req) = self
-                                .slot
-                                .next_request(request_size(self.slot.rate(), source.ttfb()))
-                            else {
-                                self.set_conn(conn);
-                                continue;
-                            };
-                            let (url, generation) = source.current();
-                            let if_range = job.if_range_for(&source);
-                            // A server that went silent must not hold up Ctrl-C
-                            // for the response timeout.
-                            let r = tokio::select! {
-                                r = fetch(
-                                    &job.net,
-                                    &source,
-                                    url,
-                                    ByteRange::of(&req),
-                                    if_range.as_deref(),
-                                    &mut conn,
-                                ) => r,
-                                _ = job.cancel.cancelled() => return,
-                            };
-                            if let Ok(f) = &r {
-                                source.record_ttfb(f.ttfb);
-                            }
-                            (req, generation, r)
-                        }
-                    };
-                    self.set_conn(conn);
-                    match r {
-                        Ok(f) => {
-                            if !f.hops.is_empty() {
-                                source.set_resolved(f.url.clone());
-                            }
-                            let redirected = f.url != source.original;
-                            let from_source = !f.hops.is_empty() || !redirected;
-                            if let Some(c) = &job.source_check
-                                && from_source
-                                && let Err(e) = c.verify(&source, &f)
-                            {
-                                self.set_conn(None);
-                                if !self.on_failure(Failure::Fatal(e), generation).await {
-                                    return;
-                                }
-                                continue;
-                            }
-                            (f.response, req, generation, redirected, f.url)
-                        }
-                        Err(failure) => {
-                            if !self.on_failure(failure, generation).await {
-                                return;
-                            }
-                            continue;
-                        }
-                    }
-                }
+            let answer = match first.take() {
+                Some(f) => Ok(self.first_answer(f)),
+                None => match self.next_answer().await {
+                    Some(a) => a,
+                    None => continue,
+                },
             };
-
-            if let Err(failure) = self.check(&response, &req) {
-                let failure = match failure {
-                    Some(f) => f,
-                    None => {
-                        let url = source.current().0;
-                        status_failure(response, &url, redirected, &source).await
-                    }
-                };
-                self.set_conn(None);
-                if !self.on_failure(failure, generation).await {
-                    return;
-                }
-                continue;
-            }
-
-            job.sched.transfer_started(&self.slot, !reused);
-            match self.stream(response, &req, &url, generation).await {
-                Ok(StreamEnd::Complete) => {}
-                Ok(StreamEnd::Abandoned) => self.set_conn(None),
-                Ok(StreamEnd::Cancelled) => return,
-                Err(failure) => {
-                    self.set_conn(None);
-                    self.pipes = None;
-                    if !self.on_failure(failure, generation).await {
-                        return;
-                    }
-                }
+            let next = match answer {
+                Ok(a) => self.take(a).await,
+                Err((failure, generation)) => self.on_failure(failure, generation).await,
+            };
+            if let Next::Stop = next {
+                return;
             }
         }
     }
 
-    /// Checks the answer to a request for `req`. `Err(None)` means "an error
-    /// status: let `status_failure` read and classify it".
-    fn check(&self, response: &Response<Body>, req: &Range<u64>) -> Result<(), Option<Failure>> {
-        let job = &self.job;
-        let source = &job.sources[self.slot.source];
-        let url = source.display();
-        let h = response.headers();
-        let changed = |detail: String| {
-            Some(Failure::Fatal(Error::RemoteChanged {
-                url: url.clone(),
-                detail,
-            }))
-        };
-        let same_validators = |etag: &Option<String>, lm: &Option<String>| {
-            if let (Some(want), Some(got)) = (etag, any_etag(h))
-                && *want != got
-            {
-                return Err(changed(format!("its ETag was {want}, now {got}")));
-            }
-            if etag.is_none()
-                && let (Some(want), Some(got)) = (lm, last_modified(h))
-                && *want != got
-            {
-                return Err(changed(format!("its Last-Modified was {want}, now {got}")));
-            }
-            Ok(())
-        };
-        // Validators first: whatever the status, a different ETag is a
-        // different file. With a source check each source answers for its
-        // own, once a good answer has fixed them (below).
-        if job.source_check.is_none() {
-            same_validators(&job.validators.etag, &job.validators.last_modified)?;
-        } else if let Some((etag, lm)) = source.own_validators.get() {
-            same_validators(etag, lm)?;
+    /// Before each request: stop, leave, wait for work, or go on.
+    async fn ready(&mut self) -> Next {
+        let job = self.job.clone();
+        if job.cancel.is_cancelled() {
+            return Next::Stop;
         }
-        match response.status() {
-            StatusCode::PARTIAL_CONTENT => {}
-            StatusCode::OK => {
-                return Err(changed(
-                    "a range request was answered with the whole file, so the file no longer matches what was started".into(),
-                ));
-            }
-            StatusCode::RANGE_NOT_SATISFIABLE => {
-                return match content_range(h) {
-                    Some(ContentRange::Unsatisfied { total }) if total != job.validators.total => {
-                        Err(changed(format!(
-                            "its size was {} bytes, now {total}",
-                            job.validators.total
-                        )))
+        match self.slot.take_preempt() {
+            Preempt::Cancel => return Next::Stop,
+            Preempt::RegionLost | Preempt::Reconnect | Preempt::Stalled => self.set_conn(None),
+            Preempt::None => {}
+        }
+        if self.source.is_dead() {
+            job.sched.release(&self.slot);
+            return Next::Stop;
+        }
+        if !self.slot.has_work() {
+            match job.sched.assign(&self.slot) {
+                Assignment::Done => return Next::Stop,
+                Assignment::Work(_) => {}
+                Assignment::Wait => {
+                    // Nothing to take: keep no idle connection open to the server.
+                    self.set_conn(None);
+                    tokio::select! {
+                        _ = job.sched.changed.notified() => {}
+                        _ = self.slot.wake.notified() => {}
+                        _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        _ = job.cancel.cancelled() => return Next::Stop,
                     }
-                    _ => Err(Some(Failure::Retry {
-                        kind: GaveUpKind::BadResponse,
-                        detail: format!("HTTP 416 for bytes {}-{}", req.start, req.end - 1),
-                        status: Some(416),
-                        retry_after: None,
-                        overloaded: false,
-                    })),
-                };
+                    return Box::pin(self.ready()).await;
+                }
             }
-            _ => return Err(None),
         }
-        let bad = |detail: String| {
-            Err(Some(Failure::Retry {
-                kind: GaveUpKind::BadResponse,
-                detail,
-                status: Some(206),
-                retry_after: None,
-                overloaded: false,
-            }))
-        };
-        match content_range(h) {
-            Some(ContentRange::Bytes { first, last, total }) => {
-                if let Some(t) = total
-                    && t != job.validators.total
-                {
-                    return Err(changed(format!(
-                        "its size was {} bytes, now {t}",
-                        job.validators.total
-                    )));
-                }
-                if first != req.start {
-                    return bad(format!(
-                        "asked for bytes from {} but the answer starts at {first} (Content-Range {first}-{last}); nothing of it was written",
-                        req.start
-                    ));
-                }
-                if last >= req.end {
-                    return bad(format!(
-                        "asked for bytes {}-{} but got {first}-{last}",
-                        req.start,
-                        req.end - 1
-                    ));
-                }
-                if job.source_check.is_some() && source.own_validators.get().is_none() {
-                    let (etag, lm) = source
-                        .own_validators
-                        .get_or_init(|| (strong_etag(h), last_modified(h)));
-                    same_validators(etag, lm)?;
-                }
-                Ok(())
+        // After 429/503 a source carries fewer connections: extra slots leave.
+        if self.source.active() > self.source.conn_limit() && job.live_slots.load(Relaxed) > 1 {
+            tracing::debug!("slot {} leaves: connection limit lowered", self.slot.id);
+            job.sched.release(&self.slot);
+            return Next::Stop;
+        }
+        // The adaptive count went down: as many slots leave as it says.
+        if job.retire_one() {
+            tracing::debug!(
+                "slot {} leaves: fewer connections did as well",
+                self.slot.id
+            );
+            self.retired = true;
+            job.sched.release(&self.slot);
+            return Next::Stop;
+        }
+        Next::Go
+    }
+
+    /// The probe's answer, read on by this slot.
+    fn first_answer(&mut self, f: FirstResponse) -> Answer {
+        self.set_conn(Some(f.conn));
+        let (url, generation) = self.source.current();
+        Answer {
+            response: f.response,
+            req: f.range,
+            generation,
+            redirected: self.source.is_redirected(),
+            url,
+            reused: false,
+        }
+    }
+
+    /// The answer to the slot's next request: the one sent ahead when it
+    /// still starts where the region does, else a new request. `None` when
+    /// there is nothing to ask for now; `Some(Err)` for a failed request.
+    async fn next_answer(&mut self) -> Option<Result<Answer, (Failure<Error>, u64)>> {
+        let source = self.source.clone();
+        let reused = self.conn.is_some();
+        let ahead = self.ahead.take().filter(|a| {
+            self.conn.as_ref().is_some_and(|c| c.has_answer_pending())
+                && a.range.start == self.slot.region().start
+        });
+        let mut conn = self.conn.take();
+        let (req, generation, r) = match ahead {
+            Some(a) => {
+                let r = self.receive_ahead(a.url, &mut conn).await?;
+                (a.range, a.generation, r)
             }
-            _ => bad("a 206 answer without a valid Content-Range".into()),
+            None => {
+                let Some(req) = self
+                    .slot
+                    .next_request(request_size(self.slot.rate(), source.ttfb()))
+                else {
+                    self.set_conn(conn);
+                    return None;
+                };
+                let (url, generation) = source.current();
+                let if_range = self.job.if_range_for(&source);
+                let request = source.request(&url, Some(ByteRange::of(&req)), if_range.as_deref());
+                // A server that went silent must not hold up Ctrl-C for the
+                // response timeout.
+                let r = self
+                    .backoff
+                    .attempt(fetch(&self.job.net, request, &mut conn))
+                    .await
+                    .ok()?;
+                if let Ok(f) = &r {
+                    source.record_ttfb(f.ttfb);
+                }
+                (req, generation, r)
+            }
+        };
+        self.set_conn(conn);
+        let f = match r {
+            Ok(f) => f,
+            Err(failure) => {
+                let failure = failure.map_fatal(|e| Error::from_client(e, source.ident()));
+                return Some(Err((failure, generation)));
+            }
+        };
+        Some(self.checked_source(f, req, generation, reused))
+    }
+
+    /// The answer to the request sent ahead; `None` when the download stops
+    /// meanwhile.
+    async fn receive_ahead(
+        &self,
+        url: Url,
+        conn: &mut Option<Conn>,
+    ) -> Option<Result<Fetched, Failure>> {
+        self.backoff
+            .attempt(self.source.receive_ahead(url, conn))
+            .await
+            .ok()
+    }
+
+    /// Where the answer came from, and the caller's identity check when it
+    /// began at the source's own URL.
+    fn checked_source(
+        &mut self,
+        f: Fetched,
+        req: Range<u64>,
+        generation: u64,
+        reused: bool,
+    ) -> Result<Answer, (Failure<Error>, u64)> {
+        let source = &self.source;
+        if !f.hops.is_empty() {
+            source.set_resolved(f.url.clone());
+        }
+        let redirected = f.url != source.original;
+        let from_source = !f.hops.is_empty() || !redirected;
+        if let Some(c) = &self.job.source_check
+            && from_source
+            && let Err(e) = c.verify(source, &f)
+        {
+            self.set_conn(None);
+            return Err((Failure::Fatal(e), generation));
+        }
+        Ok(Answer {
+            response: f.response,
+            req,
+            generation,
+            redirected,
+            url: f.url,
+            reused,
+        })
+    }
+
+    /// Checks an answer and streams it into storage.
+    async fn take(&mut self, a: Answer) -> Next {
+        let job = self.job.clone();
+        let source = self.source.clone();
+        if let Err(refusal) = check(&job, &source, &a.response, &a.req) {
+            let failure = match refusal {
+                Refusal::Failed(f) => f,
+                Refusal::Status => {
+                    let url = source.current().0;
+                    status_failure(a.response, &url, a.redirected, source.named())
+                        .await
+                        .map_fatal(|e| Error::from_client(e, source.ident()))
+                }
+            };
+            self.set_conn(None);
+            return self.on_failure(failure, a.generation).await;
+        }
+        job.sched.transfer_started(&self.slot, !a.reused);
+        match self.stream(a.response, &a.req, &a.url, a.generation).await {
+            Ok(StreamEnd::Complete) => Next::Go,
+            Ok(StreamEnd::Abandoned) => {
+                self.set_conn(None);
+                Next::Go
+            }
+            Ok(StreamEnd::Cancelled) => Next::Stop,
+            Err(failure) => {
+                self.set_conn(None);
+                self.pipes = None;
+                self.on_failure(failure, a.generation).await
+            }
         }
     }
 
@@ -402,9 +369,8 @@ impl Worker {
         req: &Range<u64>,
         url: &Url,
         generation: u64,
-    ) -> Result<StreamEnd, Failure> {
+    ) -> Result<StreamEnd, Failure<Error>> {
         let job = self.job.clone();
-        let source = &job.sources[self.slot.source];
         let mut body = response.into_body();
         // Half way through the answer, the next request goes out.
         let mut ahead_at =
@@ -426,23 +392,9 @@ impl Worker {
             let piece = tokio::select! {
                 biased;
                 _ = &mut woken => {
-                    match self.slot.take_preempt() {
-                        Preempt::Cancel => break StreamEnd::Cancelled,
-                        Preempt::RegionLost | Preempt::Reconnect => break StreamEnd::Abandoned,
-                        // Bytes came since the last stall or failure: a
-                        // slow patch, not a server that always stalls here.
-                        // Reconnect without counting, but only once.
-                        Preempt::Stalled if std::mem::take(&mut self.progressed) => {
-                            break StreamEnd::Abandoned;
-                        }
-                        Preempt::Stalled => {
-                            batch.flush(&job).await?;
-                            return Err(Failure::retry(
-                                GaveUpKind::Timeout,
-                                "no data arrived for too long; reconnecting",
-                            ));
-                        }
-                        Preempt::None => {
+                    match self.woken(&mut batch).await? {
+                        Some(end) => break end,
+                        None => {
                             woken.set(slot.wake.notified());
                             woken.as_mut().enable();
                             continue;
@@ -456,7 +408,7 @@ impl Worker {
                     if expected < req.end && self.slot.region().start < req.end {
                         batch.flush(&job).await?;
                         return Err(Failure::retry(
-                            GaveUpKind::Network,
+                            FailureKind::Network,
                             format!(
                                 "the connection closed after {} of {} bytes",
                                 expected - req.start,
@@ -469,7 +421,7 @@ impl Worker {
                 Piece::Failed(e) => {
                     batch.flush(&job).await?;
                     return Err(Failure::retry(
-                        GaveUpKind::Network,
+                        FailureKind::Network,
                         format!("receiving failed after {} bytes: {e}", expected - req.start),
                     ));
                 }
@@ -484,32 +436,15 @@ impl Worker {
                 batch.add(piece, expected, 0);
                 batch.flush(&job).await?;
                 return Err(Failure::retry(
-                    GaveUpKind::BadResponse,
-                    "the server sent more bytes than the range asked for".to_string(),
+                    FailureKind::BadResponse,
+                    "the server sent more bytes than the range asked for",
                 ));
             }
             if matches!(piece, Piece::Data(_)) && batch.piped() > 0 {
                 batch.flush(&job).await?;
             }
-            let (at, take) = self.slot.claim(len);
-            debug_assert!(
-                take == 0 || at == expected,
-                "claim at {at}, expected {expected}"
-            );
-            batch.add(piece, at, take);
-            if take > 0 {
-                expected += take;
-                job.sched.received(&self.slot, take);
-                job.progress.add_received(take);
-                source.bytes.fetch_add(take, Relaxed);
-                if !self.progressed {
-                    self.progressed = true;
-                    self.failures = 0;
-                }
-                if batch.full(job.batch) {
-                    batch.flush(&job).await?;
-                }
-            }
+            let take = self.claim(&mut batch, piece, expected, len).await?;
+            expected += take;
             if take < len {
                 // The region ended inside this piece: stolen, or taken over.
                 break StreamEnd::Abandoned;
@@ -519,15 +454,93 @@ impl Worker {
                 self.send_ahead(&mut body, url, req.end, generation).await;
             }
             if expected == req.end {
-                // Read the end of the body so the connection can be reused.
-                match body.frame().await {
-                    None => break StreamEnd::Complete,
-                    Some(_) => break StreamEnd::Abandoned,
-                }
+                break self.end_of_body(&mut body, woken.as_mut()).await;
             }
         };
         batch.flush(&job).await?;
         Ok(end)
+    }
+
+    /// The slot was woken while reading: what the preemption means for the
+    /// stream (`None`: nothing, read on).
+    async fn woken(&mut self, batch: &mut Batch) -> Result<Option<StreamEnd>, Failure<Error>> {
+        Ok(match self.slot.take_preempt() {
+            Preempt::Cancel => Some(StreamEnd::Cancelled),
+            Preempt::RegionLost | Preempt::Reconnect => Some(StreamEnd::Abandoned),
+            // Bytes came since the last stall or failure: a slow patch, not a
+            // server that always stalls here. Reconnect without counting,
+            // but only once.
+            Preempt::Stalled if std::mem::take(&mut self.progressed) => Some(StreamEnd::Abandoned),
+            Preempt::Stalled => {
+                batch.flush(&self.job).await?;
+                return Err(Failure::retry(
+                    FailureKind::Timeout,
+                    "no data arrived for too long; reconnecting",
+                ));
+            }
+            Preempt::None => None,
+        })
+    }
+
+    /// Claims the `len` bytes of `piece` (at file offset `at`) from the
+    /// slot's region and batches what it got; returns how many.
+    async fn claim(
+        &mut self,
+        batch: &mut Batch,
+        piece: Piece,
+        at: u64,
+        len: u64,
+    ) -> Result<u64, Failure<Error>> {
+        let job = &self.job;
+        let (claimed_at, take) = self.slot.claim(len);
+        debug_assert!(
+            take == 0 || claimed_at == at,
+            "claim at {claimed_at}, expected {at}"
+        );
+        batch.add(piece, claimed_at, take);
+        if take == 0 {
+            return Ok(0);
+        }
+        job.sched.received(&self.slot, take);
+        job.progress.add_received(take);
+        self.source.bytes.fetch_add(take, Relaxed);
+        if job.sched.is_done() {
+            job.progress.all_received();
+        }
+        if !self.progressed {
+            self.progressed = true;
+            self.backoff.progressed();
+        }
+        if batch.full(job.batch) {
+            batch.flush(job).await?;
+        }
+        Ok(take)
+    }
+
+    /// Reads the end of a body whose requested bytes are all in, so the
+    /// connection can be reused. A server that announced more than it sends
+    /// (a Content-Length too large, a chunked body without its last chunk)
+    /// gets [`END_OF_BODY_WAIT`], then the connection goes; the data is kept,
+    /// it was complete and checked. A stop or preemption ends the wait.
+    async fn end_of_body(&self, body: &mut Body, woken: Pin<&mut Notified<'_>>) -> StreamEnd {
+        tokio::select! {
+            biased;
+            _ = woken => match self.slot.take_preempt() {
+                Preempt::Cancel => StreamEnd::Cancelled,
+                _ => StreamEnd::Abandoned,
+            },
+            frame = body.frame() => match frame {
+                None => StreamEnd::Complete,
+                Some(_) => StreamEnd::Abandoned,
+            },
+            _ = tokio::time::sleep(END_OF_BODY_WAIT) => {
+                tracing::debug!(
+                    "slot {}: the body did not end after its last requested byte; dropping the connection",
+                    self.slot.id
+                );
+                StreamEnd::Abandoned
+            }
+        }
     }
 
     /// Sends the request for the bytes after `from` (the end of the request
@@ -538,8 +551,7 @@ impl Worker {
         let Some(conn) = self.conn.as_ref() else {
             return;
         };
-        let job = self.job.clone();
-        let source = &job.sources[self.slot.source];
+        let (job, source) = (&self.job, &self.source);
         if !source.pipelines() {
             return;
         }
@@ -550,9 +562,8 @@ impl Worker {
             return;
         };
         let if_range = job.if_range_for(source);
-        let byte_range = ByteRange::of(&range);
-        let Some(head) = head_ahead(&job.net, source, conn, url, byte_range, if_range.as_deref())
-        else {
+        let req = source.request(url, Some(ByteRange::of(&range)), if_range.as_deref());
+        let Some(head) = head_ahead(&job.net, req, conn, url) else {
             self.slot.withdraw_request(&range);
             return;
         };
@@ -571,57 +582,39 @@ impl Worker {
         }
     }
 
-    /// The pipes to splice `body` through, when it can be spliced: our own
-    /// HTTP/1.1 client's answer with a `Content-Length`, on a plain socket.
-    #[cfg(target_os = "linux")]
+    /// The pipes to splice `body` through, when it can be spliced.
     fn pipes_for(&mut self, body: &Body) -> Option<Arc<Pipes>> {
-        if !matches!(body, Body::Plain(p) if p.can_splice() && p.remaining().is_some_and(|n| n > 0))
-        {
+        if !can_splice(body) {
             return None;
         }
         if self.pipes.is_none() {
-            match Pipe::new().and_then(|a| Ok([a, Pipe::new()?])) {
-                Ok(p) => self.pipes = Some(Arc::new(p)),
-                Err(e) => {
-                    tracing::debug!("no pipe, reading through user space: {e}");
-                    return None;
-                }
-            }
+            self.pipes = new_pipes();
         }
         self.pipes.clone()
     }
 
-    #[cfg(not(target_os = "linux"))]
-    fn pipes_for(&mut self, _body: &Body) -> Option<Arc<Pipes>> {
-        None
-    }
-
-    /// Handles a failed request; returns false when the slot must stop.
-    async fn on_failure(&mut self, failure: Failure, generation: u64) -> bool {
+    /// Handles a failed request made at resolve `generation`.
+    async fn on_failure(&mut self, failure: Failure<Error>, generation: u64) -> Next {
         let job = self.job.clone();
-        let source = job.sources[self.slot.source].clone();
+        let source = self.source.clone();
         self.set_conn(None);
         match failure {
             Failure::Fatal(e) => {
                 job.source_failed(&self.slot, e);
-                false
+                Next::Stop
             }
+            Failure::Expired { .. } if source.expire(generation) => Next::Go,
             Failure::Expired { detail, status } => {
-                if source.expire(generation) {
-                    true
-                } else {
-                    job.source_failed(
-                        &self.slot,
-                        Error::Auth {
-                            url: source.display(),
-                            status,
-                            hint: format!(
-                                "; the redirect target keeps refusing even after resolving again ({detail})"
-                            ),
-                        },
-                    );
-                    false
-                }
+                let hint = format!(
+                    "; the redirect target keeps refusing even after resolving again ({detail})"
+                );
+                let e = Error::Auth {
+                    url: source.ident(),
+                    status,
+                    hint,
+                };
+                job.source_failed(&self.slot, e);
+                Next::Stop
             }
             Failure::Retry {
                 kind,
@@ -632,197 +625,30 @@ impl Worker {
             } => {
                 let had_progress = std::mem::replace(&mut self.progressed, false);
                 if had_progress {
-                    self.failures = 0;
+                    self.backoff.progressed();
                 }
-                self.failures += 1;
+                let attempt = self.backoff.failures() + 1;
                 tracing::info!(
-                    "{} (slot {}): {detail}; attempt {} failed",
-                    source.display(),
+                    "{} (slot {}): {detail}; attempt {attempt} failed",
+                    source.named(),
                     self.slot.id,
-                    self.failures
                 );
-                job.record_failure(source.id, kind, &detail, status, self.failures);
+                job.record_failure(source.id, kind, &detail, status, attempt);
                 if overloaded {
                     source.lower_conn_limit();
                 }
-                if job.retry.exhausted(self.failures) {
-                    job.slot_gave_up(&self.slot);
-                    return false;
-                }
                 // A connection that was delivering retries at once; repeated
                 // failures back off (full jitter), never below Retry-After.
-                let delay = if had_progress && retry_after.is_none() && !overloaded {
-                    Duration::ZERO
-                } else {
-                    job.retry.delay(self.failures, retry_after)
-                };
-                if !delay.is_zero() {
-                    tracing::debug!("slot {} waits {:?} before retrying", self.slot.id, delay);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = job.cancel.cancelled() => return false,
+                let at_once = had_progress && retry_after.is_none() && !overloaded;
+                match self.backoff.failed(retry_after, at_once).await {
+                    Ok(()) => Next::Go,
+                    Err(Stop::Cancelled) => Next::Stop,
+                    Err(Stop::Exhausted { .. }) => {
+                        job.slot_gave_up(&self.slot);
+                        Next::Stop
                     }
                 }
-                true
             }
         }
-    }
-}
-
-/// Stands in where pipes do not exist; never constructed.
-#[cfg(not(target_os = "linux"))]
-pub struct Pipe;
-
-#[cfg(not(target_os = "linux"))]
-impl Pipe {
-    fn capacity(&self) -> usize {
-        0
-    }
-    fn has_room(&self) -> bool {
-        true
-    }
-}
-
-/// The next bit of a body.
-enum Piece {
-    /// Bytes in memory.
-    Data(Bytes),
-    /// This many bytes went from the socket into the pipe.
-    Piped(usize),
-    End,
-    Failed(String),
-}
-
-/// Reads the next piece of `body`: spliced into `pipe` when there is one
-/// (at most `max` bytes), else a frame.
-async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {
-    #[cfg(target_os = "linux")]
-    if let (Some(pipe), Body::Plain(p)) = (pipe, &mut *body) {
-        // What came in with the head is already in memory.
-        if let Some(d) = p.take_buffered() {
-            return Piece::Data(d);
-        }
-        if p.remaining() == Some(0) {
-            return Piece::End;
-        }
-        return match p.splice_into(pipe, max).await {
-            Ok(n) => Piece::Piped(n),
-            Err(e) => Piece::Failed(e.to_string()),
-        };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (pipe, max);
-    match body.frame().await {
-        None => Piece::End,
-        Some(Err(e)) => Piece::Failed(e.to_string()),
-        Some(Ok(frame)) => Piece::Data(frame.into_data().unwrap_or_default()),
-    }
-}
-
-/// Body bytes received but not yet handed to the writer: frames in memory,
-/// then bytes waiting in the current pipe, then pipe bytes to throw away
-/// (past a cut). Batching keeps writer ops large. Frames are flushed at
-/// `batch` bytes (they pin user-space buffers); a pipe when it is full, and
-/// the next bytes then go into the other pipe.
-struct Batch {
-    pipes: Option<Arc<Pipes>>,
-    /// Which of `pipes` is being filled.
-    cur: usize,
-    /// File offset of the first pending byte.
-    start: u64,
-    bufs: Vec<Bytes>,
-    buf_len: usize,
-    piped: u64,
-    discard: u64,
-}
-
-impl Batch {
-    fn new(start: u64, pipes: Option<Arc<Pipes>>) -> Batch {
-        Batch {
-            pipes,
-            cur: 0,
-            start,
-            bufs: Vec::new(),
-            buf_len: 0,
-            piped: 0,
-            discard: 0,
-        }
-    }
-
-    fn pipe(&self) -> Option<&Pipe> {
-        self.pipes.as_deref().map(|p| &p[self.cur])
-    }
-
-    fn piped(&self) -> u64 {
-        self.piped
-    }
-
-    fn full(&self, batch: usize) -> bool {
-        self.buf_len >= batch
-            || self
-                .pipe()
-                .is_some_and(|p| self.piped as usize >= p.capacity())
-    }
-
-    /// Largest splice that fits in what is left of the pipe.
-    fn splice_size(&self) -> usize {
-        self.pipe()
-            .map_or(0, |p| p.capacity())
-            .saturating_sub((self.piped + self.discard) as usize)
-            .max(4096)
-    }
-
-    /// The pipe is full and holds bytes the writer has not been told about.
-    fn must_flush_for_room(&self) -> bool {
-        self.piped + self.discard > 0 && self.pipe().is_some_and(|p| !p.has_room())
-    }
-
-    /// Adds the first `take` bytes of `piece`, which start at file offset
-    /// `at`; spliced bytes beyond `take` are dropped from the pipe.
-    fn add(&mut self, piece: Piece, at: u64, take: u64) {
-        if take > 0 && self.buf_len == 0 && self.piped == 0 {
-            self.start = at;
-        }
-        match piece {
-            Piece::Data(d) if take > 0 => {
-                debug_assert_eq!(self.piped, 0, "frames never follow spliced bytes unflushed");
-                let len = d.len() as u64;
-                self.bufs.push(if take == len {
-                    d
-                } else {
-                    d.slice(..take as usize)
-                });
-                self.buf_len += take as usize;
-            }
-            Piece::Piped(n) => {
-                self.piped += take;
-                self.discard += n as u64 - take;
-            }
-            _ => {}
-        }
-    }
-
-    async fn flush(&mut self, job: &Job) -> Result<(), Failure> {
-        let fatal = |_| Failure::Fatal(job.storage_error());
-        if self.buf_len > 0 {
-            let bufs = std::mem::take(&mut self.bufs);
-            job.writer.write(self.start, bufs).await.map_err(fatal)?;
-            self.start += self.buf_len as u64;
-            self.buf_len = 0;
-        }
-        #[cfg(target_os = "linux")]
-        if self.piped + self.discard > 0
-            && let Some(pipes) = &self.pipes
-        {
-            job.writer
-                .write_piped(self.start, self.piped, self.discard, &pipes[self.cur])
-                .await
-                .map_err(fatal)?;
-            self.start += self.piped;
-            self.piped = 0;
-            self.discard = 0;
-            self.cur ^= 1;
-        }
-        Ok(())
     }
 }

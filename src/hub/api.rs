@@ -1,28 +1,25 @@
 //! The Hub's JSON API: repo info, tree size, the paginated file tree, and
 //! what its error answers mean.
 //!
-//! Requests go through the engine's hand-followed redirects
-//! ([`crate::engine::fetch::fetch_whole`]), so the token goes only to the
-//! endpoint's origin and every hop is routed by its own proxy decision.
-//! 429 and 503 answers are retried after the server's `RateLimit` reset or
-//! `Retry-After`, whichever is later; everything the Hub sends is treated as
-//! untrusted input (sizes checked, bodies capped, parse errors reported).
+//! Requests go through the client layer ([`crate::client::document`]):
+//! redirects followed by hand, the token only to the endpoint's origin,
+//! every hop routed by its own proxy decision, 429 and 5xx answers retried
+//! after the server's `RateLimit` reset or `Retry-After`, whichever is
+//! later. Everything the Hub sends is treated as untrusted input (sizes
+//! checked, bodies capped, parse errors reported).
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::endpoint::{Endpoint, RepoId, RepoType};
-use crate::engine::RetryPolicy;
-use crate::engine::fetch::{Failure, error_snippet, fetch_whole, read_body};
-use crate::engine::source::Source;
-use crate::net::{Conn, Net, Origin, redact_url};
+use crate::client::document::{Answer, DocError, Documents};
+use crate::client::{Credentials, RetryPolicy};
+use crate::net::{Net, redact_url};
 
 /// Largest repo-info answer read (a 50,000-file repo's siblings fit easily).
 const MAX_INFO_BYTES: usize = 256 << 20;
@@ -301,29 +298,16 @@ pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
     None
 }
 
-/// A successful answer.
-pub struct Answer {
-    pub url: Url,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
 /// A client for one endpoint.
 pub struct Api {
-    net: Net,
     endpoint: Endpoint,
-    origin: Option<Origin>,
-    /// `Authorization` when a token is set.
-    credentials: HeaderMap,
-    retry: RetryPolicy,
-    cancel: CancellationToken,
     /// Kept between calls: a tree walk reuses one connection.
-    conn: Mutex<Option<Conn>>,
-    /// Most files a tree listing may have ([`MAX_FILES`]).
-    max_files: usize,
+    docs: Documents,
 }
 
 impl Api {
+    /// A client for `endpoint`; `credentials` (the token) go to its origin
+    /// only, whatever URL a listing links to.
     pub fn new(
         net: Net,
         endpoint: Endpoint,
@@ -331,162 +315,40 @@ impl Api {
         retry: RetryPolicy,
         cancel: CancellationToken,
     ) -> Api {
-        let origin = Origin::of(endpoint.url()).ok();
+        let creds = Credentials::new(endpoint.url(), &credentials)
+            .expect("an endpoint is an http(s) URL with a host");
         Api {
-            net,
+            docs: Documents::new(net, creds, retry, cancel),
             endpoint,
-            origin,
-            credentials,
-            retry,
-            cancel,
-            conn: Mutex::new(None),
-            max_files: MAX_FILES,
         }
     }
 
-    /// Lowers the file limit of tree listings, so tests can reach it.
-    #[doc(hidden)]
-    pub fn set_max_files(&mut self, n: usize) {
-        self.max_files = n;
-    }
-
-    /// `GET url`, retried on network errors and on 408/429/5xx (after the
-    /// server's reset time when it gives one).
+    /// `GET url`, at most `limit` bytes, retried as the client layer does.
     pub async fn get(&self, url: &Url, limit: usize) -> Result<Answer, ApiError> {
-        let shown = redact_url(url);
-        // Credentials only for the endpoint's own origin, whatever URL a
-        // caller hands in.
-        let on_endpoint = self
-            .origin
-            .as_ref()
-            .is_some_and(|o| Origin::of(url).is_ok_and(|u| u == *o));
-        let empty = HeaderMap::new();
-        let headers = if on_endpoint {
-            &self.credentials
-        } else {
-            &empty
-        };
-        let source = Source::new(0, url.clone(), headers, 1).map_err(|e| ApiError::BadAnswer {
-            url: shown.clone(),
-            detail: e.to_string(),
-        })?;
-        let mut failures = 0u32;
-        let mut conn = self.conn.lock().await;
-        loop {
-            if self.cancel.is_cancelled() {
-                return Err(ApiError::Interrupted);
-            }
-            let fetched = tokio::select! {
-                r = fetch_whole(&self.net, &source, url.clone(), &mut conn) => r,
-                _ = self.cancel.cancelled() => return Err(ApiError::Interrupted),
-            };
-            let (detail, wait) = match fetched {
-                Ok(f) => {
-                    let status = f.response.status().as_u16();
-                    let headers = f.response.headers().clone();
-                    if (200..300).contains(&status) {
-                        let final_url = f.url.clone();
-                        let body = tokio::select! {
-                            b = read_body(f.response, limit) => b,
-                            _ = self.cancel.cancelled() => return Err(ApiError::Interrupted),
-                        };
-                        match body {
-                            Ok(body) => {
-                                return Ok(Answer {
-                                    url: final_url,
-                                    headers,
-                                    body,
-                                });
-                            }
-                            Err(e) => {
-                                *conn = None;
-                                if e.contains("larger than") {
-                                    return Err(ApiError::BadAnswer {
-                                        url: shown,
-                                        detail: e,
-                                    });
-                                }
-                                (format!("reading the answer failed: {e}"), None)
-                            }
-                        }
-                    } else {
-                        let code = header_str(&headers, "x-error-code");
-                        let header_msg = header_str(&headers, "x-error-message");
-                        let snippet = error_snippet(f.response).await;
-                        *conn = None;
-                        let message = header_msg
-                            .or_else(|| json_error(&snippet))
-                            .unwrap_or(snippet);
-                        let retryable = matches!(status, 408 | 429 | 500 | 502 | 503 | 504);
-                        if !retryable {
-                            return Err(ApiError::Status {
-                                url: shown,
-                                status,
-                                code,
-                                message,
-                            });
-                        }
-                        let wait = [
-                            crate::net::http::retry_after(&headers),
-                            crate::net::http::ratelimit_reset(&headers),
-                        ]
-                        .into_iter()
-                        .flatten()
-                        .max();
-                        failures += 1;
-                        if self.retry.exhausted(failures) {
-                            return Err(ApiError::Status {
-                                url: shown,
-                                status,
-                                code,
-                                message,
-                            });
-                        }
-                        let d = self.retry.delay(failures, wait);
-                        if status == 429 {
-                            tracing::warn!(
-                                "rate limited by {} (HTTP 429{}); waiting {} s as it asks",
-                                self.endpoint.as_str(),
-                                if message.is_empty() {
-                                    String::new()
-                                } else {
-                                    format!(": {message}")
-                                },
-                                d.as_secs_f64().ceil()
-                            );
-                        }
-                        self.sleep(d).await?;
-                        continue;
-                    }
-                }
-                Err(Failure::Fatal(e)) => {
-                    return Err(ApiError::GaveUp {
-                        url: shown,
-                        detail: e.to_string(),
-                    });
-                }
-                Err(Failure::Retry {
-                    detail,
-                    retry_after,
-                    ..
-                }) => (detail, retry_after),
-                Err(Failure::Expired { detail, .. }) => (detail, None),
-            };
-            *conn = None;
-            failures += 1;
-            tracing::info!("{shown}: {detail}; attempt {failures} failed");
-            if self.retry.exhausted(failures) {
-                return Err(ApiError::GaveUp { url: shown, detail });
-            }
-            self.sleep(self.retry.delay(failures, wait)).await?;
-        }
-    }
-
-    async fn sleep(&self, d: Duration) -> Result<(), ApiError> {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.cancel.cancelled() => Err(ApiError::Interrupted),
-        }
+        self.docs.get(url, limit).await.map_err(|e| match e {
+            DocError::Status {
+                url,
+                status,
+                headers,
+                snippet,
+            } => ApiError::Status {
+                url: url.to_string(),
+                status,
+                code: header_str(&headers, "x-error-code"),
+                message: header_str(&headers, "x-error-message")
+                    .or_else(|| json_error(&snippet))
+                    .unwrap_or(snippet),
+            },
+            DocError::GaveUp { url, detail } => ApiError::GaveUp {
+                url: url.to_string(),
+                detail,
+            },
+            DocError::BadAnswer { url, detail } => ApiError::BadAnswer {
+                url: url.to_string(),
+                detail,
+            },
+            DocError::Interrupted => ApiError::Interrupted,
+        })
     }
 
     /// Repo info with sizes and hashes (`?blobs=true`).
@@ -527,6 +389,7 @@ impl Api {
         t: RepoType,
         repo: &RepoId,
         revision: &str,
+        max_files: usize,
         mut on_page: impl FnMut(usize),
     ) -> Result<Vec<RepoFile>, ApiError> {
         let mut url = self
@@ -556,12 +419,11 @@ impl Api {
                     files.push(f);
                 }
             }
-            if files.len() > self.max_files {
+            if files.len() > max_files {
                 return Err(ApiError::BadAnswer {
                     url: redact_url(&url),
                     detail: format!(
-                        "the tree lists more than {} files, more than hfd handles",
-                        self.max_files
+                        "the tree lists more than {max_files} files, more than hfd handles"
                     ),
                 });
             }

@@ -24,6 +24,15 @@ use crate::net::Net;
 /// set, the Hub, and the best-known public mirror.
 pub const DEFAULT_BENCH_ENDPOINTS: [&str; 2] = [DEFAULT_ENDPOINT, "https://hf-mirror.com"];
 
+/// An endpoint to measure, and whether it may have the token: only one the
+/// user named (`--endpoint`, `HF_ENDPOINT`) or the Hub itself. A mirror on
+/// the default list never sees it: its operator was never chosen by the user.
+#[derive(Clone, Debug)]
+pub struct BenchEndpoint {
+    pub endpoint: Endpoint,
+    pub trusted: bool,
+}
+
 /// A listing call that fails this often is reported rather than waited on:
 /// the row says what went wrong, and the other endpoints get measured.
 const LISTING_TRIES: u32 = 3;
@@ -35,7 +44,8 @@ pub struct Target {
 }
 
 /// Lists the repo on `ep` and picks its largest selected file (the first
-/// in path order among equals).
+/// in path order among equals). `creds` is empty for an endpoint the token
+/// may not go to.
 pub async fn target(
     opts: &Options,
     ep: &Endpoint,
@@ -47,6 +57,13 @@ pub async fn target(
         max_tries: LISTING_TRIES,
         ..opts.retry.clone()
     };
+    let withheld = opts.token.is_some() && creds.is_empty();
+    let refused = |what: &str| {
+        format!(
+            "{what} without a token, and hfd sends your token only to endpoints you name; to measure it with the token, name it: --endpoint {}",
+            ep.as_str()
+        )
+    };
     // The Api sends `creds` to `ep`'s own origin only.
     let api = Api::new(
         net.clone(),
@@ -55,12 +72,21 @@ pub async fn target(
         retry,
         cancel.clone(),
     );
-    let info = api
-        .info(opts.repo_type, &opts.repo, &opts.revision)
-        .await
-        .map_err(|e| info_error(opts, ep, &e))?;
+    let info = match api.info(opts.repo_type, &opts.repo, &opts.revision).await {
+        Ok(i) => i,
+        Err(ApiError::Status {
+            status: 401 | 403 | 404,
+            ..
+        }) if withheld => {
+            return Err(refused("the repo cannot be listed here"));
+        }
+        Err(e) => return Err(info_error(opts, ep, &e)),
+    };
     if info.disabled {
         return Err(format!("{} is disabled on this endpoint", opts.repo));
+    }
+    if info.gated && withheld {
+        return Err(refused("a gated repo cannot be measured here"));
     }
     if info.gated && opts.token.is_none() {
         return Err(gated_message(opts));
@@ -82,22 +108,25 @@ pub async fn target(
 /// measured (off for `--json` and `-q`).
 pub async fn bench(
     opts: &Options,
-    endpoints: &[Endpoint],
+    endpoints: &[BenchEndpoint],
     bench: &BenchOptions,
     net: &Net,
     announce: bool,
 ) -> Result<BenchReport, String> {
     let creds = credentials(opts.token.as_deref())?;
     let cancel = CancellationToken::new();
-    let mut headers = bench.headers.clone();
-    headers.extend(creds.clone());
-    let measure = BenchOptions {
-        headers,
-        ..bench.clone()
-    };
     let mut rows = Vec::with_capacity(endpoints.len());
-    for ep in endpoints {
+    for BenchEndpoint {
+        endpoint: ep,
+        trusted,
+    } in endpoints
+    {
         let label = ep.as_str();
+        let creds = if *trusted {
+            creds.clone()
+        } else {
+            HeaderMap::new()
+        };
         match target(opts, ep, net, &creds, &cancel).await {
             Ok(t) => {
                 if announce {
@@ -105,6 +134,12 @@ pub async fn bench(
                 }
                 // The token goes only to the resolve URL's origin, which is
                 // the endpoint's: never to the storage host it redirects to.
+                let mut headers = bench.headers.clone();
+                headers.extend(creds);
+                let measure = BenchOptions {
+                    headers,
+                    ..bench.clone()
+                };
                 let mut row = mirrors::measure_one(net, label, &t.url, &measure).await;
                 row.file = Some(t.file.path);
                 rows.push(row);

@@ -44,7 +44,7 @@ use super::filter::Filter;
 use super::identity;
 use super::state::{self, Listing, LocalDir, Record, Verified};
 use crate::engine::{self, Checksum, DownloadSpec, Error, Progress, RetryPolicy};
-use crate::net::{Net, redact_url};
+use crate::net::Net;
 use crate::ui::Verbosity;
 
 /// A file whose checksum fails (or that changes on the server while being
@@ -305,6 +305,7 @@ pub async fn run_with(opts: &Options, net: Net, cancel: CancellationToken, p: Pr
     let line = LiveLine::start(counters.clone(), opts.verbosity == Verbosity::Quiet);
     let ctx = Arc::new(FileCtx {
         net,
+        local_dir: local.root().to_path_buf(),
         down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
         endpoints,
         repo: opts.repo.clone(),
@@ -579,7 +580,13 @@ pub(crate) async fn list_files(
         }
     };
     let r = api
-        .tree(opts.repo_type, &opts.repo, &opts.revision, progress)
+        .tree(
+            opts.repo_type,
+            &opts.repo,
+            &opts.revision,
+            super::api::MAX_FILES,
+            progress,
+        )
         .await;
     if show_progress {
         super::display::listing_done();
@@ -730,6 +737,8 @@ async fn local_check(
 /// What every file download shares.
 struct FileCtx {
     net: Net,
+    /// The local dir: no link below it is followed.
+    local_dir: PathBuf,
     /// The listing's endpoint first, then `--endpoint`'s others.
     endpoints: Vec<Endpoint>,
     /// Endpoints that stopped answering during this run: later files do
@@ -804,15 +813,10 @@ async fn transfer(
     }
     let dl = engine::download(&ctx.net, spec, progress.clone(), ctx.cancel.clone());
     tokio::pin!(dl);
-    let mut tick = tokio::time::interval(Duration::from_millis(20));
     loop {
         tokio::select! {
             r = &mut dl => return r,
-            _ = tick.tick(), if permit.is_some() => {
-                if progress.total().is_some_and(|t| progress.done() >= t) {
-                    *permit = None;
-                }
-            }
+            _ = progress.wait_all_received(), if permit.is_some() => *permit = None,
         }
     }
 }
@@ -832,14 +836,12 @@ async fn download_file(
             Err(e) => return FileResult::Failed(format!("{}: {e}", f.path)),
         }
     }
-    if let Some(dir) = part.parent()
-        && let Err(e) = std::fs::create_dir_all(dir)
-    {
-        return FileResult::Failed(format!("cannot create {}: {e}", dir.display()));
-    }
     let mut spec = DownloadSpec::new(urls[0].clone(), &out);
     spec.headers = ctx.creds.clone();
     spec.part_path = Some(part);
+    // No link below the local dir is followed: a repo's folder that is a
+    // link out of it is refused, not written through.
+    spec.root = Some(ctx.local_dir.clone());
     spec.per_source = ctx.connections;
     spec.retry = ctx.retry.clone();
     spec.checksum = f.checksum();
@@ -947,15 +949,15 @@ async fn download_file(
             }
             Err(Error::Interrupted) => return FileResult::Interrupted,
             Err(_) if ctx.cancel.is_cancelled() => return FileResult::Interrupted,
-            Err(e) if live.len() > 1 && to_blame(&e, &spec.urls).is_some() => {
+            Err(e) if live.len() > 1 && e.source_index().is_some() => {
                 // One endpoint failed this file: the others carry on with it,
                 // keeping what was downloaded (it is checked at the end).
-                let k = to_blame(&e, &spec.urls).expect("checked in the guard");
+                let k = e.source_index().expect("checked in the guard");
                 let i = live[k];
                 progress.discard(progress.done());
                 left_out[i] = true;
                 attempt -= 1;
-                if matches!(e, Error::GaveUp { .. } | Error::Net(_)) {
+                if matches!(e, Error::GaveUp { .. } | Error::Net { .. }) {
                     ctx.endpoint_down(i, &e.to_string());
                 } else {
                     ctx.printer.warn(&format!(
@@ -978,40 +980,18 @@ async fn download_file(
                 ctx.printer
                     .warn(&format!("{}: {e}; downloading it again{from}", f.path));
             }
-            Err(e) => return FileResult::Failed(file_error(&ctx, &f, &e)),
+            Err(e) => return FileResult::Failed(file_error(&ctx, &f, &e, &live)),
         }
     }
 }
 
-/// Which of `urls` an engine error is about: the source it names, or the
-/// first source for a connection error (the probe, before any other source
-/// is asked). `None` for errors no source caused (disk, checksum, ...).
-fn to_blame(e: &Error, urls: &[url::Url]) -> Option<usize> {
-    let named = match e {
-        Error::NotFound { url, .. }
-        | Error::Auth { url, .. }
-        | Error::GaveUp { url, .. }
-        | Error::RemoteChanged { url, .. }
-        | Error::BadResponse { url, .. }
-        | Error::TooManyRedirects { url, .. }
-        | Error::OtherFile { url, .. } => url,
-        Error::Net(_) => return Some(0),
-        _ => return None,
-    };
-    urls.iter().position(|u| redact_url(u) == *named)
-}
-
 /// One line for a file that could not be downloaded.
-fn file_error(ctx: &FileCtx, f: &RepoFile, e: &Error) -> String {
+fn file_error(ctx: &FileCtx, f: &RepoFile, e: &Error, live: &[usize]) -> String {
     match e {
         Error::NotFound { status, url } => format!(
             "{}: not found on {} (HTTP {status}); the file may have been removed, or the mirror lacks it",
             f.path,
-            ctx.endpoints
-                .iter()
-                .find(|ep| url.starts_with(ep.as_str()))
-                .unwrap_or(&ctx.endpoints[0])
-                .as_str()
+            ctx.endpoints[live.get(url.index).copied().unwrap_or(0)].as_str()
         ),
         Error::Auth { status, .. } => format!(
             "{}: access denied (HTTP {status}). If {} is gated, accept its terms on {} and pass --hf_token or set HF_TOKEN; check the token's permissions",

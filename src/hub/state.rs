@@ -21,14 +21,15 @@
 //! `--verify` re-hashes every file to catch that too.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::ffi::OsStr;
+use std::fs::{self, File};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use super::api::RepoFile;
+use crate::storage::folder::{Folder, Open, file_name};
 
 /// Our folder inside the local dir.
 pub const HFD_DIR: &str = ".hfd";
@@ -123,10 +124,12 @@ pub struct Verified {
     pub files: BTreeMap<String, Record>,
 }
 
-/// The local dir, locked for this run.
+/// The local dir, locked for this run. Its `.hfd/` is held open, and a
+/// link in its place is refused: hfd's state never goes elsewhere.
 pub struct LocalDir {
     root: PathBuf,
     hfd: PathBuf,
+    hfd_dir: Folder,
     _lock: File,
 }
 
@@ -135,15 +138,14 @@ impl LocalDir {
     /// folder is refused rather than left to fight over the state files.
     pub fn open(root: &Path) -> Result<LocalDir, String> {
         let hfd = root.join(HFD_DIR);
-        fs::create_dir_all(hfd.join("partial"))
-            .map_err(|e| format!("cannot create {}: {e}", hfd.display()))?;
+        let hfd_dir = Folder::open(root)
+            .and_then(|top| top.sub(Path::new(HFD_DIR)))
+            .and_then(|d| d.sub(Path::new("partial")).map(|_| d))
+            .map_err(|e| e.to_string())?;
         let lock_path = hfd.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| format!("cannot open {}: {e}", lock_path.display()))?;
+        let lock = hfd_dir
+            .open_file(OsStr::new("lock"), Open::Keep)
+            .map_err(|e| e.to_string())?;
         match rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
             Ok(()) => {}
             Err(rustix::io::Errno::WOULDBLOCK) => {
@@ -157,6 +159,7 @@ impl LocalDir {
         Ok(LocalDir {
             root: root.to_path_buf(),
             hfd,
+            hfd_dir,
             _lock: lock,
         })
     }
@@ -182,13 +185,20 @@ impl LocalDir {
     /// leaves the control file): for files that are done.
     pub fn forget_partial(&self, rel: &Path) {
         let part = self.partial(rel);
-        let mut ctl = part.clone().into_os_string();
+        let dir = Path::new("partial").join(rel.parent().unwrap_or(Path::new("")));
+        let Some(folder) = self.hfd_dir.find(&dir) else {
+            return;
+        };
+        let name = file_name(&part).to_owned();
+        let mut ctl = name.clone();
         ctl.push(".ctl");
-        for p in [part, PathBuf::from(ctl)] {
-            match fs::remove_file(&p) {
-                Ok(()) => tracing::info!("removed the leftover {}", p.display()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!("cannot remove {}: {e}", p.display()),
+        for n in [name, ctl] {
+            if folder.stat(&n).is_none() {
+                continue;
+            }
+            match folder.remove(&n) {
+                Ok(()) => tracing::info!("removed the leftover {}", folder.path_of(&n).display()),
+                Err(e) => tracing::warn!("{e}"),
             }
         }
     }
@@ -204,7 +214,7 @@ impl LocalDir {
     }
 
     pub fn save_listing(&self, l: &Listing) -> Result<(), String> {
-        write_json(&self.hfd.join("files.json"), l)
+        self.write_json("files.json", l)
     }
 
     pub fn load_verified(&self) -> Verified {
@@ -217,12 +227,12 @@ impl LocalDir {
     }
 
     pub fn save_verified(&self, v: &Verified) -> Result<(), String> {
-        write_json(&self.hfd.join("verified.json"), v)
+        self.write_json("verified.json", v)
     }
 
     /// The repo-info answer, kept like hfd.sh does.
     pub fn save_metadata(&self, raw: &[u8]) -> Result<(), String> {
-        write_atomic(&self.hfd.join("repo_metadata.json"), raw)
+        self.write_atomic("repo_metadata.json", raw)
     }
 
     /// hfd.sh's `manifest`: `size<TAB>path` per selected file.
@@ -231,7 +241,19 @@ impl LocalDir {
         for f in files {
             s.push_str(&format!("{}\t{}\n", f.size, f.path));
         }
-        write_atomic(&self.hfd.join("manifest"), s.as_bytes())
+        self.write_atomic("manifest", s.as_bytes())
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, v: &T) -> Result<(), String> {
+        let bytes = serde_json::to_vec(v).map_err(|e| format!("cannot encode {name}: {e}"))?;
+        self.write_atomic(name, &bytes)
+    }
+
+    /// Writes a state file whole (see [`Folder::write_atomic`]).
+    fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
+        self.hfd_dir
+            .write_atomic(OsStr::new(name), bytes)
+            .map_err(|e| e.to_string())
     }
 
     /// Removes empty folders left under `.hfd/partial/` by finished files.
@@ -260,33 +282,6 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Option<T> {
             None
         }
     }
-}
-
-fn write_json<T: Serialize>(p: &Path, v: &T) -> Result<(), String> {
-    let bytes = serde_json::to_vec(v).map_err(|e| format!("cannot encode {}: {e}", p.display()))?;
-    write_atomic(p, &bytes)
-}
-
-/// Writes through a temporary file, fsync and rename: a crash leaves the old
-/// version or the new one, never a torn file.
-pub fn write_atomic(p: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut tmp = p.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let res = (|| -> io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, p)?;
-        if let Some(dir) = p.parent() {
-            crate::storage::alloc::sync_dir(dir)?;
-        }
-        Ok(())
-    })();
-    res.map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", p.display())
-    })
 }
 
 #[cfg(test)]

@@ -136,8 +136,13 @@ impl Conn {
 
     /// `GET url` with `headers`, in the form this connection sends it.
     fn request(&self, url: &Url, headers: HeaderMap) -> Result<Request<Empty<Bytes>>, NetError> {
+        // User info never travels in a request target or `:authority`: a
+        // proxy would read it there. It is sent as `Authorization` to its
+        // own origin only (see `engine::source`).
         let mut target = url.clone();
         target.set_fragment(None);
+        let _ = target.set_username("");
+        let _ = target.set_password(None);
         let uri: http::Uri = match self.sender {
             Sender::H2(_) => target.as_str().parse::<http::Uri>(),
             Sender::H1(_) if self.absolute_form => target.as_str().parse::<http::Uri>(),

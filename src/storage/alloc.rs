@@ -169,14 +169,6 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// The folder holding `path`, as [`sync_dir`] wants it.
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
 /// Starts kernel writeback of the file's dirty pages without waiting for it.
 ///
 /// Called every few tens of MiB so that dirty data trickles to disk while
@@ -295,8 +287,6 @@ mod tests {
         let f = open_data_file(&p).unwrap();
         f.write_all_at(&[1u8; 1 << 16], 0).unwrap();
         start_writeback(&f).unwrap();
-        assert_eq!(parent_dir(Path::new("x")), Path::new("."));
-        assert_eq!(parent_dir(&p), dir.path());
     }
 
     #[test]

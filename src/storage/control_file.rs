@@ -11,7 +11,8 @@
 //! docs/control-file.md has the byte layout and the argument for why a crash
 //! at any instant never marks unwritten bytes as done.
 
-use std::fs::{File, OpenOptions};
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 use rustix::fs::FlockOperation;
 use sha2::{Digest, Sha256};
 
-use super::alloc::{parent_dir, sync_dir};
+use super::StorageError;
+use super::folder::{Folder, Open, file_name};
 use crate::extent::ExtentSet;
 
 /// Size of one slot; the file is exactly two of them.
@@ -124,6 +126,23 @@ pub enum ControlError {
         #[source]
         source: io::Error,
     },
+}
+
+/// A storage error as the path-based calls report it.
+fn by_path(path: &Path, action: &'static str, e: StorageError) -> ControlError {
+    match e {
+        StorageError::Control(c) => c,
+        StorageError::Io { source, .. } => ControlError::Io {
+            path: path.to_path_buf(),
+            action,
+            source,
+        },
+        other => ControlError::Io {
+            path: path.to_path_buf(),
+            action,
+            source: io::Error::other(other.to_string()),
+        },
+    }
 }
 
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> ControlError + 'a {
@@ -324,6 +343,7 @@ pub fn decode_slot(buf: &[u8]) -> Result<(u64, ControlState), SlotError> {
 #[derive(Debug)]
 pub struct ControlFile {
     file: File,
+    folder: Folder,
     path: PathBuf,
     /// Generation of the newest valid record on disk.
     generation: u64,
@@ -343,34 +363,42 @@ fn lock(file: &File, path: &Path) -> Result<(), ControlError> {
 
 impl ControlFile {
     /// Starts a fresh control file at `path` (replacing any old one) with
-    /// `state` as its first record.
+    /// `state` as its first record; its folder is the one `path` names.
     pub fn create(path: &Path, state: &ControlState) -> Result<ControlFile, ControlError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false) // not before we hold the lock: it may be another process's
-            .open(path)
-            .map_err(io_err(path, "create"))?;
-        lock(&file, path)?;
-        let old_len = file.metadata().map_err(io_err(path, "inspect"))?.len();
+        let folder = Folder::parent_of(path).map_err(|e| by_path(path, "create", e))?;
+        ControlFile::create_in(&folder, file_name(path), state)
+            .map_err(|e| by_path(path, "create", e))
+    }
+
+    /// [`ControlFile::create`] for `name` in `folder`, never through a link.
+    pub fn create_in(
+        folder: &Folder,
+        name: &OsStr,
+        state: &ControlState,
+    ) -> Result<ControlFile, StorageError> {
+        let path = folder.path_of(name);
+        // Not truncated before we hold the lock: it may be another process's.
+        let file = folder.open_file(name, Open::Keep)?;
+        lock(&file, &path)?;
+        let old_len = file.metadata().map_err(io_err(&path, "inspect"))?.len();
         if old_len > 0 {
             // Make the old records durably gone before writing new ones.
             // Otherwise a crash that tears the new slot A could leave the old
             // slot B valid, and an earlier download's progress would be
             // trusted for this one.
-            file.set_len(0).map_err(io_err(path, "truncate"))?;
-            file.sync_all().map_err(io_err(path, "sync"))?;
+            file.set_len(0).map_err(io_err(&path, "truncate"))?;
+            file.sync_all().map_err(io_err(&path, "sync"))?;
         }
         let mut buf = encode_slot(state, 1);
         buf.resize(2 * SLOT, 0);
-        file.write_all_at(&buf, 0).map_err(io_err(path, "write"))?;
-        file.sync_data().map_err(io_err(path, "sync"))?;
+        file.write_all_at(&buf, 0).map_err(io_err(&path, "write"))?;
+        file.sync_data().map_err(io_err(&path, "sync"))?;
         // The new name must survive a power cut as surely as its content.
-        sync_dir(parent_dir(path)).map_err(io_err(path, "sync the folder of"))?;
+        folder.sync().map_err(io_err(&path, "sync the folder of"))?;
         Ok(ControlFile {
             file,
-            path: path.to_path_buf(),
+            folder: folder.clone(),
+            path,
             generation: 1,
             newest: 0,
         })
@@ -379,34 +407,51 @@ impl ControlFile {
     /// Opens the control file at `path` and returns it with its newest valid
     /// record, or `None` when there is no file.
     pub fn open(path: &Path) -> Result<Option<(ControlFile, ControlState)>, ControlError> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
+        let folder = match Folder::parent_of(path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io_err(path, "open")(e)),
+            Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(by_path(path, "open", e)),
         };
-        lock(&file, path)?;
-        let len = file.metadata().map_err(io_err(path, "inspect"))?.len();
+        ControlFile::open_in(&folder, file_name(path)).map_err(|e| by_path(path, "open", e))
+    }
+
+    /// [`ControlFile::open`] for `name` in `folder`, never through a link.
+    pub fn open_in(
+        folder: &Folder,
+        name: &OsStr,
+    ) -> Result<Option<(ControlFile, ControlState)>, StorageError> {
+        let path = folder.path_of(name);
+        let file = match folder.open_file(name, Open::Existing) {
+            Ok(f) => f,
+            Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        lock(&file, &path)?;
+        let len = file.metadata().map_err(io_err(&path, "inspect"))?.len();
         let mut buf = vec![0u8; (len.min(2 * SLOT as u64)) as usize];
         file.read_exact_at(&mut buf, 0)
-            .map_err(io_err(path, "read"))?;
+            .map_err(io_err(&path, "read"))?;
         let (newest, generation, state) = pick(&buf, len).map_err(|e| match e {
             Pick::Future(version, record) => ControlError::FutureVersion {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 version,
                 record,
             },
-            Pick::NotOurs => ControlError::NotOurs {
-                path: path.to_path_buf(),
-            },
+            Pick::NotOurs => ControlError::NotOurs { path: path.clone() },
             Pick::Damaged(reason) => ControlError::Damaged {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 reason,
             },
         })?;
         Ok(Some((
             ControlFile {
                 file,
-                path: path.to_path_buf(),
+                folder: folder.clone(),
+                path,
                 generation,
                 newest,
             },
@@ -437,9 +482,11 @@ impl ControlFile {
     /// Deletes the file once the download is complete; the directory fsync
     /// makes sure it does not reappear after a power cut and send a later
     /// `-c` looking for progress that is no longer relevant.
-    pub fn remove(self) -> io::Result<()> {
-        std::fs::remove_file(&self.path)?;
-        sync_dir(parent_dir(&self.path))
+    pub fn remove(self) -> Result<(), StorageError> {
+        self.folder.remove(file_name(&self.path))?;
+        self.folder
+            .sync()
+            .map_err(|e| StorageError::io(&self.path, "sync the folder of", e))
         // The lock goes with `self.file` here, after the name is gone, so no
         // other process can lock the dying file in between.
     }
@@ -726,7 +773,7 @@ pub(crate) mod tests {
         cf.save(&sample(&[0..200])).unwrap(); // gen 3 in A
         drop(cf);
         // Tear slot A (the newest) in its extent area.
-        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        let f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
         f.write_all_at(&[0xAB; 40], 100).unwrap();
         drop(f);
         let (mut cf, st) = ControlFile::open(&p).unwrap().unwrap();

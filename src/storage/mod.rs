@@ -6,6 +6,8 @@
 //!   [`mmap::MmapSink`] (windowed shared mappings);
 //! - [`alloc`]: creating the data file, reserving space (fallocate), free-space
 //!   checks and directory fsync;
+//! - [`folder`]: folders held open, files opened and renamed by name in
+//!   them, never through a symbolic link;
 //! - [`control_file`]: the small A/B-slot file next to the data that records
 //!   which byte ranges are durably written;
 //! - [`writer`]: the writer thread that owns the sink, and the checkpointer that
@@ -16,6 +18,8 @@
 
 pub mod alloc;
 pub mod control_file;
+pub mod files;
+pub mod folder;
 pub mod mmap;
 #[cfg(target_os = "linux")]
 pub mod pipe;
@@ -129,6 +133,11 @@ pub enum StorageError {
     },
     #[error(transparent)]
     Control(#[from] control_file::ControlError),
+    /// A link where a file or folder of the download was to be written.
+    #[error(
+        "refusing to write through the symbolic link {path}: nothing is written outside the folder you named; remove the link, or name the folder it points to instead"
+    )]
+    Symlink { path: PathBuf },
 }
 
 fn space_detail(needed: Option<u64>, available: Option<u64>) -> String {

@@ -187,6 +187,7 @@ fn duplicate(e: &StorageError) -> StorageError {
             action,
             source: io_copy(source),
         },
+        StorageError::Symlink { path } => StorageError::Symlink { path: path.clone() },
         StorageError::Control(c) => StorageError::Control(match c {
             ControlError::Damaged { path, reason } => ControlError::Damaged {
                 path: path.clone(),

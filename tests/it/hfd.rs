@@ -963,7 +963,7 @@ fn an_endless_tree_is_refused_at_the_file_limit() {
         )
     });
     let rt = runtime();
-    let mut api = Api::new(
+    let api = Api::new(
         hfd::net::Net::new(hfd::net::NetOptions::default()),
         hfd::hub::Endpoint::parse(&server.base_url()).unwrap(),
         http::HeaderMap::new(),
@@ -971,9 +971,8 @@ fn an_endless_tree_is_refused_at_the_file_limit() {
         tokio_util::sync::CancellationToken::new(),
     );
     // The real limit is a million files; the same check at 5,000.
-    api.set_max_files(5000);
     let repo = hfd::hub::RepoId::parse("bad/endless").unwrap();
-    let r = rt.block_on(api.tree(hfd::hub::RepoType::Model, &repo, "main", |_| {}));
+    let r = rt.block_on(api.tree(hfd::hub::RepoType::Model, &repo, "main", 5000, |_| {}));
     match r {
         Err(ApiError::BadAnswer { detail, .. }) => {
             assert!(detail.contains("more than 5000 files"), "{detail}")

@@ -15,5 +15,6 @@ mod hfd_mirrors;
 mod mirrors;
 mod pipelining;
 mod proxy;
+mod security;
 mod support;
 mod tls;

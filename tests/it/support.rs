@@ -15,10 +15,10 @@ use url::Url;
 
 pub use hfd::testserver::{Fail, FileSpec, Redirect, ServerOptions, TestServer};
 
-/// A spec with test settings: no backoff delays, a short checkpoint interval.
+/// A spec with test settings: no backoff delays of our own.
 pub fn spec(url: &str, out: &Path) -> DownloadSpec {
     let mut s = DownloadSpec::new(Url::parse(url).unwrap(), out);
-    s.retry.no_delay = true;
+    s.retry.base = std::time::Duration::ZERO;
     s
 }
 
@@ -125,7 +125,7 @@ const PROXY_VARS: &[&str] = &[
 ];
 
 /// The `hfget` binary with an environment that cannot leak in: no proxy
-/// variables, no terminal, zero backoff.
+/// variables, no terminal; and no backoff of its own (`--retry-wait=0`).
 pub fn hfget(dir: &Path) -> Command {
     bin(env!("CARGO_BIN_EXE_hfget"), dir)
 }
@@ -135,14 +135,20 @@ pub fn hfd_bin(dir: &Path) -> Command {
 }
 
 fn bin(path: &str, dir: &Path) -> Command {
+    let mut c = bare_bin(path, dir);
+    c.arg("--retry-wait=0");
+    c
+}
+
+/// The binary at `path` in `dir`, with the clean environment of [`hfget`]
+/// but no argument at all.
+pub fn bare_bin(path: &str, dir: &Path) -> Command {
     let mut c = Command::new(path);
     c.current_dir(dir);
     for v in PROXY_VARS {
         c.env_remove(v);
     }
-    c.env("HFD_TEST_NO_RETRY_DELAY", "1")
-        .env("NO_COLOR", "1")
-        .env("TERM", "dumb");
+    c.env("NO_COLOR", "1").env("TERM", "dumb");
     c
 }
 

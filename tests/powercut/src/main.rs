@@ -127,8 +127,7 @@ fn check(mnt: &Path, name: &str, content: &Content, ran: bool, t: &mut Tally) ->
 fn hfget(bin: &Path, mnt: &Path, url: &str, name: &str) -> Command {
     let mut c = Command::new(bin);
     c.current_dir(mnt)
-        .args([url, "-o", name, "-x", &CONNS.to_string(), "-q"])
-        .env("HFD_TEST_NO_RETRY_DELAY", "1")
+        .args([url, "-o", name, "-x", &CONNS.to_string(), "-q", "--retry-wait=0"])
         .env("NO_COLOR", "1")
         .env_remove("http_proxy")
         .env_remove("https_proxy")

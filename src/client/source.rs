@@ -11,15 +11,13 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::HeaderMap;
-use http::header::{AUTHORIZATION, COOKIE, HeaderName, PROXY_AUTHORIZATION};
 use url::Url;
 
-use crate::net::{Origin, redact_url};
-
-/// Headers that identify the user: sent only to the origin the user named.
-fn is_sensitive(name: &HeaderName) -> bool {
-    name == AUTHORIZATION || name == COOKIE || name == PROXY_AUTHORIZATION
-}
+use super::classify::{Failure, FailureKind};
+use super::credentials::Credentials;
+use super::request::{ByteRange, Fetched, Request};
+use super::url::SafeUrl;
+use crate::net::Conn;
 
 /// At most this many re-resolves per minute per source: a target that keeps
 /// refusing is an access problem, not an expired URL.
@@ -30,13 +28,26 @@ const MAX_RERESOLVES_PER_MINUTE: usize = 3;
 /// requests costs a few short waits, not one per request.
 const AHEAD_STRIKES: u32 = 2;
 
+/// Which source of a download something is about: its place in the
+/// download's list of URLs, and the URL the user gave (shown redacted).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceId {
+    pub index: usize,
+    pub url: SafeUrl,
+}
+
+impl std::fmt::Display for SourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.url.fmt(f)
+    }
+}
+
 #[derive(Debug)]
 pub struct Source {
     pub id: usize,
     pub original: Url,
-    original_origin: Origin,
-    headers: HeaderMap,
-    sensitive: HeaderMap,
+    named: SafeUrl,
+    credentials: Credentials,
     resolved: Mutex<Resolved>,
     reresolves: Mutex<VecDeque<Instant>>,
     /// Lowered on 429/503: how many connections this source may carry.
@@ -70,26 +81,16 @@ impl Source {
         user_headers: &HeaderMap,
         conn_limit: usize,
     ) -> Result<Source, crate::net::NetError> {
-        let original_origin = Origin::of(&original)?;
-        let mut headers = HeaderMap::new();
-        let mut sensitive = HeaderMap::new();
-        for (k, v) in user_headers {
-            if is_sensitive(k) {
-                sensitive.append(k, v.clone());
-            } else {
-                headers.append(k, v.clone());
-            }
-        }
+        let credentials = Credentials::new(&original, user_headers)?;
         Ok(Source {
             id,
             resolved: Mutex::new(Resolved {
                 url: original.clone(),
                 generation: 0,
             }),
+            named: SafeUrl::from(&original),
             original,
-            original_origin,
-            headers,
-            sensitive,
+            credentials,
             reresolves: Mutex::new(VecDeque::new()),
             conn_limit: AtomicUsize::new(conn_limit.max(1)),
             active: AtomicUsize::new(0),
@@ -102,21 +103,33 @@ impl Source {
         })
     }
 
-    /// The URL for messages: no credentials, no query.
-    pub fn display(&self) -> String {
-        redact_url(&self.original)
+    /// The URL the user gave, for messages (shown without secrets).
+    pub fn named(&self) -> &SafeUrl {
+        &self.named
     }
 
-    /// Headers for a request to `url`: the user's, with credentials only when
-    /// `url` is on the origin the user named.
-    pub fn headers_for(&self, url: &Url) -> HeaderMap {
-        let mut h = self.headers.clone();
-        if Origin::of(url).is_ok_and(|o| o == self.original_origin) {
-            for (k, v) in &self.sensitive {
-                h.append(k, v.clone());
-            }
+    /// This source, for errors about it.
+    pub fn ident(&self) -> SourceId {
+        SourceId {
+            index: self.id,
+            url: self.named.clone(),
         }
-        h
+    }
+
+    /// A request for `range` (`None`: the whole answer) starting at `url`.
+    pub fn request<'a>(
+        &'a self,
+        url: &'a Url,
+        range: Option<ByteRange>,
+        if_range: Option<&'a str>,
+    ) -> Request<'a> {
+        Request {
+            url,
+            credentials: &self.credentials,
+            range,
+            if_range,
+            named: &self.named,
+        }
     }
 
     /// Where segment requests go now, and the generation of that answer.
@@ -162,7 +175,7 @@ impl Source {
         times.push_back(now);
         tracing::info!(
             "{}: the redirect target expired or was refused; resolving again",
-            self.display()
+            self.named
         );
         r.url = self.original.clone();
         r.generation += 1;
@@ -182,7 +195,7 @@ impl Source {
         if now < old {
             tracing::warn!(
                 "{}: the server is overloaded; lowering connections to {now}",
-                self.display()
+                self.named
             );
         }
         now
@@ -240,8 +253,54 @@ impl Source {
         )
     }
 
+    /// The answer to a request sent ahead on `conn` for `url`. A redirect is
+    /// not followed here: the URL was the end of a chain already, so one now
+    /// is a change the caller handles like any unusable answer. An answer
+    /// that does not come counts against this source's pipelining.
+    pub async fn receive_ahead(
+        &self,
+        url: Url,
+        conn: &mut Option<Conn>,
+    ) -> Result<Fetched, Failure> {
+        let started = Instant::now();
+        let Some(c) = conn.as_mut() else {
+            return Err(Failure::retry(
+                FailureKind::Network,
+                "the connection is closed",
+            ));
+        };
+        let timeout = self.ahead_timeout(c.response_timeout());
+        let response = match c.receive_ahead(timeout).await {
+            Ok(r) => {
+                self.ahead_answered();
+                r
+            }
+            Err(e) => {
+                self.ahead_missed();
+                *conn = None;
+                return Err(Failure::from_net(e));
+            }
+        };
+        if response.status().is_redirection() {
+            *conn = None;
+            return Err(Failure::retry(
+                FailureKind::BadResponse,
+                format!(
+                    "HTTP {} to a request sent ahead; asking again from the start",
+                    response.status().as_u16()
+                ),
+            ));
+        }
+        Ok(Fetched {
+            response,
+            url,
+            hops: Vec::new(),
+            ttfb: started.elapsed(),
+        })
+    }
+
     /// The answer to a request sent ahead came.
-    pub fn ahead_answered(&self) {
+    fn ahead_answered(&self) {
         // Once given up, pipelining stays off for this source.
         let _ = self
             .ahead_misses
@@ -249,11 +308,11 @@ impl Source {
     }
 
     /// The answer to a request sent ahead did not come.
-    pub fn ahead_missed(&self) {
+    fn ahead_missed(&self) {
         if self.ahead_misses.fetch_add(1, Relaxed) + 1 == AHEAD_STRIKES {
             tracing::info!(
                 "{}: the server lost requests sent ahead; asking one at a time from now on",
-                self.display()
+                self.named
             );
         }
     }

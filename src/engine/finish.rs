@@ -1,0 +1,76 @@
+//! The last stage: size and checksum checked, then the final name, in the
+//! order that keeps a crash at any point safe (see
+//! [`crate::storage::files::DownloadFiles::commit`]). Wrong data is thrown
+//! away: it is worth nothing, and must never be resumed.
+
+use std::path::Path;
+
+use super::error::Error;
+use super::job::Ctx;
+use super::verify::{self, Checksum};
+use crate::storage::StorageError;
+
+/// Checks and commits `total` complete bytes of partial data.
+pub async fn finalize(ctx: &Ctx<'_>, total: u64) -> Result<(), Error> {
+    let (spec, files) = (ctx.spec, &ctx.files);
+    if let Some(want) = spec.expected_size
+        && want != total
+    {
+        files.discard();
+        return Err(Error::BadResponse {
+            url: ctx.sources[0].ident(),
+            detail: format!("the server sent {total} bytes, but {want} were expected"),
+        });
+    }
+    if let Some(sum) = &spec.checksum
+        && let Err(e) = verify_in_place(files.part_path(), sum).await
+    {
+        return Err(match e {
+            Error::ChecksumMismatch {
+                algo,
+                expected,
+                actual,
+                ..
+            } => {
+                files.discard();
+                Error::ChecksumMismatch {
+                    path: spec.output.clone(),
+                    algo,
+                    expected,
+                    actual,
+                }
+            }
+            other => other,
+        });
+    }
+    files.commit(total)?;
+    Ok(())
+}
+
+/// Hashes the file at `path` and compares with `sum`.
+pub async fn verify_in_place(path: &Path, sum: &Checksum) -> Result<(), Error> {
+    let (p, s) = (path.to_path_buf(), sum.clone());
+    let actual = tokio::task::spawn_blocking(move || verify::digest_file(&p, &s))
+        .await
+        .expect("hashing does not panic")
+        .map_err(|e| Error::Storage(StorageError::io(path, "read back", e)))?;
+    if actual.eq_ignore_ascii_case(sum.hex()) {
+        Ok(())
+    } else {
+        Err(Error::ChecksumMismatch {
+            path: path.to_path_buf(),
+            algo: sum.algorithm(),
+            expected: sum.hex().to_string(),
+            actual,
+        })
+    }
+}
+
+/// A zero-length file: created, synced, checked and committed.
+pub async fn empty_file(ctx: &Ctx<'_>) -> Result<(), Error> {
+    let part = ctx.files.part_path();
+    let f = ctx.files.create_part()?;
+    f.sync_all()
+        .map_err(|e| Error::Storage(StorageError::io(part, "sync", e)))?;
+    finalize(ctx, 0).await
+}
