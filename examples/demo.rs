@@ -11,11 +11,11 @@ use std::time::Instant;
 
 use clap::Parser;
 use hfd::engine::{self, Checksum, DownloadSpec, Progress};
-use hfd::hub::display::Printer;
 use hfd::net::{Net, NetOptions};
 use hfd::size::{Bytes, Rate};
 use hfd::testserver::hub::{MockHub, RepoSpec};
 use hfd::testserver::{FileSpec, TestServer};
+use hfd::ui::{Presenter, Term, Verbosity};
 use tokio_util::sync::CancellationToken;
 
 const SIZE: u64 = 48 << 20;
@@ -111,13 +111,9 @@ async fn hub_demo() -> Result<(), Box<dyn std::error::Error>> {
     let opts = args.options(env)?;
     let net = Net::new(NetOptions::default());
     let started = Instant::now();
-    let status = hfd::hub::run::run_with(
-        &opts,
-        net.clone(),
-        CancellationToken::new(),
-        Printer::plain(),
-    )
-    .await;
+    // Plain text: the demo's output is read as a transcript.
+    let ui = std::sync::Arc::new(Presenter::new(Term::plain(), Verbosity::Normal));
+    let status = hfd::hub::run(&opts, net.clone(), CancellationToken::new(), ui.clone()).await;
     let secs = started.elapsed().as_secs_f64();
     if status.exit_code() != 0 {
         return Err(format!("hfd ended with {status:?}").into());
@@ -136,7 +132,7 @@ async fn hub_demo() -> Result<(), Box<dyn std::error::Error>> {
     );
     hub.hub().reset_stats();
     println!("$ HF_ENDPOINT={endpoint} hfd demo/tiny-model ...   (again)");
-    hfd::hub::run::run_with(&opts, net, CancellationToken::new(), Printer::plain()).await;
+    hfd::hub::run(&opts, net, CancellationToken::new(), ui).await;
     println!(
         "  the re-run made {} request(s) to the Hub",
         hub.hub().requests().len()

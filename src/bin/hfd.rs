@@ -2,10 +2,11 @@
 //! `--bench`, a measurement of the Hub endpoints instead.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use hfd::cli::hfd::Args;
-use hfd::hub::display::Printer;
+use hfd::ui::{Presenter, Term};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -17,18 +18,20 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    hfd::ui::init_logging(args.verbosity());
+    let term = Term::detect();
+    hfd::ui::init_logging(args.verbosity(), term);
+    let ui = Arc::new(Presenter::new(term, args.verbosity()));
     let opts = match args.options(|k| std::env::var(k).ok()) {
         Ok(o) => o,
         Err(e) => {
-            Printer::from_env().error(&e);
+            ui.error(&e);
             return ExitCode::from(1);
         }
     };
     let net_opts = match args.net_options() {
         Ok(o) => o,
         Err(e) => {
-            Printer::from_env().error(&e);
+            ui.error(&e);
             return ExitCode::from(1);
         }
     };
@@ -41,7 +44,7 @@ fn main() -> ExitCode {
         ) {
             (Ok(e), Ok(b)) => (e, b),
             (Err(e), _) | (_, Err(e)) => {
-                Printer::from_env().error(&e);
+                ui.error(&e);
                 return ExitCode::from(1);
             }
         };
@@ -50,7 +53,7 @@ fn main() -> ExitCode {
         return runtime.block_on(async move {
             let net = hfd::net::Net::new(net_opts);
             if announce {
-                hfd::tell!(
+                ui.note(&format!(
                     "Measuring {} endpoint{} on {} ({} s with 1 connection, then {} s with {}) ...",
                     endpoints.len(),
                     if endpoints.len() == 1 { "" } else { "s" },
@@ -58,13 +61,13 @@ fn main() -> ExitCode {
                     bench.seconds,
                     bench.seconds,
                     bench.connections
-                );
+                ));
             }
             let report =
                 match hfd::hub::bench::bench(&opts, &endpoints, &bench, &net, announce).await {
                     Ok(r) => r,
                     Err(e) => {
-                        Printer::from_env().error(&e);
+                        ui.error(&e);
                         return ExitCode::from(1);
                     }
                 };
@@ -77,7 +80,7 @@ fn main() -> ExitCode {
         let net = hfd::net::Net::new(net_opts);
         let cancel = CancellationToken::new();
         hfd::cli::cancel_on_signals(cancel.clone(), 130);
-        hfd::hub::run(&opts, net, cancel).await
+        hfd::hub::run(&opts, net, cancel, ui).await
     });
     ExitCode::from(status.exit_code())
 }

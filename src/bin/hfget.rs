@@ -11,7 +11,7 @@ use hfd::engine::{self, DownloadSpec, Outcome, Progress};
 use hfd::exit::ExitCode;
 use hfd::net::Net;
 use hfd::size::{Bytes, Rate, format_duration};
-use hfd::ui::{self, Display, Verbosity};
+use hfd::ui::{self, Presenter, Term, Verbosity};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ProcessExit {
@@ -27,7 +27,7 @@ fn main() -> ProcessExit {
             return code.into();
         }
     };
-    ui::init_logging(args.verbosity());
+    ui::init_logging(args.verbosity(), Term::detect());
     let runtime = hfd::cli::runtime();
     runtime.block_on(run(args)).into()
 }
@@ -135,9 +135,10 @@ async fn one(net: Net, spec: DownloadSpec, v: Verbosity, cancel: CancellationTok
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let progress = Progress::new();
-    let display = Display::start(label.clone(), progress.clone(), v);
+    let ui = Presenter::new(Term::detect(), v);
+    let live = ui.show_file(label, progress.clone());
     let result = engine::download(&net, &spec, progress.clone(), cancel).await;
-    display.finish().await;
+    live.finish().await;
     match result {
         Ok(o) => {
             if v != Verbosity::Quiet {

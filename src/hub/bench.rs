@@ -13,12 +13,14 @@ use tokio_util::sync::CancellationToken;
 use url::Url;
 
 use super::api::{Api, ApiError, RepoFile};
-use super::display::human;
 use super::endpoint::{DEFAULT_ENDPOINT, Endpoint};
-use super::run::{Options, credentials, gated_message, info_error, list_files};
+use super::listing::list_files;
+use super::messages::{gated_message, info_error};
+use super::run::{Options, credentials};
 use crate::engine::RetryPolicy;
 use crate::mirrors::{self, BenchOptions, BenchReport, SourceReport};
 use crate::net::Net;
+use crate::ui::human;
 
 /// The endpoints measured when `--endpoint` is not given: the one the user
 /// set, the Hub, and the best-known public mirror.
@@ -91,7 +93,7 @@ pub async fn target(
     if info.gated && opts.token.is_none() {
         return Err(gated_message(opts));
     }
-    let files = list_files(opts, &api, &info, false)
+    let files = list_files(opts, &api, &info, None)
         .await
         .map_err(|e: ApiError| format!("listing the files failed: {e}"))?;
     let file = files

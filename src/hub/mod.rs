@@ -5,19 +5,28 @@
 //! - [`filter`]: hfd.sh's `--include`/`--exclude` semantics;
 //! - [`api`]: repo info, tree size, the paginated tree, error answers;
 //! - [`state`]: the local dir's `.hfd/` folder, path safety, fingerprints;
-//! - [`run`]: one run from repo info to the final verdict;
+//! - [`run`]: one run from repo info to the verdict, in steps:
+//!   [`listing`] (the file list), [`check`] (what is already here),
+//!   [`queue`] (`-j` files at a time), [`file`] (one file, its endpoints
+//!   and its checks);
+//! - [`events`]: what a run tells whoever shows it ([`crate::ui`] draws it);
+//! - [`messages`]: errors in words a user can act on;
 //! - [`identity`]: whether every endpoint serves the file the listing names;
-//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file;
-//! - [`display`]: the messages and the one-line progress.
+//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file.
 //!
 //! docs/hfd.md describes the behaviour from the user's side.
 
 pub mod api;
 pub mod bench;
-pub mod display;
+mod check;
 pub mod endpoint;
+pub mod events;
+mod file;
 pub mod filter;
 pub mod identity;
+mod listing;
+pub mod messages;
+mod queue;
 pub mod run;
 pub mod state;
 
