@@ -14,8 +14,8 @@ use hfd::engine::{self, Checksum, DownloadSpec, Progress};
 use hfd::hub::display::Printer;
 use hfd::net::{Net, NetOptions};
 use hfd::size::{Bytes, Rate};
-use hfd::testserver::hub::{MockHub, RepoSpec};
-use hfd::testserver::{FileSpec, TestServer};
+use hfd_testserver::hub::{MockHub, RepoSpec};
+use hfd_testserver::{FileSpec, TestServer};
 use tokio_util::sync::CancellationToken;
 
 const SIZE: u64 = 48 << 20;
