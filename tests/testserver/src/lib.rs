@@ -3,8 +3,8 @@
 //!
 //! Its own crate, `hfd-testserver` in `tests/testserver/`: a dev-dependency
 //! of `hfd` (the integration tests, examples and benches use it) and a
-//! dependency of the power-cut harness, never part of the product, so
-//! hyper's server side is not compiled into `hfget` and `hfd`.
+//! dependency of the power-cut harness, never part of the product: the
+//! product's own dependencies do not ask for hyper's server side.
 //!
 //! Why our own: the downloader's hard cases are servers that misbehave in
 //! specific, repeatable ways (engine-design §4). A real server cannot be
