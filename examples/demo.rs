@@ -13,9 +13,9 @@ use clap::Parser;
 use hfd::engine::{self, Checksum, DownloadSpec, Progress};
 use hfd::net::{Net, NetOptions};
 use hfd::size::{Bytes, Rate};
-use hfd::testserver::hub::{MockHub, RepoSpec};
-use hfd::testserver::{FileSpec, TestServer};
 use hfd::ui::{Presenter, Term, Verbosity};
+use hfd_testserver::hub::{MockHub, RepoSpec};
+use hfd_testserver::{FileSpec, TestServer};
 use tokio_util::sync::CancellationToken;
 
 const SIZE: u64 = 48 << 20;

@@ -24,7 +24,7 @@
 use std::io::Write;
 
 use hfd::size::parse_size;
-use hfd::testserver::hub::{MockHub, RepoSpec};
+use hfd_testserver::hub::{MockHub, RepoSpec};
 
 fn main() -> Result<(), String> {
     let mut repo = "demo/model".to_string();

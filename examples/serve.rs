@@ -13,7 +13,7 @@
 //!
 //! `--tls CA_FILE` serves HTTPS with a throwaway CA (written to `CA_FILE`
 //! for the client's `--ca-certificate`); `--proxies` also runs the
-//! in-process SOCKS5 and HTTP proxies of `hfd::testserver::proxy` and prints
+//! in-process SOCKS5 and HTTP proxies of `hfd_testserver::proxy` and prints
 //! a line `proxy URL` for each (benches/proxy.sh compares them with the
 //! real ones).
 
@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use hfd::size::parse_size;
-use hfd::testserver::proxy::{HttpProxy, HttpProxyOptions, SocksOptions, SocksProxy};
-use hfd::testserver::{FileSpec, ServerOptions, TestServer};
+use hfd_testserver::proxy::{HttpProxy, HttpProxyOptions, SocksOptions, SocksProxy};
+use hfd_testserver::{FileSpec, ServerOptions, TestServer};
 
 #[derive(Parser, Debug)]
 #[command(about = "Serve deterministic generated files over HTTP on loopback")]

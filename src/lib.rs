@@ -30,5 +30,4 @@ pub mod net;
 pub mod size;
 pub mod storage;
 mod sync;
-pub mod testserver;
 pub mod ui;

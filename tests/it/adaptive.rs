@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use hfd::engine::adaptive::Adaptive;
-use hfd::testserver::{ConnLimit, OverLimit};
+use hfd_testserver::{ConnLimit, OverLimit};
 
 use crate::support::*;
 

@@ -164,7 +164,7 @@ fn a_control_file_from_another_url() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         sha256_file(&out),
-        hfd::testserver::Content::new(74, LEN).sha256_hex()
+        hfd_testserver::Content::new(74, LEN).sha256_hex()
     );
 
     // No ETag to prove it is the same file: refuse to guess.
@@ -219,9 +219,9 @@ fn an_unresolvable_host_exits_19() {
 #[test]
 fn a_server_that_closes_extra_connections() {
     let server = TestServer::start_with(ServerOptions {
-        max_connections: Some(hfd::testserver::ConnLimit {
+        max_connections: Some(hfd_testserver::ConnLimit {
             max: 3,
-            over: hfd::testserver::OverLimit::Close,
+            over: hfd_testserver::OverLimit::Close,
         }),
         ..ServerOptions::default()
     });

@@ -11,7 +11,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use hfd::testserver::hub::{MockHub, RepoSpec};
+use hfd_testserver::hub::{MockHub, RepoSpec};
 
 use crate::crash::{Campaign, campaign_seed, env_u64, report};
 use crate::support::*;

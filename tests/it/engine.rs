@@ -175,7 +175,7 @@ fn continue_a_prefix_left_by_another_tool() {
     let len = 5 << 20;
     let file = FileSpec::generated(5, len);
     let want = file.sha256_hex();
-    let prefix = hfd::testserver::Content::new(5, len).bytes(0..(2 << 20));
+    let prefix = hfd_testserver::Content::new(5, len).bytes(0..(2 << 20));
     server.add_file("/f.bin", file);
     let dir = tempdir();
     let out = dir.path().join("f.bin");

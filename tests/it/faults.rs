@@ -161,9 +161,9 @@ fn the_later_of_retry_after_and_ratelimit_reset_is_honoured() {
 fn overload_lowers_the_connection_count() {
     // A server that refuses more than 2 concurrent connections with 503.
     let server = TestServer::start_with(ServerOptions {
-        max_connections: Some(hfd::testserver::ConnLimit {
+        max_connections: Some(hfd_testserver::ConnLimit {
             max: 2,
-            over: hfd::testserver::OverLimit::Respond503,
+            over: hfd_testserver::OverLimit::Respond503,
         }),
         ..ServerOptions::default()
     });
@@ -200,7 +200,7 @@ fn etag_change_midway_stops_or_restarts() {
     let mut s = c.spec(4);
     s.allow_restart = true;
     download(&s).unwrap();
-    let new = hfd::testserver::Content::new(99, len).sha256_hex();
+    let new = hfd_testserver::Content::new(99, len).sha256_hex();
     assert_eq!(sha256_file(&c.out), new);
 }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hfd::testserver::hub::{HubFile, LimitScope, MockHub, RepoSpec};
+use hfd_testserver::hub::{HubFile, LimitScope, MockHub, RepoSpec};
 
 use crate::support::*;
 
@@ -772,7 +772,7 @@ fn ctrl_c_exits_130_and_the_rerun_resumes() {
 
 #[test]
 fn hostile_answers_fail_cleanly() {
-    use hfd::testserver::Reply;
+    use hfd_testserver::Reply;
     use serde_json::json;
     let server = TestServer::start();
     server.add_handler_fn("/api/models/bad/json", |_| Reply::text(200, "not json"));
@@ -901,7 +901,7 @@ fn absolute_nul_and_reserved_names_are_refused() {
 /// A server whose API answers come from `handler` (the hostile tests).
 fn hostile(
     repo: &str,
-    handler: impl Fn(&hfd::testserver::RequestInfo) -> hfd::testserver::Reply + Send + Sync + 'static,
+    handler: impl Fn(&hfd_testserver::RequestInfo) -> hfd_testserver::Reply + Send + Sync + 'static,
 ) -> TestServer {
     let server = TestServer::start();
     server.add_handler_fn(&format!("/api/models/{repo}"), handler);
@@ -910,7 +910,7 @@ fn hostile(
 
 #[test]
 fn a_huge_tree_page_is_refused_without_reading_it_all() {
-    use hfd::testserver::Reply;
+    use hfd_testserver::Reply;
     use serde_json::json;
     let server = hostile("bad/page", |_| {
         Reply::json(200, &json!({"sha": "abc", "siblings": []}))
@@ -942,7 +942,7 @@ fn a_huge_tree_page_is_refused_without_reading_it_all() {
 #[test]
 fn an_endless_tree_is_refused_at_the_file_limit() {
     use hfd::hub::api::{Api, ApiError};
-    use hfd::testserver::Reply;
+    use hfd_testserver::Reply;
     // Every page has 1,000 new files and a link to one more page.
     let server = hostile("bad/endless", |r| {
         let page: u64 = r
@@ -986,7 +986,7 @@ fn an_endless_tree_is_refused_at_the_file_limit() {
 
 #[test]
 fn sizes_that_do_not_match_the_bytes_are_refused() {
-    use hfd::testserver::Reply;
+    use hfd_testserver::Reply;
     use serde_json::json;
     // a.bin: the listing says 1,000 bytes and gives the sha256 of the 5,000
     // bytes served; b.txt: 10 bytes listed, 7 served, no hash.

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hfd::testserver::Reply;
-use hfd::testserver::hub::{HubFile, MockHub, RepoSpec};
+use hfd_testserver::Reply;
+use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
 use serde_json::Value;
 
 use crate::support::*;

@@ -7,7 +7,7 @@
 //! sockets to 127.0.0.2, and origins that must only be reached through a
 //! proxy accept connections from 127.0.0.2 alone (others are closed before a
 //! byte is read, and counted). Origins that must be reached directly accept
-//! 127.0.0.1 alone. The in-process proxies (`hfd::testserver::proxy`) record
+//! 127.0.0.1 alone. The in-process proxies (`hfd_testserver::proxy`) record
 //! what the client sent; the real ones users run (tinyproxy, microsocks) are
 //! started from here when installed, and their tests print `SKIPPED: ...`
 //! otherwise.
@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use hfd::testserver::proxy::{
+use hfd_testserver::proxy::{
     AddrType, HttpProxy, HttpProxyOptions, ProxyAuth, SocksOptions, SocksOutcome, SocksProxy,
     Upstream, userinfo_encode,
 };

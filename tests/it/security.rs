@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hfd::testserver::proxy::{HttpProxy, HttpProxyOptions, Upstream};
+use hfd_testserver::proxy::{HttpProxy, HttpProxyOptions, Upstream};
 
 use crate::support::*;
 
@@ -411,7 +411,7 @@ fn hfget_never_writes_through_a_planted_link() {
 
 #[test]
 fn hfd_never_writes_through_a_linked_folder_in_the_local_dir() {
-    use hfd::testserver::hub::{HubFile, MockHub, RepoSpec};
+    use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
     let hub = MockHub::start();
     hub.add_repo(
         RepoSpec::model("org/evil")
@@ -464,14 +464,14 @@ fn bench_sends_the_token_only_to_endpoints_the_user_named() {
         // Every endpoint knows a gated repo whose files nobody may list.
         s.add_handler_fn("/", move |req| {
             if req.path.starts_with("/api/models/org/gated") && !req.path.contains("/tree") {
-                hfd::testserver::Reply::json(
+                hfd_testserver::Reply::json(
                     200,
                     &serde_json::json!({"sha": "0123456789abcdef0123456789abcdef01234567",
                         "gated": if gated { serde_json::json!("manual") } else { serde_json::json!(false) },
                         "siblings": []}),
                 )
             } else {
-                hfd::testserver::Reply::text(404, "not here")
+                hfd_testserver::Reply::text(404, "not here")
             }
         });
         s

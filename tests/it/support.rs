@@ -13,7 +13,7 @@ use sha2::Digest;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
-pub use hfd::testserver::{Fail, FileSpec, Redirect, ServerOptions, TestServer};
+pub use hfd_testserver::{Fail, FileSpec, Redirect, ServerOptions, TestServer};
 
 /// A spec with test settings: no backoff delays of our own.
 pub fn spec(url: &str, out: &Path) -> DownloadSpec {

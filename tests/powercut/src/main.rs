@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hfd::storage::control_file::{ControlError, ControlFile};
-use hfd::testserver::{Content, FileSpec, TestServer};
+use hfd_testserver::{Content, FileSpec, TestServer};
 
 use cutfs::{CutFs, State};
 

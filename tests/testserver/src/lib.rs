@@ -1,6 +1,11 @@
 //! The project's own local HTTP server, for integration tests (fault
 //! injection), the README demo, benchmarks and crash campaigns.
 //!
+//! Its own crate, `hfd-testserver` in `tests/testserver/`: a dev-dependency
+//! of `hfd` (the integration tests, examples and benches use it) and a
+//! dependency of the power-cut harness, never part of the product: the
+//! product's own dependencies do not ask for hyper's server side.
+//!
 //! Why our own: the downloader's hard cases are servers that misbehave in
 //! specific, repeatable ways (engine-design §4). A real server cannot be
 //! told to reset the third connection after 1 MiB, and a network emulator
@@ -20,7 +25,7 @@
 //!   second server as the CDN) for `hfd`'s tests, demo and benchmarks.
 //!
 //! ```no_run
-//! use hfd::testserver::{FileSpec, TestServer};
+//! use hfd_testserver::{FileSpec, TestServer};
 //!
 //! let server = TestServer::start();
 //! let spec = FileSpec::generated(7, 64 << 20).throttle(8 << 20);
@@ -41,6 +46,7 @@ pub mod proxy;
 mod semantics;
 mod server;
 mod spec;
+mod sync;
 
 #[cfg(test)]
 mod test_client;
