@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let runtime = hfd::cli::runtime();
     net_opts.announce();
-    if args.bench {
+    if args.common.bench.on {
         let (endpoints, bench) = match (
             args.bench_endpoints(|k| std::env::var(k).ok()),
             args.bench_options(),
@@ -48,7 +48,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        let announce = !args.report.json && !args.quiet;
+        let announce = !args.common.bench.json && !args.common.quiet;
         // No signal handler: nothing is written, so Ctrl-C may end it at once.
         return runtime.block_on(async move {
             let net = hfd::net::Net::new(net_opts);
@@ -71,7 +71,7 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
-            hfd::mirrors::print(&report, bench.connections, args.report.json);
+            hfd::mirrors::print(&report, bench.connections, args.common.bench.json);
             // Success while one endpoint works: the others are in the table.
             ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })
         });

@@ -43,7 +43,7 @@ async fn run(args: Args) -> ExitCode {
     hfd::cli::cancel_on_signals(cancel.clone(), ExitCode::Interrupted.code() as i32);
     let v = args.verbosity();
 
-    if args.bench {
+    if args.common.bench.on {
         return bench(&net, &args).await;
     }
     let Some(input) = &args.input_file else {
@@ -109,7 +109,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
     if sources.is_empty() {
         return fail(ExitCode::BadOption, "--bench needs at least one URL");
     }
-    if !args.report.json && !args.quiet {
+    if !args.common.bench.json && !args.common.quiet {
         hfd::tell!(
             "Measuring {} source{} ({} s with 1 connection, then {} s with {}) ...",
             sources.len(),
@@ -120,7 +120,7 @@ async fn bench(net: &Net, args: &Args) -> ExitCode {
         );
     }
     let report = hfd::mirrors::measure(net, &sources, &opts).await;
-    hfd::mirrors::print(&report, opts.connections, args.report.json);
+    hfd::mirrors::print(&report, opts.connections, args.common.bench.json);
     if report.fastest.is_some() {
         ExitCode::Ok
     } else {

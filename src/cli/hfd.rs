@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser};
 
-use super::net_args::NetArgs;
+use super::common::Common;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
@@ -144,33 +144,13 @@ pub struct Args {
     #[arg(long = "endpoint", value_name = "URL", action = ArgAction::Append)]
     pub endpoints: Vec<String>,
 
-    /// Measure each endpoint instead of downloading: list the repo there,
-    /// then time its largest selected file (time to first byte, --seconds
-    /// with 1 connection, then with -x). Nothing is written to disk.
-    #[arg(long = "bench")]
-    pub bench: bool,
-
     #[command(flatten)]
-    pub report: super::BenchOutput,
-
-    #[command(flatten)]
-    pub net: NetArgs,
-
-    #[command(flatten)]
-    pub retry: super::net_args::RetryArgs,
-
-    /// Print only errors and the final verdict (no progress line).
-    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// More detail (retries, redirects, rate limits); -vv for debugging.
-    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
-    pub verbose: u8,
+    pub common: Common,
 }
 
 impl Args {
     pub fn verbosity(&self) -> Verbosity {
-        Verbosity::from_flags(self.quiet, self.verbose)
+        self.common.verbosity()
     }
 
     /// The most files at once: `-j`, or what 64 connections allow.
@@ -184,18 +164,19 @@ impl Args {
     /// `-x`: as given, else hfd.sh's 4 (hfget's 16 for --bench, so the
     /// two measure alike).
     pub fn connections(&self) -> usize {
-        let default = if self.bench { 16 } else { 4 };
+        let default = if self.common.bench.on { 16 } else { 4 };
         self.connections.map_or(default, usize::from)
     }
 
     /// Network options: the shared flags, the proxy variables, our agent.
     pub fn net_options(&self) -> Result<NetOptions, String> {
-        let connections = if self.bench {
+        let connections = if self.common.bench.on {
             self.connections()
         } else {
             self.connections() * self.max_jobs() * self.endpoints.len().max(1)
         };
-        self.net
+        self.common
+            .net
             .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
     }
 
@@ -248,7 +229,7 @@ impl Args {
     /// What `--bench` measures with: `--seconds` and `-x`.
     pub fn bench_options(&self) -> Result<crate::mirrors::BenchOptions, String> {
         crate::mirrors::BenchOptions::new(
-            self.report.seconds,
+            self.common.bench.seconds,
             self.connections(),
             http::HeaderMap::new(),
         )
@@ -303,7 +284,7 @@ impl Args {
             jobs: self.jobs.map_or(5, usize::from),
             max_jobs: self.max_jobs(),
             verify_all: self.verify,
-            retry: self.retry.policy()?,
+            retry: self.common.retry.policy()?,
             verbosity: self.verbosity(),
         })
     }

@@ -3,12 +3,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{ArgAction, Parser};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
+use super::common::Common;
 use super::input_file::Entry;
-use super::net_args::NetArgs;
 use super::output_name;
 use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS};
 use crate::net::NetOptions;
@@ -116,9 +117,6 @@ pub struct Args {
     #[arg(long = "checksum", value_name = "TYPE=HEX")]
     pub checksum: Option<String>,
 
-    #[command(flatten)]
-    pub retry: super::net_args::RetryArgs,
-
     /// Seconds without a byte from any connection before reconnecting, and
     /// the wait for response headers.
     #[arg(
@@ -154,24 +152,8 @@ pub struct Args {
     #[arg(long = "auto-save-interval", value_name = "SEC", default_value_t = 1.0)]
     pub auto_save_interval: f64,
 
-    /// Measure each URL instead of downloading: time to first byte, then
-    /// --seconds of download into nowhere with 1 connection and with -x.
-    #[arg(long = "bench")]
-    pub bench: bool,
-
     #[command(flatten)]
-    pub report: super::BenchOutput,
-
-    #[command(flatten)]
-    pub net: NetArgs,
-
-    /// Print only errors.
-    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
-    pub quiet: bool,
-
-    /// More detail: each connection's route, TLS version and ALPN; -vv for debugging.
-    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
-    pub verbose: u8,
+    pub common: Common,
 }
 
 fn size_arg(s: &str) -> Result<u64, String> {
@@ -180,7 +162,7 @@ fn size_arg(s: &str) -> Result<u64, String> {
 
 impl Args {
     pub fn verbosity(&self) -> Verbosity {
-        Verbosity::from_flags(self.quiet, self.verbose)
+        self.common.verbosity()
     }
 
     /// Network options shared by every download of this run.
@@ -192,7 +174,7 @@ impl Args {
             .split
             .map(usize::from)
             .unwrap_or(x * self.urls.len().max(1));
-        self.net.options(
+        self.common.net.options(
             self.timeout,
             concat!("hfget/", env!("CARGO_PKG_VERSION")),
             connections,
@@ -207,116 +189,108 @@ impl Args {
             headers.append(name, value);
         }
         crate::mirrors::BenchOptions::new(
-            self.report.seconds,
+            self.common.bench.seconds,
             self.max_connection_per_server.map_or(16, usize::from),
             headers,
         )
     }
 
-    /// The spec for the URLs on the command line.
-    pub fn spec(&self) -> Result<DownloadSpec, String> {
-        let entry = Entry {
-            line: 0,
-            urls: self.urls.clone(),
-            options: Vec::new(),
-        };
-        self.spec_for(&entry)
+    /// The spec for one entry of an input file: its options read by the
+    /// same definitions as the command line, laid over it.
+    pub fn spec_for(&self, entry: &Entry) -> Result<DownloadSpec, String> {
+        let at = format!("input file line {}: ", entry.line);
+        self.for_entry(entry)
+            .and_then(|a| a.spec())
+            .map_err(|e| format!("{at}{e}"))
     }
 
-    /// The spec for one entry (command line or input file): the entry's
-    /// options override the command line's.
-    pub fn spec_for(&self, entry: &Entry) -> Result<DownloadSpec, String> {
-        let at = if entry.line > 0 {
-            format!("input file line {}: ", entry.line)
-        } else {
-            String::new()
-        };
-        if entry.urls.is_empty() {
-            return Err(format!("{at}no URL given (see hfget --help)"));
+    /// The arguments for one input-file entry. `key=value` becomes
+    /// `--key=value` (`--key` for a boolean that is `true`), parsed by clap
+    /// like the command line (ripgrep reads its config file the same way),
+    /// then laid over the command line's: what the entry gives wins, its
+    /// headers add to the command line's, and its URLs and `out` are its
+    /// own (one `-o` cannot name every file of a list).
+    pub fn for_entry(&self, entry: &Entry) -> Result<Args, String> {
+        let mut argv = vec!["hfget".to_string()];
+        for (k, v) in &entry.options {
+            match (k.as_str(), v.as_str()) {
+                ("continue" | "allow-overwrite", "true") => argv.push(format!("--{k}")),
+                ("continue" | "allow-overwrite", "false") => {}
+                ("continue" | "allow-overwrite", _) => {
+                    return Err(format!("invalid {k}={v}: use true or false"));
+                }
+                _ => argv.push(format!("--{k}={v}")),
+            }
         }
-        let urls: Vec<Url> = entry
+        argv.push("--".into());
+        argv.extend(entry.urls.iter().cloned());
+        let m = Args::command()
+            .try_get_matches_from(&argv)
+            .map_err(|e| clap_message(&e))?;
+        let e = Args::from_arg_matches(&m).map_err(|e| clap_message(&e))?;
+        let given = |id: &str| m.value_source(id) == Some(ValueSource::CommandLine);
+        let mut a = self.clone();
+        a.urls = e.urls;
+        a.out = e.out;
+        a.header.extend(e.header);
+        if given("dir") {
+            a.dir = e.dir;
+        }
+        if given("checksum") {
+            a.checksum = e.checksum;
+        }
+        if given("split") {
+            a.split = e.split;
+        }
+        if given("max_connection_per_server") {
+            a.max_connection_per_server = e.max_connection_per_server;
+        }
+        if given("min_split_size") {
+            a.min_split_size = e.min_split_size;
+        }
+        if given("max_tries") {
+            a.common.retry.max_tries = e.common.retry.max_tries;
+        }
+        if given("retry_wait") {
+            a.common.retry.retry_wait = e.common.retry.retry_wait;
+        }
+        if given("timeout") {
+            a.timeout = e.timeout;
+        }
+        a.allow_overwrite |= e.allow_overwrite;
+        a.continue_partial |= e.continue_partial;
+        Ok(a)
+    }
+
+    /// The spec for these arguments' URLs.
+    pub fn spec(&self) -> Result<DownloadSpec, String> {
+        if self.urls.is_empty() {
+            return Err("no URL given (see hfget --help)".into());
+        }
+        let urls: Vec<Url> = self
             .urls
             .iter()
-            .map(|u| parse_url(u).map_err(|e| format!("{at}{e}")))
+            .map(|u| parse_url(u))
             .collect::<Result<_, _>>()?;
-        let opt = |k: &str| {
-            entry
-                .options
-                .iter()
-                .rev()
-                .find(|(key, _)| key == k)
-                .map(|(_, v)| v.as_str())
-        };
-        let num = |k: &str, default: u64, max: u64| -> Result<u64, String> {
-            match opt(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|n| (1..=max).contains(n) || (max == u64::MAX))
-                    .ok_or_else(|| format!("{at}invalid {k}={v}")),
-            }
-        };
-        // Neither -x nor -s, on the command line or the entry: adaptive.
-        let adaptive = self.max_connection_per_server.is_none()
-            && self.split.is_none()
-            && opt("max-connection-per-server").is_none()
-            && opt("split").is_none();
-        let x = num(
-            "max-connection-per-server",
-            self.max_connection_per_server
-                .map_or(MAX_CONNECTIONS as u64, u64::from),
-            MAX_CONNECTIONS as u64,
-        )? as usize;
-        let s = match opt("split") {
-            Some(_) => num("split", 0, MAX_CONNECTIONS as u64)? as usize,
-            None => self
-                .split
-                .map(|s| s as usize)
-                .unwrap_or((x * urls.len()).min(MAX_CONNECTIONS)),
-        };
-        let k = match opt("min-split-size") {
-            Some(v) => parse_size(v).map_err(|e| format!("{at}{e}"))?,
-            None => self.min_split_size,
-        }
-        .max(1);
-        let dir = opt("dir").map(PathBuf::from).or_else(|| self.dir.clone());
-        let out = match opt("out") {
-            Some(o) => Some(PathBuf::from(o)),
-            None if entry.line == 0 => self.out.clone(),
-            None => None,
-        };
-        let output = output_path(dir.as_deref(), out.as_deref(), &urls[0]);
+        // Neither -x nor -s: adaptive.
+        let adaptive = self.max_connection_per_server.is_none() && self.split.is_none();
+        let x = self
+            .max_connection_per_server
+            .map_or(MAX_CONNECTIONS, usize::from);
+        let s = self
+            .split
+            .map(usize::from)
+            .unwrap_or((x * urls.len()).min(MAX_CONNECTIONS));
+        let output = output_path(self.dir.as_deref(), self.out.as_deref(), &urls[0]);
         let mut headers = HeaderMap::new();
-        let entry_headers = entry
-            .options
-            .iter()
-            .filter(|(key, _)| key == "header")
-            .map(|(_, v)| v.as_str());
-        for h in self.header.iter().map(String::as_str).chain(entry_headers) {
-            let (name, value) = parse_header(h).map_err(|e| format!("{at}{e}"))?;
+        for h in &self.header {
+            let (name, value) = parse_header(h)?;
             headers.append(name, value);
         }
-        let checksum = match opt("checksum").or(self.checksum.as_deref()) {
-            Some(c) => Some(Checksum::parse(c).map_err(|e| format!("{at}{e}"))?),
+        let checksum = match &self.checksum {
+            Some(c) => Some(Checksum::parse(c)?),
             None => None,
         };
-        let max_tries = match opt("max-tries") {
-            Some(v) => v
-                .parse()
-                .map_err(|_| format!("{at}invalid max-tries={v}"))?,
-            None => self.retry.max_tries,
-        };
-        let wait = match opt("retry-wait") {
-            Some(v) => Some(
-                v.parse::<f64>()
-                    .map_err(|_| format!("{at}invalid retry-wait={v}"))?,
-            ),
-            None => self.retry.retry_wait,
-        };
-        let retry =
-            super::net_args::retry_policy(max_tries, wait).map_err(|e| format!("{at}{e}"))?;
-        let timeout = num("timeout", self.timeout, u64::MAX)?.max(1);
         if !(0.05..=600.0).contains(&self.auto_save_interval) {
             return Err("--auto-save-interval must be between 0.05 and 600 seconds".into());
         }
@@ -325,21 +299,28 @@ impl Args {
         spec.headers = headers;
         spec.connections = s.max(1);
         spec.per_source = x.max(1);
-        spec.min_split = k;
+        spec.min_split = self.min_split_size.max(1);
         if adaptive {
             spec.adaptive = Some(crate::engine::adaptive::Adaptive::default());
         }
-        spec.retry = retry;
-        spec.timeout = Duration::from_secs(timeout);
+        spec.retry = self.common.retry.policy()?;
+        spec.timeout = Duration::from_secs(self.timeout.max(1));
         spec.allocation = self.file_allocation.parse()?;
         spec.write_mode = self.write_mode.parse::<WriteMode>()?;
         spec.checksum = checksum;
         spec.allow_restart = self.allow_restart;
-        spec.continue_partial = self.continue_partial || opt("continue") == Some("true");
-        spec.allow_overwrite = self.allow_overwrite || opt("allow-overwrite") == Some("true");
+        spec.continue_partial = self.continue_partial;
+        spec.allow_overwrite = self.allow_overwrite;
         spec.checkpoint_interval = Duration::from_secs_f64(self.auto_save_interval);
         Ok(spec)
     }
+}
+
+/// The first line of a clap error, without its `error: ` prefix.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().next().unwrap_or("");
+    line.trim_start_matches("error: ").to_string()
 }
 
 /// Accepts http and https URLs only, with a message that says why not.
@@ -470,11 +451,13 @@ mod tests {
     fn check_certificate_false() {
         assert!(
             !args(&["--check-certificate=false", "http://h/f"])
+                .common
                 .net
                 .check_certificate
         );
         assert!(
             args(&["--check-certificate", "http://h/f"])
+                .common
                 .net
                 .check_certificate
         );

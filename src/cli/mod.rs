@@ -2,10 +2,10 @@
 //! engine specs. The binaries in `src/bin` only add the runtime, signals and
 //! the terminal.
 
+pub mod common;
 pub mod hfd;
 pub mod hfget;
 pub mod input_file;
-pub mod net_args;
 pub mod output_name;
 
 use tokio_util::sync::CancellationToken;
@@ -22,23 +22,6 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("the tokio runtime starts")
-}
-
-/// How `--bench` reports, the same for both binaries.
-#[derive(clap::Args, Clone, Debug)]
-pub struct BenchOutput {
-    /// Seconds of each --bench measurement.
-    #[arg(
-        long = "seconds",
-        value_name = "S",
-        default_value_t = 10.0,
-        requires = "bench"
-    )]
-    pub seconds: f64,
-
-    /// With --bench: print one JSON document instead of a table.
-    #[arg(long = "json", requires = "bench")]
-    pub json: bool,
 }
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM (so the download saves its

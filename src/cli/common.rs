@@ -1,5 +1,6 @@
-//! Options shared by `hfget` and `hfd`: proxies (aria2c's names), TLS,
-//! HTTP/2, timeouts, retries.
+//! The options `hfget` and `hfd` share, defined once and flattened into
+//! both: proxies (aria2c's names), TLS, HTTP/2, timeouts, retries,
+//! `--bench` and how much to print.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -7,10 +8,65 @@ use std::time::Duration;
 
 use clap::{ArgAction, Args};
 
+use crate::ui::Verbosity;
+
 use crate::client::RetryPolicy;
 use crate::net::proxy::redact_text;
 use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
 
+/// Everything both binaries accept.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    #[command(flatten)]
+    pub net: NetArgs,
+
+    #[command(flatten)]
+    pub retry: RetryArgs,
+
+    #[command(flatten)]
+    pub bench: BenchArgs,
+
+    /// Print only errors and the verdict (no progress).
+    #[arg(short = 'q', long = "quiet", conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// More detail: retries, redirects, each connection's route, TLS
+    /// version and ALPN; -vv for debugging.
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Common {
+    pub fn verbosity(&self) -> Verbosity {
+        Verbosity::from_flags(self.quiet, self.verbose)
+    }
+}
+
+/// `--bench`: a measurement instead of a download.
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Measure instead of downloading: each URL (hfget), or the repo's
+    /// largest selected file on each endpoint (hfd): time to first byte,
+    /// then --seconds of download into nowhere over 1 connection and over
+    /// -x. Nothing is written to disk.
+    #[arg(long = "bench")]
+    pub on: bool,
+
+    /// Seconds of each --bench measurement.
+    #[arg(
+        long = "seconds",
+        value_name = "S",
+        default_value_t = 10.0,
+        requires = "on"
+    )]
+    pub seconds: f64,
+
+    /// With --bench: print one JSON document instead of a table.
+    #[arg(long = "json", requires = "on")]
+    pub json: bool,
+}
+
+/// Connections, proxies and TLS.
 #[derive(Args, Clone)]
 pub struct NetArgs {
     /// Seconds to wait for a connection (and its TLS or proxy handshake).
