@@ -57,28 +57,48 @@ pub fn check(job: &Job, source: &Source, response: &Response<Body>, req: &Range<
     } else if let Some((etag, lm)) = source.own_validators.get() {
         same_validators(source, h, etag, lm)?;
     }
-    let total = job.validators.total;
-    match response.status() {
-        StatusCode::PARTIAL_CONTENT => {}
-        StatusCode::OK => {
-            return Err(changed(
-                source,
-                "a range request was answered with the whole file, so the file no longer matches what was started".into(),
-            ));
-        }
-        StatusCode::RANGE_NOT_SATISFIABLE => {
-            return Err(match content_range(h) {
-                Some(ContentRange::Unsatisfied { total: t }) if t != total => {
-                    changed(source, format!("its size was {total} bytes, now {t}"))
-                }
-                _ => bad(
-                    416,
-                    format!("HTTP 416 for bytes {}-{}", req.start, req.end - 1),
-                ),
-            });
-        }
-        _ => return Err(Refusal::Status),
+    check_status(job.validators.total, source, response, req)?;
+    check_range(job.validators.total, source, h, req)?;
+    if job.source_check.is_some() && source.own_validators.get().is_none() {
+        let (etag, lm) = source
+            .own_validators
+            .get_or_init(|| (strong_etag(h), last_modified(h)));
+        same_validators(source, h, etag, lm)?;
     }
+    Ok(())
+}
+
+/// A 206 is what a range request wants; a 200 means the file no longer
+/// matches (ranges stopped working mid-download); a 416 with another size
+/// is a file that changed.
+fn check_status(
+    total: u64,
+    source: &Source,
+    response: &Response<Body>,
+    req: &Range<u64>,
+) -> Checked {
+    match response.status() {
+        StatusCode::PARTIAL_CONTENT => Ok(()),
+        StatusCode::OK => Err(changed(
+            source,
+            "a range request was answered with the whole file, so the file no longer matches what was started".into(),
+        )),
+        StatusCode::RANGE_NOT_SATISFIABLE => Err(match content_range(response.headers()) {
+            Some(ContentRange::Unsatisfied { total: t }) if t != total => {
+                changed(source, format!("its size was {total} bytes, now {t}"))
+            }
+            _ => bad(
+                416,
+                format!("HTTP 416 for bytes {}-{}", req.start, req.end - 1),
+            ),
+        }),
+        _ => Err(Refusal::Status),
+    }
+}
+
+/// The 206's `Content-Range`: the same total, starting exactly where we
+/// asked and ending inside the request.
+fn check_range(total: u64, source: &Source, h: &HeaderMap, req: &Range<u64>) -> Checked {
     let Some(ContentRange::Bytes {
         first,
         last,
@@ -116,12 +136,6 @@ pub fn check(job: &Job, source: &Source, response: &Response<Body>, req: &Range<
                 req.end - 1
             ),
         ));
-    }
-    if job.source_check.is_some() && source.own_validators.get().is_none() {
-        let (etag, lm) = source
-            .own_validators
-            .get_or_init(|| (strong_etag(h), last_modified(h)));
-        same_validators(source, h, etag, lm)?;
     }
     Ok(())
 }

@@ -315,16 +315,6 @@ impl Scheduler {
         slot
     }
 
-    /// Gives `slot` the queued piece that starts at `start` (the probe's slot
-    /// keeps the bytes its probe is already receiving).
-    pub fn assign_at(&self, slot: &Slot, start: u64) -> Option<Range<u64>> {
-        let mut st = self.state.lock().unwrap();
-        let i = st.queue.iter().position(|p| p.start == start)?;
-        let piece = st.queue.remove(i)?;
-        self.give(slot, piece.clone());
-        Some(piece)
-    }
-
     /// Gives `slot` the bytes its probe already asked for: the queued piece
     /// that starts there, stretched over (and trimmed out of) later pieces
     /// when the probe asked for more than that piece.
@@ -467,55 +457,17 @@ impl Scheduler {
     }
 
     fn steal(&self, st: &State, thief: &Slot) -> Option<Range<u64>> {
-        let now = self.now_ms();
-        let k = self.tuning.min_split;
-        let own = thief.rate();
-        let thief_rate = if own > 0.0 {
-            own
-        } else {
-            Self::median_rate(st, thief.id)
-        };
         let median = Self::median_rate(st, thief.id);
-        // The victim: the region that would take longest at its holder's
-        // rate. A holder whose rate is not measured yet is assumed typical;
-        // only a holder without progress for a while counts as stalled.
-        let mut best: Option<(&Arc<Slot>, f64, u64)> = None;
-        for v in &st.slots {
-            if v.id == thief.id {
-                continue;
-            }
-            let rem = {
-                let r = v.region.lock().unwrap();
-                r.end.saturating_sub(r.cur)
-            };
-            if rem == 0 {
-                continue;
-            }
-            let stalled = now.saturating_sub(v.last_progress_ms.load(Relaxed)) > self.stall_ms();
-            let rate = if v.rate() > 0.0 { v.rate() } else { median };
-            let eta = if stalled {
-                f64::INFINITY
-            } else if rate > 0.0 {
-                rem as f64 / rate
-            } else {
-                0.0
-            };
-            let better = match best {
-                None => true,
-                Some((_, e, r)) => eta > e || (eta == e && rem > r),
-            };
-            if better {
-                best = Some((v, eta, rem));
-            }
-        }
-        let (victim, eta, _) = best?;
+        let own = thief.rate();
+        let thief_rate = if own > 0.0 { own } else { median };
+        let (victim, eta) = self.victim(st, thief, median)?;
         let stalled = eta.is_infinite();
         let mut r = victim.region.lock().unwrap();
         let rem = r.end.saturating_sub(r.cur);
         if rem == 0 {
             return None;
         }
-        if rem >= 2 * k {
+        if rem >= 2 * self.tuning.min_split {
             let rv = if stalled {
                 0.0
             } else if victim.rate() > 0.0 {
@@ -523,19 +475,7 @@ impl Scheduler {
             } else {
                 median
             };
-            let keep = if rv + thief_rate > 0.0 {
-                (rem as f64 * rv / (rv + thief_rate)) as u64
-            } else {
-                rem / 2
-            };
-            let keep = keep.clamp(k, rem - k);
-            let mut split = r.cur + keep;
-            // Cutting inside the victim's request in flight costs it its
-            // connection; prefer the request's end when the thief still gets
-            // a fair share.
-            if split < r.req_end && r.end.saturating_sub(r.req_end) >= k.max((r.end - split) / 2) {
-                split = r.req_end;
-            }
+            let split = self.split_point(&r, rv, thief_rate);
             let piece = split..r.end;
             r.end = split;
             tracing::debug!(
@@ -568,6 +508,61 @@ impl Scheduler {
             victim.id
         );
         Some(piece)
+    }
+
+    /// The region that would take longest at its holder's rate, and that
+    /// time (infinite for a stalled holder). A holder whose rate is not
+    /// measured yet is assumed typical (`median`); only a holder without
+    /// progress for a while counts as stalled.
+    fn victim<'a>(&self, st: &'a State, thief: &Slot, median: f64) -> Option<(&'a Arc<Slot>, f64)> {
+        let now = self.now_ms();
+        let mut best: Option<(&Arc<Slot>, f64, u64)> = None;
+        for v in st.slots.iter().filter(|v| v.id != thief.id) {
+            let rem = {
+                let r = v.region.lock().unwrap();
+                r.end.saturating_sub(r.cur)
+            };
+            if rem == 0 {
+                continue;
+            }
+            let stalled = now.saturating_sub(v.last_progress_ms.load(Relaxed)) > self.stall_ms();
+            let rate = if v.rate() > 0.0 { v.rate() } else { median };
+            let eta = if stalled {
+                f64::INFINITY
+            } else if rate > 0.0 {
+                rem as f64 / rate
+            } else {
+                0.0
+            };
+            let better = match best {
+                None => true,
+                Some((_, e, r)) => eta > e || (eta == e && rem > r),
+            };
+            if better {
+                best = Some((v, eta, rem));
+            }
+        }
+        best.map(|(v, eta, _)| (v, eta))
+    }
+
+    /// Where to cut region `r` so both holders finish together at rates
+    /// `victim` and `thief`, keeping both pieces at least `-k` long. A cut
+    /// inside the victim's request in flight costs it its connection, so the
+    /// request's end is preferred when the thief still gets a fair share.
+    fn split_point(&self, r: &Region, victim: f64, thief: f64) -> u64 {
+        let k = self.tuning.min_split;
+        let rem = r.end - r.cur;
+        let keep = if victim + thief > 0.0 {
+            (rem as f64 * victim / (victim + thief)) as u64
+        } else {
+            rem / 2
+        };
+        let split = r.cur + keep.clamp(k, rem - k);
+        if split < r.req_end && r.end.saturating_sub(r.req_end) >= k.max((r.end - split) / 2) {
+            r.req_end
+        } else {
+            split
+        }
     }
 
     /// Periodic check: asks stalled and far-too-slow connections to reconnect.

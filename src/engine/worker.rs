@@ -403,51 +403,11 @@ impl Worker {
                 }
                 p = next_piece(&mut body, batch.pipe(), batch.splice_size()) => p,
             };
-            let len = match piece {
-                Piece::End => {
-                    if expected < req.end && self.slot.region().start < req.end {
-                        batch.flush(&job).await?;
-                        return Err(Failure::retry(
-                            FailureKind::Network,
-                            format!(
-                                "the connection closed after {} of {} bytes",
-                                expected - req.start,
-                                req.end - req.start
-                            ),
-                        ));
-                    }
-                    break StreamEnd::Complete;
-                }
-                Piece::Failed(e) => {
-                    batch.flush(&job).await?;
-                    return Err(Failure::retry(
-                        FailureKind::Network,
-                        format!("receiving failed after {} bytes: {e}", expected - req.start),
-                    ));
-                }
-                Piece::Data(ref d) => d.len() as u64,
-                Piece::Piped(n) => n as u64,
-            };
-            if len == 0 {
-                continue;
-            }
-            if expected + len > req.end {
-                // Spliced bytes past the request are in the pipe: drop them.
-                batch.add(piece, expected, 0);
-                batch.flush(&job).await?;
-                return Err(Failure::retry(
-                    FailureKind::BadResponse,
-                    "the server sent more bytes than the range asked for",
-                ));
-            }
-            if matches!(piece, Piece::Data(_)) && batch.piped() > 0 {
-                batch.flush(&job).await?;
-            }
-            let take = self.claim(&mut batch, piece, expected, len).await?;
-            expected += take;
-            if take < len {
-                // The region ended inside this piece: stolen, or taken over.
-                break StreamEnd::Abandoned;
+            if let Some(end) = self
+                .take_piece(&mut batch, piece, &mut expected, req)
+                .await?
+            {
+                break end;
             }
             if ahead_at.is_some_and(|at| expected >= at) && expected < req.end {
                 ahead_at = None;
@@ -459,6 +419,56 @@ impl Worker {
         };
         batch.flush(&job).await?;
         Ok(end)
+    }
+
+    /// Takes in one piece of the answer to `req`, whose bytes so far reach
+    /// `expected`. `Some` when the stream ends here.
+    async fn take_piece(
+        &mut self,
+        batch: &mut Batch,
+        piece: Piece,
+        expected: &mut u64,
+        req: &Range<u64>,
+    ) -> Result<Option<StreamEnd>, Failure<Error>> {
+        let job = self.job.clone();
+        let done = *expected - req.start;
+        let len = match piece {
+            Piece::End if *expected < req.end && self.slot.region().start < req.end => {
+                batch.flush(&job).await?;
+                let detail = format!(
+                    "the connection closed after {done} of {} bytes",
+                    req.end - req.start
+                );
+                return Err(Failure::retry(FailureKind::Network, detail));
+            }
+            Piece::End => return Ok(Some(StreamEnd::Complete)),
+            Piece::Failed(e) => {
+                batch.flush(&job).await?;
+                let detail = format!("receiving failed after {done} bytes: {e}");
+                return Err(Failure::retry(FailureKind::Network, detail));
+            }
+            Piece::Data(ref d) => d.len() as u64,
+            Piece::Piped(n) => n as u64,
+        };
+        if len == 0 {
+            return Ok(None);
+        }
+        if *expected + len > req.end {
+            // Spliced bytes past the request are in the pipe: drop them.
+            batch.add(piece, *expected, 0);
+            batch.flush(&job).await?;
+            return Err(Failure::retry(
+                FailureKind::BadResponse,
+                "the server sent more bytes than the range asked for",
+            ));
+        }
+        if matches!(piece, Piece::Data(_)) && batch.piped() > 0 {
+            batch.flush(&job).await?;
+        }
+        let take = self.claim(batch, piece, *expected, len).await?;
+        *expected += take;
+        // The region ended inside this piece: stolen, or taken over.
+        Ok((take < len).then_some(StreamEnd::Abandoned))
     }
 
     /// The slot was woken while reading: what the preemption means for the

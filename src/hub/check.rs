@@ -38,110 +38,132 @@ pub fn hash_key(c: &Checksum) -> String {
     format!("{}:{}", c.algorithm(), c.hex())
 }
 
-/// Sorts the selected files into done and needed, hashing files of the
-/// right size that have no valid record. `None` when interrupted.
-pub async fn local_check(
-    opts: &Options,
-    local: &LocalDir,
-    sel: &Selection<'_>,
-    verified: &mut Verified,
-    commit: Option<&str>,
-    cancel: &CancellationToken,
-    events: &dyn Events,
-) -> Option<Check> {
-    let (selected, rels) = (&sel.files[..], &sel.rels[..]);
-    let mut check = Check {
-        need: Vec::new(),
-        done_files: 0,
-        done_bytes: 0,
-        leftovers: local.has_partials(),
-    };
-    let mut to_hash = Vec::new();
-    for (i, f) in selected.iter().enumerate() {
-        let out = local.output(&rels[i]);
-        let meta = match std::fs::metadata(&out) {
-            Ok(m) if m.is_file() && m.len() == f.size => m,
-            _ => {
-                verified.files.remove(&f.path);
-                check.need.push(i);
-                continue;
-            }
+/// What the check works with.
+pub struct Checker<'a> {
+    pub opts: &'a Options,
+    pub local: &'a LocalDir,
+    pub sel: &'a Selection<'a>,
+    pub commit: Option<&'a str>,
+    pub cancel: &'a CancellationToken,
+    pub events: &'a dyn Events,
+}
+
+impl Checker<'_> {
+    /// Sorts the selected files into done and needed, hashing files of the
+    /// right size that have no valid record. `None` when interrupted.
+    pub async fn run(&self, verified: &mut Verified) -> Option<Check> {
+        let mut check = Check {
+            need: Vec::new(),
+            done_files: 0,
+            done_bytes: 0,
+            leftovers: self.local.has_partials(),
         };
-        let fp = state::fingerprint(&meta);
-        let expected = f.checksum().map(|c| hash_key(&c));
-        let record_ok = verified.files.get(&f.path).is_some_and(|r| {
-            r.fingerprint == fp
-                && r.size == f.size
-                && match &expected {
-                    Some(h) => r.hash == *h,
-                    None => true,
-                }
-        });
-        if record_ok && !opts.verify_all {
-            check.done(local, &rels[i], f.size);
-        } else if f.checksum().is_some() {
-            to_hash.push(i);
-        } else {
-            verified.files.remove(&f.path);
-            check.need.push(i);
-        }
-    }
-    if !to_hash.is_empty() {
-        events.event(Event::Verifying {
-            files: to_hash.len(),
-        });
-    }
-    let parallel = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .min(opts.jobs.max(1));
-    let mut queue = to_hash.into_iter();
-    let mut running = JoinSet::new();
-    loop {
-        while running.len() < parallel && !cancel.is_cancelled() {
-            let Some(i) = queue.next() else { break };
-            let f = selected[i];
-            let sum = f.checksum().expect("only files with a checksum are hashed");
-            let out = local.output(&rels[i]);
-            running.spawn_blocking(move || {
-                let before = std::fs::metadata(&out).ok().map(|m| state::fingerprint(&m));
-                let got = engine::verify::digest_file(&out, &sum).ok();
-                let after = std::fs::metadata(&out).ok().map(|m| state::fingerprint(&m));
-                let ok = got.as_deref() == Some(sum.hex()) && before.is_some() && before == after;
-                (i, ok, after)
+        let to_hash = self.sort(verified, &mut check);
+        if !to_hash.is_empty() {
+            self.events.event(Event::Verifying {
+                files: to_hash.len(),
             });
         }
-        let Some(r) = running.join_next().await else {
-            break;
-        };
-        let Ok((i, ok, fp)) = r else { continue };
-        let f = selected[i];
-        match (ok, fp) {
-            (true, Some(fp)) => {
-                let sum = f.checksum().expect("hashed files have a checksum");
-                verified.files.insert(
-                    f.path.clone(),
-                    Record {
-                        size: f.size,
-                        hash: hash_key(&sum),
-                        commit: commit.map(str::to_string),
-                        fingerprint: fp,
-                    },
-                );
-                check.done(local, &rels[i], f.size);
-            }
-            _ => {
+        self.hash(to_hash, verified, &mut check).await;
+        if self.cancel.is_cancelled() {
+            return None;
+        }
+        Some(check)
+    }
+
+    /// Files of the wrong size (or missing) are needed; those whose record
+    /// still holds are done; the rest are returned, to be hashed.
+    fn sort(&self, verified: &mut Verified, check: &mut Check) -> Vec<usize> {
+        let (files, rels) = (&self.sel.files, &self.sel.rels);
+        let mut to_hash = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let meta = match std::fs::metadata(self.local.output(&rels[i])) {
+                Ok(m) if m.is_file() && m.len() == f.size => m,
+                _ => {
+                    verified.files.remove(&f.path);
+                    check.need.push(i);
+                    continue;
+                }
+            };
+            let fp = state::fingerprint(&meta);
+            let expected = f.checksum().map(|c| hash_key(&c));
+            let record_ok = verified.files.get(&f.path).is_some_and(|r| {
+                r.fingerprint == fp
+                    && r.size == f.size
+                    && expected.as_ref().is_none_or(|h| r.hash == *h)
+            });
+            if record_ok && !self.opts.verify_all {
+                check.done(self.local, &rels[i], f.size);
+            } else if f.checksum().is_some() {
+                to_hash.push(i);
+            } else {
                 verified.files.remove(&f.path);
-                events.event(Event::Warning(&format!(
-                    "{}: the local copy does not match its {}; downloading it again",
-                    f.path,
-                    f.checksum().map_or("hash", |c| c.algorithm())
-                )));
                 check.need.push(i);
             }
         }
+        to_hash
     }
-    if cancel.is_cancelled() {
-        return None;
+
+    /// Hashes the files `to_hash`, a few at a time; a match is recorded and
+    /// done, anything else (including a file that changed meanwhile) needed.
+    async fn hash(&self, to_hash: Vec<usize>, verified: &mut Verified, check: &mut Check) {
+        let parallel = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(self.opts.jobs.max(1));
+        let mut queue = to_hash.into_iter();
+        let mut running = JoinSet::new();
+        loop {
+            while running.len() < parallel && !self.cancel.is_cancelled() {
+                let Some(i) = queue.next() else { break };
+                let sum = self.sel.files[i]
+                    .checksum()
+                    .expect("only files with a checksum are hashed");
+                let out = self.local.output(&self.sel.rels[i]);
+                running.spawn_blocking(move || {
+                    let before = std::fs::metadata(&out).ok().map(|m| state::fingerprint(&m));
+                    let got = engine::verify::digest_file(&out, &sum).ok();
+                    let after = std::fs::metadata(&out).ok().map(|m| state::fingerprint(&m));
+                    let ok =
+                        got.as_deref() == Some(sum.hex()) && before.is_some() && before == after;
+                    (i, after.filter(|_| ok))
+                });
+            }
+            let Some(r) = running.join_next().await else {
+                break;
+            };
+            if let Ok((i, fingerprint)) = r {
+                self.hashed(i, fingerprint, verified, check);
+            }
+        }
     }
-    Some(check)
+
+    /// The result of hashing file `i`: its fingerprint when it matched.
+    fn hashed(
+        &self,
+        i: usize,
+        fingerprint: Option<String>,
+        verified: &mut Verified,
+        check: &mut Check,
+    ) {
+        let f = self.sel.files[i];
+        let Some(fingerprint) = fingerprint else {
+            verified.files.remove(&f.path);
+            self.events.event(Event::Warning(&format!(
+                "{}: the local copy does not match its {}; downloading it again",
+                f.path,
+                f.checksum().map_or("hash", |c| c.algorithm())
+            )));
+            check.need.push(i);
+            return;
+        };
+        let sum = f.checksum().expect("hashed files have a checksum");
+        let record = Record {
+            size: f.size,
+            hash: hash_key(&sum),
+            commit: self.commit.map(str::to_string),
+            fingerprint,
+        };
+        verified.files.insert(f.path.clone(), record);
+        check.done(self.local, &self.sel.rels[i], f.size);
+    }
 }

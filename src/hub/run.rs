@@ -35,7 +35,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::api::{Api, ApiError, RepoFile, RepoInfo};
-use super::check::{Check, local_check};
+use super::check::{Check, Checker};
 use super::endpoint::{Endpoint, RepoId, RepoType};
 use super::events::{Counters, Event, Events, Verdict};
 use super::file::FileCtx;
@@ -178,61 +178,94 @@ async fn flow<'a>(
             dir: &opts.local_dir,
         });
     }
-    let resuming = check.done_files > 0 || local.has_partials();
-    let counters = Counters::new(sel.files.len(), sel.bytes);
-    counters.files_done.store(check.done_files, Relaxed);
-    counters.bytes.add_existing(check.done_bytes);
-    let endpoints: Vec<Endpoint> = std::iter::once(opts.endpoint.clone())
-        .chain(opts.mirrors.iter().cloned())
-        .collect();
-    ev.event(Event::Downloading {
-        files: sel.files.len(),
-        dir: &opts.local_dir,
-        resuming,
-        endpoints: &endpoints,
-        counters: &counters,
-    });
-    let ctx = Arc::new(FileCtx {
+    let downloads = Downloads {
+        opts,
         net,
-        opts: opts.clone(),
-        local_dir: local.root().to_path_buf(),
-        down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
-        endpoints,
-        url_rev: info.sha.clone().unwrap_or_else(|| opts.revision.clone()),
-        commit: info.sha.clone(),
-        creds,
-        retry: opts.retry.clone(),
-        parent: counters.bytes.clone(),
-        cancel: cancel.clone(),
+        cancel,
         events: events.clone(),
-        permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
-    });
-    let end = Queue {
-        ctx,
-        local: &local,
-        sel: &sel,
-        verified: &mut verified,
-        counters: &counters,
-        jobs: opts.jobs,
-        max_jobs: opts.max_jobs,
-    }
-    .run(check.need)
-    .await;
-    local.tidy_partials();
-    if cancel.is_cancelled() {
-        return Ok(Verdict::Interrupted);
-    }
-    if end.failed > 0 || end.left > 0 {
-        return Ok(Verdict::Incomplete {
-            failed: end.failed,
+        creds,
+        commit: info.sha.clone(),
+    };
+    Ok(downloads.run(&local, &sel, check, &mut verified).await)
+}
+
+/// Step 5, and what it needs besides the local dir and the selection.
+struct Downloads<'a> {
+    opts: &'a Options,
+    net: Net,
+    cancel: CancellationToken,
+    events: Arc<dyn Events>,
+    creds: HeaderMap,
+    /// The listed commit, when the endpoint named one.
+    commit: Option<String>,
+}
+
+impl<'a> Downloads<'a> {
+    /// Downloads what `check` found missing; the verdict.
+    async fn run(
+        self,
+        local: &LocalDir,
+        sel: &Selection<'_>,
+        check: Check,
+        verified: &mut Verified,
+    ) -> Verdict<'a> {
+        let opts = self.opts;
+        let resuming = check.done_files > 0 || local.has_partials();
+        let counters = Counters::new(sel.files.len(), sel.bytes);
+        counters.files_done.store(check.done_files, Relaxed);
+        counters.bytes.add_existing(check.done_bytes);
+        let endpoints: Vec<Endpoint> = std::iter::once(opts.endpoint.clone())
+            .chain(opts.mirrors.iter().cloned())
+            .collect();
+        self.events.event(Event::Downloading {
             files: sel.files.len(),
+            dir: &opts.local_dir,
+            resuming,
+            endpoints: &endpoints,
+            counters: &counters,
         });
+        let cancel = self.cancel.clone();
+        let ctx = Arc::new(FileCtx {
+            net: self.net,
+            opts: opts.clone(),
+            local_dir: local.root().to_path_buf(),
+            down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
+            endpoints,
+            url_rev: self.commit.clone().unwrap_or_else(|| opts.revision.clone()),
+            commit: self.commit,
+            creds: self.creds,
+            retry: opts.retry.clone(),
+            parent: counters.bytes.clone(),
+            cancel: self.cancel,
+            events: self.events,
+            permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
+        });
+        let queue = Queue {
+            ctx,
+            local,
+            sel,
+            verified,
+            counters: &counters,
+            jobs: opts.jobs,
+            max_jobs: opts.max_jobs,
+        };
+        let end = queue.run(check.need).await;
+        local.tidy_partials();
+        if cancel.is_cancelled() {
+            Verdict::Interrupted
+        } else if end.failed > 0 || end.left > 0 {
+            Verdict::Incomplete {
+                failed: end.failed,
+                files: sel.files.len(),
+            }
+        } else {
+            Verdict::Done {
+                files: sel.files.len(),
+                bytes: sel.bytes,
+                dir: &opts.local_dir,
+            }
+        }
     }
-    Ok(Verdict::Done {
-        files: sel.files.len(),
-        bytes: sel.bytes,
-        dir: &opts.local_dir,
-    })
 }
 
 /// Says why the run cannot go on.
@@ -330,16 +363,15 @@ async fn what_is_here(
     verified
         .files
         .retain(|path, _| listed.contains(path.as_str()));
-    let checked = local_check(
+    let checker = Checker {
         opts,
         local,
         sel,
-        &mut verified,
-        info.sha.as_deref(),
+        commit: info.sha.as_deref(),
         cancel,
-        ev,
-    )
-    .await;
+        events: ev,
+    };
+    let checked = checker.run(&mut verified).await;
     let saved = local.save_verified(&verified);
     let Some(check) = checked else {
         return Err(Verdict::Interrupted);

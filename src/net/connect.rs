@@ -83,10 +83,6 @@ impl Conn {
         self.response_timeout
     }
 
-    pub fn is_http2(&self) -> bool {
-        matches!(self.sender, Sender::H2(_))
-    }
-
     /// Whether this connection can carry a request for `url` (same origin and
     /// same route) and is still open.
     pub fn can_serve(&self, url: &Url, net: &Net) -> bool {
