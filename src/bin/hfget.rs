@@ -42,13 +42,18 @@ async fn run(args: Args) -> ExitCode {
     let cancel = CancellationToken::new();
     hfd::cli::cancel_on_signals(cancel.clone(), ExitCode::Interrupted.code() as i32);
     let v = args.verbosity();
+    // One cap for everything this run downloads, if asked for.
+    let overall = args.common.limit.overall();
 
     if args.common.bench.on {
         return bench(&net, &args).await;
     }
     let Some(input) = &args.input_file else {
         let spec = match args.spec() {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.limits.extend(overall);
+                s
+            }
             Err(e) => return fail(ExitCode::BadOption, &e),
         };
         return one(net, spec, v, cancel).await;
@@ -75,7 +80,8 @@ async fn run(args: Args) -> ExitCode {
                     continue;
                 }
                 Some(Ok(entry)) => match args.spec_for(&entry) {
-                    Ok(spec) => {
+                    Ok(mut spec) => {
+                        spec.limits.extend(overall.clone());
                         running.spawn(one(net.clone(), spec, v, cancel.clone()));
                     }
                     Err(e) => last_error = fail(ExitCode::BadOption, &e),

@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{ArgAction, Args};
@@ -11,6 +12,7 @@ use clap::{ArgAction, Args};
 use crate::ui::Verbosity;
 
 use crate::client::RetryPolicy;
+use crate::engine::limit::RateLimit;
 use crate::net::proxy::redact_text;
 use crate::net::{NetOptions, ProxyFlags, ProxySettings, TlsOptions};
 
@@ -22,6 +24,9 @@ pub struct Common {
 
     #[command(flatten)]
     pub retry: RetryArgs,
+
+    #[command(flatten)]
+    pub limit: LimitArgs,
 
     #[command(flatten)]
     pub bench: BenchArgs,
@@ -39,6 +44,63 @@ pub struct Common {
 impl Common {
     pub fn verbosity(&self) -> Verbosity {
         Verbosity::from_flags(self.quiet, self.verbose)
+    }
+
+    /// Network options from these flags and the environment's proxy
+    /// variables; see [`NetArgs::options`].
+    pub fn net_options(
+        &self,
+        response_timeout_secs: u64,
+        default_agent: &str,
+        connections: usize,
+    ) -> Result<NetOptions, String> {
+        let mut o = self
+            .net
+            .options(response_timeout_secs, default_agent, connections)?;
+        o.recv_buffer = self.limit.recv_buffer();
+        Ok(o)
+    }
+}
+
+/// Bandwidth caps, with aria2c's names and meanings.
+#[derive(Args, Clone, Debug)]
+pub struct LimitArgs {
+    /// Cap each download at RATE bytes/s, shared fairly by its connections,
+    /// e.g. 2M (K = KiB/s, M = MiB/s); 0 = no cap. In hfd: per file.
+    #[arg(long = "max-download-limit", value_name = "RATE", default_value = "0",
+          value_parser = rate_arg)]
+    pub max_download_limit: u64,
+
+    /// Cap everything this run downloads together (every file of hfd, every
+    /// entry of hfget -i) at RATE bytes/s, e.g. 5M; 0 = no cap.
+    #[arg(long = "max-overall-download-limit", value_name = "RATE", default_value = "0",
+          value_parser = rate_arg)]
+    pub max_overall_download_limit: u64,
+}
+
+fn rate_arg(s: &str) -> Result<u64, String> {
+    crate::size::parse_size(s.trim_end_matches("/s"))
+}
+
+impl LimitArgs {
+    /// The cap shared by everything the run downloads, if any.
+    pub fn overall(&self) -> Option<Arc<RateLimit>> {
+        (self.max_overall_download_limit > 0)
+            .then(|| Arc::new(RateLimit::new(self.max_overall_download_limit)))
+    }
+
+    /// The socket receive buffer under a cap: small, so the kernel does not
+    /// take in a burst the cap must then wait out (the cap holds at the
+    /// sender too): 1/64 of a second of the larger cap (the kernel doubles
+    /// it), within 16-256 KiB.
+    pub fn recv_buffer(&self) -> Option<usize> {
+        let cap = self.max_download_limit.max(self.max_overall_download_limit);
+        (cap > 0).then(|| ((cap / 64) as usize).clamp(16 << 10, 256 << 10))
+    }
+
+    /// A new cap for one download, if any.
+    pub fn per_download(&self) -> Option<Arc<RateLimit>> {
+        (self.max_download_limit > 0).then(|| Arc::new(RateLimit::new(self.max_download_limit)))
     }
 }
 
@@ -170,6 +232,7 @@ impl NetArgs {
                 .clone()
                 .unwrap_or_else(|| default_agent.to_string()),
             read_buffer: crate::net::read_buffer_for(connections),
+            recv_buffer: None,
             splice: cfg!(target_os = "linux") && !self.no_splice,
             own_tls: !self.no_own_tls,
         })

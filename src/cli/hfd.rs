@@ -30,6 +30,8 @@ Examples:
   hfd bartowski/Phi-3.5-mini-instruct-exl2 --revision 5_0
   HF_ENDPOINT=https://hf-mirror.com hfd gpt2
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
+  hfd gpt2 --max-overall-download-limit 5M   the whole repo at most 5 MiB/s,
+                                   leaving the rest of the link to others
   hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
                                    huggingface.co, hf-mirror.com (nothing is written)
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
@@ -176,8 +178,7 @@ impl Args {
             self.connections() * self.max_jobs() * self.endpoints.len().max(1)
         };
         self.common
-            .net
-            .options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
+            .net_options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
     }
 
     /// `--endpoint`s, parsed, in order, without repeats.
@@ -286,6 +287,8 @@ impl Args {
             verify_all: self.verify,
             retry: self.common.retry.policy()?,
             verbosity: self.verbosity(),
+            file_limit: Some(self.common.limit.max_download_limit).filter(|&r| r > 0),
+            overall_limit: self.common.limit.overall(),
         })
     }
 }

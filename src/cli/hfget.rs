@@ -26,6 +26,8 @@ Examples:
   hfget URL1 URL2                  the same file from two mirrors at once
   hfget -i list.txt -j 4           aria2c input file, 4 files at a time
   hfget URL --all-proxy socks5h://127.0.0.1:7891
+  hfget URL --max-download-limit 5M   at most 5 MiB/s, shared by all connections
+  hfget -i list.txt --max-overall-download-limit 10M   10 MiB/s for the whole list
   hfget URL --header 'Authorization: Bearer <token>'
       the header goes only to the URL's own host, never to a redirect target
   hfget --bench URL1 URL2 --seconds 5 --json
@@ -174,7 +176,7 @@ impl Args {
             .split
             .map(usize::from)
             .unwrap_or(x * self.urls.len().max(1));
-        self.common.net.options(
+        self.common.net_options(
             self.timeout,
             concat!("hfget/", env!("CARGO_PKG_VERSION")),
             connections,
@@ -257,6 +259,9 @@ impl Args {
         if given("timeout") {
             a.timeout = e.timeout;
         }
+        if given("max_download_limit") {
+            a.common.limit.max_download_limit = e.common.limit.max_download_limit;
+        }
         a.allow_overwrite |= e.allow_overwrite;
         a.continue_partial |= e.continue_partial;
         Ok(a)
@@ -312,6 +317,7 @@ impl Args {
         spec.continue_partial = self.continue_partial;
         spec.allow_overwrite = self.allow_overwrite;
         spec.checkpoint_interval = Duration::from_secs_f64(self.auto_save_interval);
+        spec.limits.extend(self.common.limit.per_download());
         Ok(spec)
     }
 }

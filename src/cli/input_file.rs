@@ -37,6 +37,7 @@ pub const KEYS: &[&str] = &[
     "timeout",
     "allow-overwrite",
     "continue",
+    "max-download-limit",
 ];
 
 /// Iterates over the entries of an input file.

@@ -20,6 +20,7 @@ mod answer;
 pub mod error;
 mod finish;
 pub mod job;
+pub mod limit;
 mod probe;
 pub mod progress;
 mod receive;
@@ -99,6 +100,9 @@ pub struct DownloadSpec {
     /// Start with fewer connections and add more while they pay; then
     /// `connections` and `per_source` are the ceilings.
     pub adaptive: Option<adaptive::Adaptive>,
+    /// Bandwidth caps this download obeys: its own, and any it shares with
+    /// others (every file of a run). Adaptive growth stops near the lowest.
+    pub limits: Vec<Arc<limit::RateLimit>>,
     /// `None`: every source must send the first source's ETag/Last-Modified
     /// (aria2c's rule, right for plain mirrors of one file). `Some`: the
     /// caller knows what identifies the file (a Hub's `X-Linked-Etag`), so
@@ -171,6 +175,7 @@ impl DownloadSpec {
             allow_overwrite: false,
             checkpoint_interval: Duration::from_secs(1),
             adaptive: None,
+            limits: Vec::new(),
             source_check: None,
         }
     }

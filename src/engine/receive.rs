@@ -70,6 +70,17 @@ pub enum Piece {
     Failed(String),
 }
 
+impl Piece {
+    /// The bytes it carries.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Piece::Data(d) => d.len(),
+            Piece::Piped(n) => *n,
+            Piece::End | Piece::Failed(_) => 0,
+        }
+    }
+}
+
 /// Reads the next piece of `body`: spliced into `pipe` when there is one
 /// (at most `max` bytes), else a frame.
 pub async fn next_piece(body: &mut Body, pipe: Option<&Pipe>, max: usize) -> Piece {

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::SourceCheck;
 use super::error::Error;
+use super::limit::RateLimit;
 use super::progress::Progress;
 use super::scheduler::{Scheduler, Slot};
 use crate::client::{FailureKind, RetryPolicy, Source};
@@ -61,6 +62,8 @@ pub struct Job {
     pub batch: usize,
     /// The partial data file, for the writer's errors.
     pub part: PathBuf,
+    /// Bandwidth caps every slot obeys.
+    pub limits: Vec<Arc<RateLimit>>,
     fatal: Mutex<Option<Error>>,
     last_failure: Mutex<Vec<Option<LastFailure>>>,
 }
@@ -78,6 +81,7 @@ pub struct JobParts {
     pub cancel: CancellationToken,
     pub batch: usize,
     pub part: PathBuf,
+    pub limits: Vec<Arc<RateLimit>>,
 }
 
 impl Job {
@@ -97,6 +101,7 @@ impl Job {
             slot_cap: AtomicUsize::new(usize::MAX),
             batch: p.batch,
             part: p.part,
+            limits: p.limits,
             fatal: Mutex::new(None),
             last_failure: Mutex::new(vec![None; n]),
         }

@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 
 use super::error::Error;
 use super::job::Ctx;
+use super::limit;
 use super::probe::again;
 use super::{Outcome, finish};
 use crate::client::classify::status_failure;
@@ -201,11 +202,20 @@ impl Stream<'_, '_> {
         let progress = &self.ctx.progress;
         progress.discard(std::mem::take(&mut self.got));
         let idle = self.ctx.spec.timeout;
+        let limits = &self.ctx.spec.limits;
+        // Under a cap a frame's worth is booked before it is read.
+        let piece = limit::piece(limits).unwrap_or(0);
         let mut body = response.into_body();
         loop {
-            // A server that goes silent is a failure after --timeout.
+            // A server that goes silent is a failure after --timeout; under
+            // a bandwidth cap, reading waits for its turn first.
+            let at = limit::book(limits, piece);
+            let next = async {
+                limit::until(at).await;
+                tokio::time::timeout(idle, body.frame()).await
+            };
             let frame = tokio::select! {
-                f = tokio::time::timeout(idle, body.frame()) => f
+                f = next => f
                     .map_err(|_| Broken::Network(format!("no data for {} s", idle.as_secs())))?,
                 _ = self.ctx.cancel.cancelled() => return Err(Broken::Interrupted),
             };
@@ -213,7 +223,11 @@ impl Stream<'_, '_> {
                 return Ok(self.got);
             };
             let frame = frame.map_err(|e| Broken::Network(e.to_string()))?;
-            let Ok(d) = frame.into_data() else { continue };
+            let Ok(d) = frame.into_data() else {
+                limit::settle(limits, piece, 0);
+                continue;
+            };
+            limit::settle(limits, piece, d.len());
             let n = d.len() as u64;
             self.writer
                 .write(self.got, vec![d])

@@ -219,6 +219,7 @@ impl Slots {
             cancel: ctx.cancel.child_token(),
             batch: batch_bytes(wanted),
             part: ctx.files.part_path().to_path_buf(),
+            limits: spec.limits.clone(),
         }));
         Slots {
             job,
@@ -320,11 +321,14 @@ impl Slots {
             .map(|s| s.conn_limit().min(per_source))
             .sum::<usize>()
             .min(self.wanted);
-        // Not worth growing for the last few seconds' bytes.
+        // Not worth growing for the last few seconds' bytes, nor near the
+        // bandwidth cap: within a quarter of it, no step could gain what
+        // the growth rule asks of a step (half of its share).
         let (now, received) = (Instant::now(), job.progress.received());
-        if g.window_rate(now, received)
-            .is_some_and(|rate| (job.sched.remaining() as f64) < rate * 4.0)
-        {
+        let cap = job.limits.iter().map(|l| l.rate()).reduce(f64::min);
+        if g.window_rate(now, received).is_some_and(|rate| {
+            (job.sched.remaining() as f64) < rate * 4.0 || cap.is_some_and(|c| rate >= c * 0.75)
+        }) {
             g.stop();
             return;
         }

@@ -25,6 +25,7 @@ use url::Url;
 
 use super::answer::{Refusal, check};
 use super::error::Error;
+use super::limit;
 use super::receive::{Batch, Piece, Pipes, can_splice, new_pipes, next_piece};
 use super::scheduler::{Assignment, Preempt, Slot, request_size};
 use super::shared::Job;
@@ -385,10 +386,16 @@ impl Worker {
         if job.cancel.is_cancelled() {
             return Ok(StreamEnd::Cancelled);
         }
+        // Under a bandwidth cap each read is booked first: how much, and
+        // when it may be taken in.
+        let cap_piece = limit::piece(&job.limits);
+        let mut booking: Option<(usize, Option<std::time::Instant>)> = None;
         let end = loop {
             if batch.must_flush_for_room() {
                 batch.flush(&job).await?;
             }
+            let max = cap_piece.map_or(batch.splice_size(), |c| c.min(batch.splice_size()));
+            let (booked, at) = *booking.get_or_insert_with(|| (max, limit::book(&job.limits, max)));
             let piece = tokio::select! {
                 biased;
                 _ = &mut woken => {
@@ -401,8 +408,13 @@ impl Worker {
                         }
                     }
                 }
-                p = next_piece(&mut body, batch.pipe(), batch.splice_size()) => p,
+                p = async {
+                    limit::until(at).await;
+                    next_piece(&mut body, batch.pipe(), booked).await
+                } => p,
             };
+            booking = None;
+            limit::settle(&job.limits, booked, piece.bytes());
             if let Some(end) = self
                 .take_piece(&mut batch, piece, &mut expected, req)
                 .await?
@@ -417,6 +429,9 @@ impl Worker {
                 break self.end_of_body(&mut body, woken.as_mut()).await;
             }
         };
+        if let Some((booked, _)) = booking {
+            limit::settle(&job.limits, booked, 0);
+        }
         batch.flush(&job).await?;
         Ok(end)
     }

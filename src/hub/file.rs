@@ -26,6 +26,7 @@ use super::messages::file_error;
 use super::run::Options;
 use super::state::{self, Record};
 use crate::client::RetryPolicy;
+use crate::engine::limit::RateLimit;
 use crate::engine::{self, Checksum, DownloadSpec, Error, Outcome, Progress};
 use crate::net::Net;
 
@@ -177,6 +178,10 @@ fn spec_for(
     if urls.len() > 1 {
         spec.source_check = Some(identity::check_for(f));
     }
+    let opts = &ctx.opts;
+    spec.limits
+        .extend(opts.file_limit.map(|r| Arc::new(RateLimit::new(r))));
+    spec.limits.extend(opts.overall_limit.clone());
     spec
 }
 

@@ -94,6 +94,14 @@ impl Queue<'_> {
     /// One growth tick; returns the files allowed at once now.
     fn grow(&self, g: &mut Growth, jobs_now: usize) -> usize {
         let received = self.counters.bytes.received();
+        // Under a cap for the whole run, more files at once cannot help.
+        if let Some(cap) = &self.ctx.opts.overall_limit
+            && g.window_rate(Instant::now(), received)
+                .is_some_and(|r| r >= cap.rate() * 0.75)
+        {
+            g.stop();
+            return jobs_now;
+        }
         match g.tick(Instant::now(), received, jobs_now, self.max_jobs) {
             Some(n) if n > jobs_now => {
                 tracing::info!("adaptive: {jobs_now} -> {n} files at once");

@@ -45,6 +45,7 @@ use super::messages::{gated_message, info_error};
 use super::queue::Queue;
 use super::state::{self, Listing, LocalDir, Verified};
 use crate::client::RetryPolicy;
+use crate::engine::limit::RateLimit;
 use crate::net::Net;
 use crate::ui::Verbosity;
 
@@ -76,6 +77,10 @@ pub struct Options {
     pub verify_all: bool,
     pub retry: RetryPolicy,
     pub verbosity: Verbosity,
+    /// `--max-download-limit`: a cap for each file, in bytes/s.
+    pub file_limit: Option<u64>,
+    /// `--max-overall-download-limit`: one cap shared by every file.
+    pub overall_limit: Option<Arc<RateLimit>>,
 }
 
 /// How a run ended.

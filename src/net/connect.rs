@@ -264,7 +264,13 @@ pub(super) async fn open(net: &Net, origin: Origin, route: Route) -> Result<Conn
     let mut route_detail = None;
     let (link, absolute_form, proxy_auth): (Link, bool, Option<HeaderValue>) = match &route {
         Route::Direct => {
-            let tcp = tcp_connect(&origin.host, origin.port, opts.connect_timeout).await?;
+            let tcp = tcp_connect(
+                &origin.host,
+                origin.port,
+                opts.connect_timeout,
+                opts.recv_buffer,
+            )
+            .await?;
             if let Ok(peer) = tcp.peer_addr() {
                 route_detail = Some(peer.to_string());
             }
@@ -442,12 +448,29 @@ fn tls_error(host: &str, e: io::Error) -> NetError {
     }
 }
 
-/// Resolves `host` and connects to the first address that answers.
-async fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, NetError> {
+/// Resolves `host` and connects to the first address that answers, with
+/// the receive buffer `recv_buffer` when set.
+async fn tcp_connect(
+    host: &str,
+    port: u16,
+    timeout: Duration,
+    recv_buffer: Option<usize>,
+) -> Result<TcpStream, NetError> {
     let addrs = resolve(host, port).await?;
     let mut last = None;
     for addr in addrs {
-        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        let connect = async {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            if let Some(n) = recv_buffer {
+                socket.set_recv_buffer_size(n.min(u32::MAX as usize) as u32)?;
+            }
+            socket.connect(addr).await
+        };
+        match tokio::time::timeout(timeout, connect).await {
             Ok(Ok(s)) => {
                 let _ = s.set_nodelay(true);
                 return Ok(s);
@@ -531,9 +554,14 @@ fn unreachable_proxy(proxy: &Proxy, e: NetError) -> NetError {
 /// TCP to an HTTP(S) proxy, with TLS to the proxy itself for `https://` proxies.
 async fn proxy_transport(net: &Net, proxy: &Proxy) -> Result<BoxIo, NetError> {
     let opts = net.options();
-    let tcp = tcp_connect(&proxy.host, proxy.port, opts.connect_timeout)
-        .await
-        .map_err(|e| unreachable_proxy(proxy, e))?;
+    let tcp = tcp_connect(
+        &proxy.host,
+        proxy.port,
+        opts.connect_timeout,
+        opts.recv_buffer,
+    )
+    .await
+    .map_err(|e| unreachable_proxy(proxy, e))?;
     if proxy.kind != ProxyKind::Https {
         return Ok(Box::new(tcp));
     }
@@ -740,9 +768,14 @@ async fn socks_session(
 ) -> Result<BoxIo, SocksFail> {
     use tokio_socks::tcp::Socks5Stream;
     let opts = net.options();
-    let tcp = tcp_connect(&proxy.host, proxy.port, opts.connect_timeout)
-        .await
-        .map_err(|e| SocksFail(unreachable_proxy(proxy, e), false))?;
+    let tcp = tcp_connect(
+        &proxy.host,
+        proxy.port,
+        opts.connect_timeout,
+        opts.recv_buffer,
+    )
+    .await
+    .map_err(|e| SocksFail(unreachable_proxy(proxy, e), false))?;
     let handshake = async {
         match &proxy.auth {
             Some((u, p)) => Socks5Stream::connect_with_password_and_socket(tcp, target, u, p).await,

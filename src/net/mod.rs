@@ -50,6 +50,11 @@ pub struct NetOptions {
     pub user_agent: String,
     /// Largest HTTP/1.1 read buffer per connection; see [`read_buffer_for`].
     pub read_buffer: usize,
+    /// The socket receive buffer (`SO_RCVBUF`) of each connection, when set:
+    /// under a bandwidth cap a small one keeps the kernel from taking in a
+    /// burst the cap then has to wait out, so the cap holds at the server
+    /// too. `None`: the kernel's autotuning.
+    pub recv_buffer: Option<usize>,
     /// Plain-http connections straight to the server use our own HTTP/1.1
     /// client ([`plain`]), whose bodies can be spliced into the file
     /// (Linux). Off: hyper carries everything (`hfget --no-splice`).
@@ -98,6 +103,7 @@ impl Default for NetOptions {
             proxy: ProxySettings::direct(),
             user_agent: concat!("hfget/", env!("CARGO_PKG_VERSION")).to_string(),
             read_buffer: read_buffer_for(16),
+            recv_buffer: None,
             splice: cfg!(target_os = "linux"),
             own_tls: true,
         }

@@ -1,7 +1,7 @@
 //! The adaptive connection count (`hfget` without `-x`) against servers
 //! that reward more connections, and one that refuses them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hfd::engine::adaptive::Adaptive;
 use hfd_testserver::{ConnLimit, OverLimit};
@@ -66,41 +66,17 @@ fn a_per_connection_throttle_is_climbed_without_choosing_n() {
     assert!(st.peak_transfers >= 12, "{st:?}");
 }
 
-/// Runs `f` while sampling the server's counters every 100 ms: (time,
-/// bytes served, transfers in flight).
-fn sampling<T>(server: &TestServer, f: impl FnOnce() -> T) -> (T, Vec<(Instant, u64, u64)>) {
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        let sampler = scope.spawn(|| {
-            let mut v = Vec::new();
-            // Bounded: at most ten minutes of samples.
-            for _ in 0..6000 {
-                if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                let st = server.stats();
-                v.push((Instant::now(), st.bytes_served, st.current_transfers));
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            v
-        });
-        let r = f();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (r, sampler.join().unwrap())
-    })
-}
-
 /// The median, over one-second spans with at least four transfers in
 /// flight, of the bytes the server delivered per transfer per second.
-fn per_transfer_rate(samples: &[(Instant, u64, u64)]) -> f64 {
+fn per_transfer_rate(samples: &[Sample]) -> f64 {
     let mut rates: Vec<f64> = samples
         .windows(11)
         .filter_map(|w| {
-            let (t0, b0, _) = w[0];
-            let (t1, b1, _) = w[10];
-            let transfers = w.iter().map(|s| s.2).sum::<u64>() as f64 / w.len() as f64;
-            let secs = t1.duration_since(t0).as_secs_f64();
-            (transfers >= 4.0 && secs > 0.0).then(|| (b1 - b0) as f64 / secs / transfers)
+            let (a, b) = (w[0], w[10]);
+            let transfers = w.iter().map(|s| s.transfers).sum::<u64>() as f64 / w.len() as f64;
+            let secs = b.at.duration_since(a.at).as_secs_f64();
+            (transfers >= 4.0 && secs > 0.0)
+                .then(|| (b.served - a.served) as f64 / secs / transfers)
         })
         .collect();
     if rates.is_empty() {

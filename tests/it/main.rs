@@ -12,6 +12,7 @@ mod faults;
 mod fuzz_regressions;
 mod hfd;
 mod hfd_mirrors;
+mod limits;
 mod mirrors;
 mod pipelining;
 mod proxy;

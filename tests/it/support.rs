@@ -169,3 +169,42 @@ pub fn path_str(p: &Path) -> String {
 pub fn join(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// What a server had done at one moment.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub at: std::time::Instant,
+    /// Body bytes produced (`Stats::bytes_served`).
+    pub served: u64,
+    /// Bytes that reached the client (`Stats::bytes_delivered`).
+    pub delivered: u64,
+    pub transfers: u64,
+}
+
+/// Runs `f` while sampling `server`'s counters every 100 ms.
+pub fn sampling<T>(server: &TestServer, f: impl FnOnce() -> T) -> (T, Vec<Sample>) {
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let sampler = scope.spawn(|| {
+            let mut v = Vec::new();
+            // Bounded: at most ten minutes of samples.
+            for _ in 0..6000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let st = server.stats();
+                v.push(Sample {
+                    at: std::time::Instant::now(),
+                    served: st.bytes_served,
+                    delivered: st.bytes_delivered,
+                    transfers: st.current_transfers,
+                });
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            v
+        });
+        let r = f();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (r, sampler.join().unwrap())
+    })
+}

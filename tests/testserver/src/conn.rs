@@ -85,6 +85,9 @@ pub(crate) struct ConnState {
     cut: Mutex<Option<CutKind>>,
     cut_wanted: AtomicBool,
     cut_ready: Notify,
+    /// Bytes written that the kernel still held at the last write (not
+    /// yet sent or acknowledged); see `Stats::bytes_delivered`.
+    pub(crate) in_kernel: std::sync::atomic::AtomicU64,
 }
 
 impl ConnState {
@@ -97,6 +100,7 @@ impl ConnState {
             cut: Mutex::new(None),
             cut_wanted: AtomicBool::new(false),
             cut_ready: Notify::new(),
+            in_kernel: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -184,11 +188,37 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The stream hyper sees: passes everything through and signals the
-/// connection task when a requested cut has been flushed.
+/// The stream hyper sees: passes everything through, counts what it
+/// writes, and signals the connection task when a requested cut has been
+/// flushed.
 pub(crate) struct ConnIo {
     pub(crate) inner: Stream,
     pub(crate) state: std::sync::Arc<ConnState>,
+    /// Bytes written into the socket, for all connections of the server.
+    pub(crate) written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// This connection's socket, to read how much of it the kernel holds.
+    pub(crate) sock: RawSock,
+}
+
+impl ConnIo {
+    /// Counts a write, and notes what the kernel still holds of this
+    /// connection's writes. Read here, in the connection's own task, where
+    /// the socket is surely open.
+    fn count(&self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = r {
+            self.written.fetch_add(n as u64, Ordering::Relaxed);
+            let held = self.sock.unsent().unwrap_or(0) as u64;
+            self.state.in_kernel.store(held, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        // Gone with the socket: nothing of it is held any more.
+        self.state.in_kernel.store(0, Ordering::Relaxed);
+    }
 }
 
 impl AsyncRead for ConnIo {
@@ -207,7 +237,9 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.count(r)
     }
 
     fn poll_write_vectored(
@@ -215,7 +247,9 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.count(r)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -258,7 +292,7 @@ impl RawSock {
 
     /// Bytes the kernel still holds for sending (unsent or unacknowledged).
     /// `None` where the platform cannot tell.
-    fn unsent(self) -> Option<usize> {
+    pub(crate) fn unsent(self) -> Option<usize> {
         #[cfg(target_os = "linux")]
         {
             let mut n: libc::c_int = 0;

@@ -101,8 +101,14 @@ pub struct Stats {
     /// (not counted in `connections`).
     pub foreign_connections: u64,
     pub requests: u64,
-    /// Response body bytes handed to connections (headers not included).
+    /// Response body bytes handed to connections (headers not included),
+    /// counted when a body's frame is produced.
     pub bytes_served: u64,
+    /// Bytes written into the sockets (heads included), less what the
+    /// kernel still held of them on open connections at their last write:
+    /// what reached the client, as near as the server can tell, for tests
+    /// that judge a client's pace by what the server delivered.
+    pub bytes_delivered: u64,
     /// Responses with a body currently being sent.
     pub current_transfers: u64,
     /// Most responses with a body in flight at once.
@@ -126,6 +132,9 @@ pub(crate) struct StatsInner {
     foreign: AtomicU64,
     requests: AtomicU64,
     pub(crate) bytes_served: AtomicU64,
+    bytes_written: Arc<AtomicU64>,
+    /// Connections whose kernel queues count against `bytes_written`.
+    live: Mutex<Vec<std::sync::Weak<ConnState>>>,
     current: AtomicU64,
     peak: AtomicU64,
     per_path: Mutex<HashMap<String, Arc<PathCounters>>>,
@@ -145,6 +154,24 @@ impl StatsInner {
 
     pub(crate) fn transfer_ended(&self) {
         self.current.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Counts `conn`'s kernel queue in `bytes_delivered` while it lives.
+    pub(crate) fn track(&self, conn: &Arc<ConnState>) {
+        let mut live = lock(&self.live);
+        live.retain(|w| w.strong_count() > 0);
+        live.push(Arc::downgrade(conn));
+    }
+
+    fn delivered(&self) -> u64 {
+        let held: u64 = lock(&self.live)
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|c| c.in_kernel.load(Ordering::Relaxed))
+            .sum();
+        self.bytes_written
+            .load(Ordering::Relaxed)
+            .saturating_sub(held)
     }
 
     fn path(&self, path: &str) -> Arc<PathCounters> {
@@ -170,6 +197,7 @@ impl StatsInner {
             foreign_connections: self.foreign.load(Ordering::Relaxed),
             requests: self.requests.load(Ordering::Relaxed),
             bytes_served: self.bytes_served.load(Ordering::Relaxed),
+            bytes_delivered: self.delivered(),
             current_transfers: self.current.load(Ordering::Relaxed),
             peak_transfers: self.peak.load(Ordering::Relaxed),
             per_path,
@@ -185,6 +213,7 @@ impl StatsInner {
             &self.foreign,
             &self.requests,
             &self.bytes_served,
+            &self.bytes_written,
         ] {
             c.store(0, Ordering::Relaxed);
         }
@@ -742,7 +771,10 @@ async fn serve_connection(
     let io = TokioIo::new(ConnIo {
         inner,
         state: conn.clone(),
+        written: shared.stats.bytes_written.clone(),
+        sock,
     });
+    shared.stats.track(&conn);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No header timeout: a test server should not hang up on a slow
     // client, and hyper needs a timer for one.
@@ -766,9 +798,19 @@ async fn serve_connection(
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
-    let kind = tokio::select! {
-        _ = connection.as_mut() => return,
-        kind = conn.cut_ready() => kind,
+    // While the connection lives, what the kernel holds of its writes is
+    // read every 50 ms here, where the socket is surely open, so
+    // `bytes_delivered` follows the wire even while hyper waits to write.
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let kind = loop {
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            kind = conn.cut_ready() => break kind,
+            _ = tick.tick() => {
+                let held = sock.unsent().unwrap_or(0) as u64;
+                conn.in_kernel.store(held, Ordering::Relaxed);
+            }
+        }
     };
     match kind {
         CutKind::Reset => {
