@@ -14,6 +14,7 @@
 
 pub mod body;
 mod connect;
+pub mod h1;
 pub mod http;
 pub mod plain;
 pub mod proxy;

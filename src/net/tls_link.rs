@@ -341,19 +341,19 @@ impl TlsLink {
     }
 }
 
+/// TLS peers for tests here and in [`super::plain`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::PrivateKeyDer;
     use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
-    use std::future::poll_fn;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsAcceptor;
     use tokio_rustls::server::TlsStream;
 
     /// A server and a client config that agree on `version` and `suite`.
-    fn configs(
+    pub fn configs(
         version: &'static SupportedProtocolVersion,
         suite: CipherSuite,
     ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
@@ -380,6 +380,44 @@ mod tests {
         client.enable_secret_extraction = true;
         (Arc::new(server), Arc::new(client))
     }
+
+    /// Our link and a tokio-rustls server over a loopback TCP connection.
+    pub async fn loopback(
+        version: &'static SupportedProtocolVersion,
+        suite: CipherSuite,
+    ) -> (TlsLink, TlsStream<TcpStream>) {
+        let (server_cfg, client_cfg) = configs(version, suite);
+        loopback_with(server_cfg, client_cfg).await
+    }
+
+    pub async fn loopback_with(
+        server_cfg: Arc<ServerConfig>,
+        client_cfg: Arc<ClientConfig>,
+    ) -> (TlsLink, TlsStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsAcceptor::from(server_cfg).accept(tcp).await
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let link = TlsLink::handshake(Box::new(tcp), client_cfg, name)
+            .await
+            .unwrap();
+        (link, accept.await.unwrap().unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::configs;
+    use super::*;
+    use rustls::{CipherSuite, SupportedProtocolVersion};
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::server::TlsStream;
 
     async fn connect(
         version: &'static SupportedProtocolVersion,
