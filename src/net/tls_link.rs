@@ -109,6 +109,13 @@ fn record_alert(e: &RecordError) -> u8 {
     }
 }
 
+/// Where the record starting at `from` in `buf` ends, if it is all there.
+fn record_end(buf: &[u8], from: usize) -> Option<usize> {
+    let header = buf.get(from..from + HEADER)?;
+    let end = from + HEADER + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    (end <= buf.len()).then_some(end)
+}
+
 fn closed_in_handshake() -> io::Error {
     io::Error::new(
         io::ErrorKind::UnexpectedEof,
@@ -128,6 +135,12 @@ enum Step {
 
 impl TlsLink {
     /// Runs the handshake on `io` and takes over its records.
+    ///
+    /// rustls sees the records one at a time, and none once the handshake
+    /// is done: records that came in the same read as the server's last
+    /// handshake record are ours to open. Given the whole buffer, rustls
+    /// would go on and open them itself (and the handshake would fail on
+    /// a state it has no use for).
     pub async fn handshake(
         mut io: BoxIo,
         config: Arc<ClientConfig>,
@@ -136,8 +149,16 @@ impl TlsLink {
         let mut conn = UnbufferedClientConnection::new(config, name).map_err(tls)?;
         let mut incoming = BytesMut::with_capacity(HEADER + MAX_BODY);
         let mut outgoing: Vec<u8> = Vec::new();
+        // How much of `incoming` rustls may look at: whole records.
+        let mut shown = 0;
         loop {
-            let status = conn.process_tls_records(&mut incoming[..]);
+            if !conn.is_handshaking() && !conn.wants_write() {
+                // Our last flight (the client Finished) may still be here.
+                io.write_all(&outgoing).await?;
+                io.flush().await?;
+                break;
+            }
+            let status = conn.process_tls_records(&mut incoming[..shown]);
             let discard = status.discard;
             let mut read = false;
             let mut done = false;
@@ -164,7 +185,10 @@ impl TlsLink {
                     outgoing.clear();
                     t.done();
                 }
-                ConnectionState::BlockedHandshake => read = true,
+                ConnectionState::BlockedHandshake => match record_end(&incoming, shown) {
+                    Some(end) => shown = end,
+                    None => read = true,
+                },
                 ConnectionState::WriteTraffic(_) => done = true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
                     return Err(closed_in_handshake());
@@ -176,6 +200,7 @@ impl TlsLink {
                 }
             }
             incoming.advance(discard);
+            shown -= discard;
             if done {
                 break;
             }
@@ -831,5 +856,55 @@ mod tests {
             server_reads(&mut tcp, &mut rx).await,
             (ALERT, vec![2, UNEXPECTED_MESSAGE])
         );
+    }
+
+    /// A server that writes application data right behind its last
+    /// handshake flight, in one write, so that both come in one read: the
+    /// data is ours to open, not rustls's (which once failed the handshake
+    /// on a state it had no use for).
+    #[tokio::test]
+    async fn records_in_the_same_read_as_the_handshake_end_are_read() {
+        use std::io::Write;
+        use tokio::net::{TcpListener, TcpStream};
+        let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        let (server_cfg, client_cfg) = configs(&rustls::version::TLS12, suite);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut conn = rustls::ServerConnection::new(server_cfg).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            while conn.is_handshaking() {
+                let n = tcp.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                conn.read_tls(&mut &buf[..n]).unwrap();
+                conn.process_new_packets().unwrap();
+                if !conn.is_handshaking() {
+                    conn.writer().write_all(b"early words").unwrap();
+                    conn.send_close_notify();
+                }
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                tcp.write_all(&out).await.unwrap();
+            }
+            let _ = tcp.read(&mut buf).await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut link = TlsLink::handshake(Box::new(tcp), client_cfg, name)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = next_now(&mut link).await.unwrap() {
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(got, b"early words");
+        assert!(link.closed_cleanly());
+        drop(link);
+        server.await.unwrap();
     }
 }
