@@ -500,6 +500,32 @@ impl TlsLink {
     }
 }
 
+/// Runs our TLS client over `io` and reads what the server sends to its
+/// end: the plaintext, then whether the stream ended cleanly
+/// (close_notify) or with an error. The outer error is a failed
+/// handshake. For the `tls_records` fuzz target, which compares this
+/// with rustls's own reading of the same bytes.
+#[doc(hidden)]
+pub async fn read_to_end<T>(
+    io: T,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    read_size: usize,
+) -> io::Result<(Vec<u8>, io::Result<bool>)>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut link = TlsLink::handshake(Box::new(io), config, name).await?;
+    let mut plain = Vec::new();
+    loop {
+        match std::future::poll_fn(|cx| link.poll_plain(cx, read_size)).await {
+            Ok(Some(data)) => plain.extend_from_slice(&data),
+            Ok(None) => return Ok((plain, Ok(link.closed_cleanly()))),
+            Err(e) => return Ok((plain, Err(e))),
+        }
+    }
+}
+
 /// TLS peers for tests here and in [`super::plain`].
 #[cfg(test)]
 pub(crate) mod testing {
