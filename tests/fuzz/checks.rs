@@ -587,20 +587,22 @@ mod tls_peer {
     fn theirs(stream: &Stream, pieces: &[Vec<u8>]) -> (Vec<u8>, End) {
         let mut c = ClientConnection::new(stream.client.clone(), name()).expect("client");
         let mut plain = Vec::new();
-        for piece in pieces {
+        'feed: for piece in pieces {
             let mut rd = &piece[..];
             while !rd.is_empty() {
-                let step = c
-                    .read_tls(&mut rd)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| {
-                        c.process_new_packets()
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
-                    });
+                let step = c.read_tls(&mut rd).map_err(|e| e.to_string());
+                let step = step.and_then(|n| {
+                    c.process_new_packets()
+                        .map(|_| n)
+                        .map_err(|e| e.to_string())
+                });
                 drain(&mut c, &mut plain);
-                if let Err(e) = step {
-                    return (plain, End::Error(e));
+                match step {
+                    Err(e) => return (plain, End::Error(e)),
+                    // After close_notify rustls reads nothing more (and
+                    // neither do we).
+                    Ok(0) => break 'feed,
+                    Ok(_) => {}
                 }
             }
         }
