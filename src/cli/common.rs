@@ -176,9 +176,9 @@ pub struct NetArgs {
     #[arg(long = "no-splice", hide = true)]
     pub no_splice: bool,
 
-    /// HTTP/1.1 over TLS: go through tokio-rustls and hyper instead of
-    /// opening records ourselves (for comparisons).
-    #[arg(long = "no-own-tls", hide = true)]
+    /// HTTPS without --http2: let tokio-rustls and hyper read the TLS
+    /// records instead of hfd's own reader (more copies, slower; a fallback).
+    #[arg(long = "no-own-tls")]
     pub no_own_tls: bool,
 }
 

@@ -14,6 +14,7 @@
 
 pub mod body;
 mod connect;
+pub mod h1;
 pub mod http;
 pub mod plain;
 pub mod proxy;
@@ -31,6 +32,8 @@ pub use body::{Body, BodyError};
 pub use connect::Conn;
 pub use proxy::{ProxyFlags, ProxySettings, Route};
 pub use tls::TlsOptions;
+#[doc(hidden)]
+pub use tls_link::read_to_end as read_through_own_tls;
 
 /// Whatever a route yields: a socket, a SOCKS5 session or a proxy tunnel.
 pub(crate) trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}

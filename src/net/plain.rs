@@ -27,21 +27,16 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, HeaderValue, TRANSFER_ENCODING,
-};
-use http::{Response, StatusCode};
+use http::Response;
+use http::header::HeaderMap;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::NetError;
+use super::h1::{self, Decoder, Framing, Head, HeadParser, MAX_HEAD, Next, State};
 use super::tls_link::TlsLink;
 use crate::sync::lock;
-
-/// A response head larger than this is refused (hyper's default is similar).
-const MAX_HEAD: usize = 64 * 1024;
-const MAX_HEADERS: usize = 100;
 
 /// What the HTTP bytes travel on.
 enum Transport {
@@ -102,6 +97,9 @@ struct Wire {
     buf: BytesMut,
     /// A request was sent whose answer has not been read yet.
     sent_ahead: bool,
+    /// How often the last response head was parsed (tests check that a
+    /// head cut into tiny reads is not parsed again for every read).
+    head_parses: usize,
 }
 
 /// One HTTP/1.1 connection, on a plain socket or over TLS. While a body is
@@ -128,6 +126,7 @@ impl PlainConn {
                 link,
                 buf: BytesMut::new(),
                 sent_ahead: false,
+                head_parses: 0,
             }))),
             read_size: read_size.max(8192),
         }
@@ -187,32 +186,24 @@ impl PlainConn {
             let parsed = read_head(&mut wire, self.read_size)
                 .await
                 .map_err(|e| http_error(host, e.to_string()))?;
-            let Head {
-                status,
-                headers,
-                keep_alive,
-            } = parsed;
             // 1xx answers are informational: the real one follows.
-            if status.is_informational() {
+            if parsed.status.is_informational() {
                 continue;
             }
-            let framing = framing(status, &headers).map_err(|d| http_error(host, d))?;
-            let reusable = keep_alive && !matches!(framing, Framing::UntilClose);
+            // A response that cannot be framed safely takes the connection
+            // down with it (`wire` is dropped here).
+            let framing = h1::framing(&parsed).map_err(|d| http_error(host, d))?;
+            let reusable = parsed.keep_alive && framing != Framing::UntilClose;
             let body = PlainBody {
                 wire: Some(wire),
                 home: self.home.clone(),
-                state: match framing {
-                    Framing::Length(0) => State::Done,
-                    Framing::Length(n) => State::Length(n),
-                    Framing::Chunked => State::ChunkSize,
-                    Framing::UntilClose => State::UntilClose,
-                },
+                dec: Decoder::new(framing),
                 reusable,
                 read_size: self.read_size,
             };
             let mut response = Response::new(body);
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
+            *response.status_mut() = parsed.status;
+            *response.headers_mut() = parsed.headers;
             response.body_mut().finish_if_done();
             return Ok(response);
         }
@@ -226,54 +217,16 @@ fn http_error(host: &str, detail: String) -> NetError {
     }
 }
 
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    keep_alive: bool,
-}
-
 /// Reads and parses one response head, leaving what follows it in `wire.buf`.
 async fn read_head(wire: &mut Wire, read_size: usize) -> io::Result<Head> {
-    let bad = |detail: String| io::Error::new(io::ErrorKind::InvalidData, detail);
-    loop {
-        if !wire.buf.is_empty() {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut r = httparse::Response::new(&mut slots);
-            match r.parse(&wire.buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let code = r.code.unwrap_or(0);
-                    let status = StatusCode::from_u16(code)
-                        .map_err(|_| bad(format!("invalid status code {code}")))?;
-                    let mut headers = HeaderMap::with_capacity(r.headers.len());
-                    for h in r.headers.iter() {
-                        let name = HeaderName::from_bytes(h.name.as_bytes())
-                            .map_err(|_| bad(format!("invalid header name {:?}", h.name)))?;
-                        let value = HeaderValue::from_bytes(h.value)
-                            .map_err(|_| bad(format!("invalid value of header {}", h.name)))?;
-                        headers.append(name, value);
-                    }
-                    let close = has_token(&headers, &CONNECTION, "close");
-                    let keep_alive = match r.version {
-                        Some(1) => !close,
-                        // HTTP/1.0 closes unless it says otherwise.
-                        _ => !close && has_token(&headers, &CONNECTION, "keep-alive"),
-                    };
-                    wire.buf.advance(len);
-                    return Ok(Head {
-                        status,
-                        headers,
-                        keep_alive,
-                    });
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(httparse::Error::TooManyHeaders) => {
-                    return Err(bad(format!("more than {MAX_HEADERS} response headers")));
-                }
-                Err(e) => return Err(bad(format!("invalid response head: {e}"))),
-            }
-            if wire.buf.len() >= MAX_HEAD {
-                return Err(bad(format!("a response head larger than {MAX_HEAD} bytes")));
-            }
+    let mut parser = HeadParser::default();
+    let parsed = loop {
+        let parsed = parser.parse(&wire.buf);
+        wire.head_parses = parser.runs();
+        match parsed {
+            Ok(Some(done)) => break done,
+            Ok(None) => {}
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         }
         let n = std::future::poll_fn(|cx| {
             wire.link
@@ -290,80 +243,17 @@ async fn read_head(wire: &mut Wire, read_size: usize) -> io::Result<Head> {
                 },
             ));
         }
-    }
-}
-
-fn has_token(h: &HeaderMap, name: &HeaderName, token: &str) -> bool {
-    h.get_all(name).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-    })
-}
-
-enum Framing {
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// How the body of a response is delimited (RFC 9112 section 6.3).
-fn framing(status: StatusCode, h: &HeaderMap) -> Result<Framing, String> {
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Ok(Framing::Length(0));
-    }
-    if h.contains_key(TRANSFER_ENCODING) {
-        // The last coding decides; anything but chunked runs to the close.
-        let last = h
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|s| s.split(','))
-            .map(str::trim)
-            .rfind(|t| !t.is_empty())
-            .unwrap_or("");
-        return Ok(if last.eq_ignore_ascii_case("chunked") {
-            Framing::Chunked
-        } else {
-            Framing::UntilClose
-        });
-    }
-    let mut length = None;
-    for v in h.get_all(CONTENT_LENGTH) {
-        for part in v.to_str().unwrap_or("x").split(',') {
-            let n: u64 = part
-                .trim()
-                .parse()
-                .map_err(|_| format!("invalid Content-Length {:?}", v))?;
-            if length.is_some_and(|l| l != n) {
-                return Err("conflicting Content-Length headers".into());
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length.map_or(Framing::UntilClose, Framing::Length))
-}
-
-#[derive(Debug)]
-enum State {
-    /// This many body bytes are still to come.
-    Length(u64),
-    /// A chunk-size line is next.
-    ChunkSize,
-    /// Inside a chunk with this many bytes left, then its CRLF.
-    Chunk(u64),
-    /// The CRLF after a chunk's data.
-    ChunkEnd,
-    /// Trailer lines until an empty one.
-    Trailers,
-    UntilClose,
-    Done,
+    };
+    let (head, len) = parsed;
+    wire.buf.advance(len);
+    Ok(head)
 }
 
 /// The body of a [`PlainConn`] response.
 pub struct PlainBody {
     wire: Option<Wire>,
     home: Arc<Mutex<Option<Wire>>>,
-    state: State,
+    dec: Decoder,
     reusable: bool,
     read_size: usize,
 }
@@ -371,7 +261,7 @@ pub struct PlainBody {
 impl std::fmt::Debug for PlainBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PlainBody")
-            .field("state", &self.state)
+            .field("state", &self.dec.state())
             .field("reusable", &self.reusable)
             .finish_non_exhaustive()
     }
@@ -380,7 +270,7 @@ impl std::fmt::Debug for PlainBody {
 impl PlainBody {
     /// Body bytes not yet delivered, when the framing says (`Content-Length`).
     pub fn remaining(&self) -> Option<u64> {
-        match self.state {
+        match self.dec.state() {
             State::Length(n) => Some(n),
             State::Done => Some(0),
             _ => None,
@@ -390,16 +280,14 @@ impl PlainBody {
     /// The `Content-Length` body bytes already read into memory (with the
     /// head, or by a read); to be delivered before anything is spliced.
     pub fn take_buffered(&mut self) -> Option<Bytes> {
-        let State::Length(left) = self.state else {
+        let State::Length(_) = self.dec.state() else {
             return None;
         };
         let wire = self.wire.as_mut()?;
-        let n = (wire.buf.len() as u64).min(left) as usize;
-        if n == 0 {
+        let Ok(Next::Data(data)) = self.dec.next(&mut wire.buf) else {
             return None;
-        }
-        let data = wire.buf.split_to(n).freeze();
-        self.consumed(n as u64);
+        };
+        self.finish_if_done();
         Some(data)
     }
 
@@ -408,7 +296,7 @@ impl PlainBody {
     /// was read to its end. Refused when the server said it would close, or
     /// when a request is already waiting.
     pub async fn send_ahead(&mut self, head: &[u8]) -> io::Result<()> {
-        if !self.reusable || matches!(self.state, State::Done) {
+        if !self.reusable || self.dec.state() == State::Done {
             return Err(io::Error::other("the connection ends with this answer"));
         }
         let wire = self
@@ -428,18 +316,13 @@ impl PlainBody {
     }
 
     fn consumed(&mut self, n: u64) {
-        if let State::Length(left) = &mut self.state {
-            *left -= n;
-            if *left == 0 {
-                self.state = State::Done;
-            }
-        }
+        self.dec.consumed(n);
         self.finish_if_done();
     }
 
     /// A body read to its end gives the socket back for the next request.
     fn finish_if_done(&mut self) {
-        if matches!(self.state, State::Done)
+        if self.dec.state() == State::Done
             && let Some(wire) = self.wire.take()
             && self.reusable
         {
@@ -459,7 +342,7 @@ impl PlainBody {
         max: usize,
     ) -> io::Result<usize> {
         use std::os::fd::AsRawFd;
-        let State::Length(left) = self.state else {
+        let State::Length(left) = self.dec.state() else {
             return Err(io::Error::other(
                 "only a Content-Length body can be spliced",
             ));
@@ -497,6 +380,13 @@ impl PlainBody {
         Ok(n)
     }
 
+    /// Ends the body with an error: the connection goes with it.
+    fn fail(&mut self, e: io::Error) -> io::Error {
+        self.wire = None;
+        self.dec.abort();
+        e
+    }
+
     /// Reads more from the socket into the buffer; `Ok(0)` at end of stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let read_size = self.read_size;
@@ -511,66 +401,6 @@ impl PlainBody {
     pub fn can_splice(&self) -> bool {
         matches!(&self.wire, Some(w) if matches!(w.link, Transport::Tcp(_)))
     }
-
-    fn buffered(&self) -> usize {
-        self.wire.as_ref().map_or(0, |w| w.buf.len())
-    }
-
-    fn take(&mut self, n: usize) -> Bytes {
-        let wire = self.wire.as_mut().expect("checked by buffered()");
-        wire.buf.split_to(n).freeze()
-    }
-
-    /// Parses framing bytes (chunk sizes, CRLFs, trailers) already
-    /// buffered; `Ok(false)` when more must be read first.
-    fn step_framing(&mut self) -> io::Result<bool> {
-        let bad = |d: &str| io::Error::new(io::ErrorKind::InvalidData, d.to_string());
-        let wire = self
-            .wire
-            .as_mut()
-            .expect("a body still reading owns its connection");
-        match self.state {
-            State::ChunkSize => match httparse::parse_chunk_size(&wire.buf) {
-                Ok(httparse::Status::Complete((used, size))) => {
-                    wire.buf.advance(used);
-                    self.state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::Chunk(size)
-                    };
-                    Ok(true)
-                }
-                Ok(httparse::Status::Partial) if wire.buf.len() < 4096 => Ok(false),
-                _ => Err(bad("invalid chunk size line")),
-            },
-            State::ChunkEnd => {
-                if wire.buf.len() < 2 {
-                    return Ok(false);
-                }
-                if &wire.buf[..2] != b"\r\n" {
-                    return Err(bad("a chunk did not end with CRLF"));
-                }
-                wire.buf.advance(2);
-                self.state = State::ChunkSize;
-                Ok(true)
-            }
-            State::Trailers => {
-                let Some(eol) = wire.buf.windows(2).position(|w| w == b"\r\n") else {
-                    return if wire.buf.len() < MAX_HEAD {
-                        Ok(false)
-                    } else {
-                        Err(bad("trailers too large"))
-                    };
-                };
-                wire.buf.advance(eol + 2);
-                if eol == 0 {
-                    self.state = State::Done;
-                }
-                Ok(true)
-            }
-            _ => Ok(true),
-        }
-    }
 }
 
 impl HttpBody for PlainBody {
@@ -583,81 +413,46 @@ impl HttpBody for PlainBody {
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         loop {
-            match this.state {
-                State::Done => {
+            let Some(wire) = this.wire.as_mut() else {
+                // Read to its end (and handed back), or failed.
+                return Poll::Ready(None);
+            };
+            match this.dec.next(&mut wire.buf) {
+                Ok(Next::Data(data)) => {
+                    this.finish_if_done();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Next::Done) => {
                     this.finish_if_done();
                     return Poll::Ready(None);
                 }
-                State::Length(_) => {
-                    if let Some(data) = this.take_buffered() {
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
+                Ok(Next::More) => {}
+                Err(e) => {
+                    let e = io::Error::new(io::ErrorKind::InvalidData, e);
+                    return Poll::Ready(Some(Err(this.fail(e))));
                 }
-                State::Chunk(left) => {
-                    let have = this.buffered();
-                    if have > 0 {
-                        let n = (have as u64).min(left) as usize;
-                        let data = this.take(n);
-                        this.state = if n as u64 == left {
-                            State::ChunkEnd
-                        } else {
-                            State::Chunk(left - n as u64)
-                        };
-                        return Poll::Ready(Some(Ok(Frame::data(data))));
-                    }
-                }
-                State::UntilClose => {
-                    let have = this.buffered();
-                    if have > 0 {
-                        return Poll::Ready(Some(Ok(Frame::data(this.take(have)))));
-                    }
-                }
-                State::ChunkSize | State::ChunkEnd | State::Trailers => match this.step_framing() {
-                    Ok(true) => continue,
-                    Ok(false) => {}
-                    Err(e) => {
-                        this.wire = None;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
             }
-            // Nothing usable buffered: read more.
             match ready!(this.poll_fill(cx)) {
-                Ok(0) if matches!(this.state, State::UntilClose) => {
+                Ok(0) => {
                     let clean = this.wire.as_ref().is_some_and(|w| w.link.ended_cleanly());
                     this.wire = None;
-                    this.state = State::Done;
-                    if !clean {
-                        return Poll::Ready(Some(Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the TLS connection ended without close_notify: the body may be cut short",
-                        ))));
+                    if let Err(e) = this.dec.end_of_stream(clean) {
+                        let e = io::Error::new(io::ErrorKind::UnexpectedEof, e);
+                        return Poll::Ready(Some(Err(this.fail(e))));
                     }
                 }
-                Ok(0) => {
-                    this.wire = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the connection closed before the end of the body",
-                    ))));
-                }
                 Ok(_) => {}
-                Err(e) => {
-                    this.wire = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.dec.state() == State::Done
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.state {
+        match self.dec.state() {
             State::Length(n) => SizeHint::with_exact(n),
             State::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
@@ -684,6 +479,7 @@ pub fn request_head(target: &str, headers: &HeaderMap) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
+    use http::header::HeaderValue;
     use http_body_util::BodyExt;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
@@ -968,6 +764,194 @@ mod tests {
         assert!(
             !c.is_closed(),
             "a spliced body read to its end gives the socket back"
+        );
+    }
+
+    /// Answers that a lenient reader would frame one way and another
+    /// reader another way are refused, as hyper refuses them, and the
+    /// connection goes with them (what follows on it cannot be trusted).
+    #[tokio::test]
+    async fn ambiguous_framing_is_refused_and_drops_the_connection() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: +5\r\n\r\nhello",
+                "invalid Content-Length",
+            ),
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 0x5\r\n\r\nhello",
+                "invalid Content-Length",
+            ),
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 5 5\r\n\r\nhello",
+                "invalid Content-Length",
+            ),
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 5,\r\n\r\nhello",
+                "invalid Content-Length",
+            ),
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 5, 6\r\n\r\nhello",
+                "conflicting Content-Length",
+            ),
+            (
+                "HTTP/1.1 206 Partial Content\r\nContent-Length: 5\r\nContent-Length: 05\r\nContent-Length: 6\r\n\r\nhello",
+                "conflicting Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                "both Transfer-Encoding and Content-Length",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+                "both Transfer-Encoding and Content-Length",
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+                "HTTP/1.0 response with Transfer-Encoding",
+            ),
+        ];
+        for (answer, want) in cases {
+            let (mut c, _server) = scripted(vec![answer.as_bytes().to_vec()]).await;
+            let e = c.send(get("/"), "h").await.unwrap_err().to_string();
+            assert!(e.contains(want), "{answer:?}: {e:?} should say {want:?}");
+            assert!(c.is_closed(), "{answer:?}: the connection must go");
+        }
+        // Equal values, in one line or several, are one length.
+        let (mut c, _server) = scripted(vec![
+            b"HTTP/1.1 206 Partial Content\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\nhello".to_vec(),
+        ])
+        .await;
+        let r = c.send(get("/"), "h").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), b"hello");
+        assert!(!c.is_closed());
+    }
+
+    /// Chunk-size lines and trailers are bounded and must be well formed:
+    /// a server cannot make us buffer or scan without end, nor end a body
+    /// with a line that is not a size.
+    #[tokio::test]
+    async fn chunk_lines_and_trailers_are_strict_and_bounded() {
+        let long_trailer = format!("X-T: {}\r\n", "a".repeat(h1::MAX_TRAILER_BYTES));
+        let many_trailers = "X-T: a\r\n".repeat(h1::MAX_TRAILER_LINES + 1);
+        let cases: Vec<(String, &str)> = vec![
+            (format!("0\r\n{long_trailer}\r\n"), "trailers longer than"),
+            (format!("0\r\n{many_trailers}\r\n"), "trailer lines"),
+            ("0\r\nX-T: a\n\r\n".into(), "did not end with CRLF"),
+            ("\r\nhello".into(), "invalid chunk size line"),
+            (
+                "5;a=\nb\r\nhello\r\n0\r\n\r\n".into(),
+                "invalid chunk size line",
+            ),
+            (
+                format!("5;{}\r\nhello\r\n0\r\n\r\n", "e".repeat(h1::MAX_CHUNK_LINE)),
+                "chunk-size line longer",
+            ),
+        ];
+        for (body, want) in &cases {
+            let answer = format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{body}");
+            let (mut c, _server) = scripted(vec![answer.into_bytes()]).await;
+            let r = c.send(get("/"), "h").await.unwrap();
+            let e = body_of(r).await.unwrap_err().to_string();
+            assert!(e.contains(want), "{e:?} should say {want:?}");
+            assert!(c.is_closed());
+        }
+        // Within the bounds, trailers are skipped and the connection kept.
+        let fine = format!(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n{}\r\n",
+            "X-T: a\r\n".repeat(h1::MAX_TRAILER_LINES)
+        );
+        let (mut c, _server) = scripted(vec![fine.into_bytes()]).await;
+        let r = c.send(get("/"), "h").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), b"ok");
+        assert!(!c.is_closed());
+    }
+
+    /// A TLS server on loopback that answers one request with `answer`,
+    /// then ends the connection with close_notify or without it.
+    async fn tls_scripted(answer: &'static [u8], close_notify: bool) -> PlainConn {
+        use super::super::tls_link::testing;
+        use rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+        let (link, mut server) =
+            testing::loopback(&rustls::version::TLS13, TLS13_AES_128_GCM_SHA256).await;
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                if server.read(&mut b).await.unwrap() == 0 {
+                    return;
+                }
+                head.push(b[0]);
+            }
+            server.write_all(answer).await.unwrap();
+            server.flush().await.unwrap();
+            if close_notify {
+                server.shutdown().await.unwrap();
+            } else {
+                // The TCP connection ends, TLS does not say so.
+                let (mut tcp, _) = server.into_inner();
+                tcp.shutdown().await.unwrap();
+            }
+        });
+        PlainConn::over_tls(link, 8192)
+    }
+
+    /// Over TLS, only close_notify proves that a body running to the close
+    /// is whole: an end of TCP without it could be an attacker's cut.
+    #[tokio::test]
+    async fn a_body_to_the_close_over_tls_is_whole_only_with_close_notify() {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nall of it";
+        let mut c = tls_scripted(ANSWER, true).await;
+        let r = c.send(get("/"), "h").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), b"all of it");
+
+        let mut c = tls_scripted(ANSWER, false).await;
+        let r = c.send(get("/"), "h").await.unwrap();
+        let e = body_of(r).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+        assert!(e.to_string().contains("close_notify"), "{e}");
+        assert!(c.is_closed());
+
+        // A length-delimited body needs no close_notify: its end is known.
+        let mut c = tls_scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false).await;
+        let r = c.send(get("/"), "h").await.unwrap();
+        assert_eq!(body_of(r).await.unwrap(), b"ok");
+    }
+
+    /// A head that arrives one byte per TLS record is parsed about once per
+    /// line, not once per byte (which made a 64 KiB head cost about two
+    /// billion byte comparisons).
+    #[tokio::test]
+    async fn a_head_in_one_byte_records_is_parsed_once_per_line() {
+        use super::super::tls_link::testing;
+        use rustls::CipherSuite::TLS13_AES_128_GCM_SHA256;
+        let (link, mut server) =
+            testing::loopback(&rustls::version::TLS13, TLS13_AES_128_GCM_SHA256).await;
+        let head = format!(
+            "HTTP/1.1 206 Partial Content\r\nContent-Length: 2\r\nX-Pad: {}\r\n\r\nok",
+            "p".repeat(4000)
+        );
+        let lines = head.matches('\n').count();
+        tokio::spawn(async move {
+            for b in head.bytes() {
+                // One record each.
+                server.write_all(&[b]).await.unwrap();
+            }
+            server.flush().await.unwrap();
+            let mut rest = Vec::new();
+            let _ = server.read_to_end(&mut rest).await;
+        });
+        let mut wire = Wire {
+            link: Transport::Tls(Box::new(link)),
+            buf: BytesMut::new(),
+            sent_ahead: false,
+            head_parses: 0,
+        };
+        let head = read_head(&mut wire, 8192).await.unwrap();
+        assert_eq!(head.status, 206);
+        assert!(
+            wire.head_parses <= lines,
+            "{} parses for {lines} lines",
+            wire.head_parses
         );
     }
 }

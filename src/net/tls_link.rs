@@ -25,11 +25,12 @@ use rustls::kernel::KernelConnection;
 use rustls::pki_types::ServerName;
 use rustls::unbuffered::{ConnectionState, EncodeError, InsufficientSizeError};
 use rustls::{ClientConfig, ProtocolVersion};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::BoxIo;
 use super::tls_record::{
-    ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, MAX_BODY, MAX_PLAINTEXT, Protection, Version,
+    ALERT, APPLICATION_DATA, HANDSHAKE, HEADER, MAX_BODY, MAX_PLAINTEXT, Protection, RecordError,
+    Version,
 };
 
 /// Handshake messages after the handshake that we act on (RFC 8446 4.6).
@@ -38,6 +39,15 @@ const NEW_SESSION_TICKET: u8 = 4;
 const KEY_UPDATE: u8 = 24;
 /// Largest post-handshake message accepted (session tickets are small).
 const MAX_HANDSHAKE_MESSAGE: usize = 64 * 1024;
+
+/// Alerts we send before dropping a connection on a record we refuse
+/// (RFC 8446 section 6.2), so that the server's log says why.
+const UNEXPECTED_MESSAGE: u8 = 10;
+const BAD_RECORD_MAC: u8 = 20;
+const RECORD_OVERFLOW: u8 = 22;
+const ILLEGAL_PARAMETER: u8 = 47;
+const DECODE_ERROR: u8 = 50;
+const INTERNAL_ERROR: u8 = 80;
 
 /// One TLS connection after its handshake.
 pub struct TlsLink {
@@ -54,6 +64,8 @@ pub struct TlsLink {
     owe_key_update: bool,
     /// The server sent close_notify: no truncation is possible.
     closed: bool,
+    /// A record was refused: nothing more is read or sent.
+    failed: bool,
     info: String,
 }
 
@@ -65,6 +77,43 @@ fn invalid(e: impl std::fmt::Display) -> io::Error {
 /// tell a certificate problem from others (as with tokio-rustls).
 fn tls(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// A stream we refuse, and the alert that tells the server why (none when
+/// the server itself ended it: its alert, or the connection closing).
+struct Refusal {
+    alert: Option<u8>,
+    error: io::Error,
+}
+
+impl Refusal {
+    fn new(alert: u8, e: impl std::fmt::Display) -> Refusal {
+        Refusal {
+            alert: Some(alert),
+            error: invalid(e),
+        }
+    }
+
+    fn silent(error: io::Error) -> Refusal {
+        Refusal { alert: None, error }
+    }
+}
+
+/// The alert for a record that could not be opened.
+fn record_alert(e: &RecordError) -> u8 {
+    match e {
+        RecordError::BadTag | RecordError::TooShort(_) => BAD_RECORD_MAC,
+        RecordError::TooLarge(_) => RECORD_OVERFLOW,
+        RecordError::NoContentType => UNEXPECTED_MESSAGE,
+        RecordError::SequenceExhausted | RecordError::Unsupported(_) => INTERNAL_ERROR,
+    }
+}
+
+/// Where the record starting at `from` in `buf` ends, if it is all there.
+fn record_end(buf: &[u8], from: usize) -> Option<usize> {
+    let header = buf.get(from..from + HEADER)?;
+    let end = from + HEADER + usize::from(u16::from_be_bytes([header[3], header[4]]));
+    (end <= buf.len()).then_some(end)
 }
 
 fn closed_in_handshake() -> io::Error {
@@ -86,6 +135,12 @@ enum Step {
 
 impl TlsLink {
     /// Runs the handshake on `io` and takes over its records.
+    ///
+    /// rustls sees the records one at a time, and none once the handshake
+    /// is done: records that came in the same read as the server's last
+    /// handshake record are ours to open. Given the whole buffer, rustls
+    /// would go on and open them itself (and the handshake would fail on
+    /// a state it has no use for).
     pub async fn handshake(
         mut io: BoxIo,
         config: Arc<ClientConfig>,
@@ -94,8 +149,16 @@ impl TlsLink {
         let mut conn = UnbufferedClientConnection::new(config, name).map_err(tls)?;
         let mut incoming = BytesMut::with_capacity(HEADER + MAX_BODY);
         let mut outgoing: Vec<u8> = Vec::new();
+        // How much of `incoming` rustls may look at: whole records.
+        let mut shown = 0;
         loop {
-            let status = conn.process_tls_records(&mut incoming[..]);
+            if !conn.is_handshaking() && !conn.wants_write() {
+                // Our last flight (the client Finished) may still be here.
+                io.write_all(&outgoing).await?;
+                io.flush().await?;
+                break;
+            }
+            let status = conn.process_tls_records(&mut incoming[..shown]);
             let discard = status.discard;
             let mut read = false;
             let mut done = false;
@@ -122,7 +185,10 @@ impl TlsLink {
                     outgoing.clear();
                     t.done();
                 }
-                ConnectionState::BlockedHandshake => read = true,
+                ConnectionState::BlockedHandshake => match record_end(&incoming, shown) {
+                    Some(end) => shown = end,
+                    None => read = true,
+                },
                 ConnectionState::WriteTraffic(_) => done = true,
                 ConnectionState::PeerClosed | ConnectionState::Closed => {
                     return Err(closed_in_handshake());
@@ -134,6 +200,7 @@ impl TlsLink {
                 }
             }
             incoming.advance(discard);
+            shown -= discard;
             if done {
                 break;
             }
@@ -163,6 +230,7 @@ impl TlsLink {
             handshake: Vec::new(),
             owe_key_update: false,
             closed: false,
+            failed: false,
             info,
         })
     }
@@ -180,6 +248,9 @@ impl TlsLink {
 
     /// Sends `data` as application data records.
     pub async fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("the TLS connection was given up"));
+        }
         let mut out = Vec::with_capacity(data.len() + 64);
         if std::mem::take(&mut self.owe_key_update) {
             // update_not_requested, under the old key; then the new key.
@@ -207,8 +278,15 @@ impl TlsLink {
         cx: &mut Context<'_>,
         read_size: usize,
     ) -> Poll<io::Result<Option<BytesMut>>> {
+        if self.failed {
+            return Poll::Ready(Err(io::Error::other("the TLS connection was given up")));
+        }
         loop {
-            let need = match self.open_next()? {
+            let step = match self.open_next() {
+                Ok(step) => step,
+                Err(refusal) => return Poll::Ready(Err(self.give_up(cx, refusal))),
+            };
+            let need = match step {
                 Step::Data(d) => return Poll::Ready(Ok(Some(d))),
                 Step::Closed => return Poll::Ready(Ok(None)),
                 Step::Again => continue,
@@ -237,7 +315,27 @@ impl TlsLink {
         }
     }
 
-    fn open_next(&mut self) -> io::Result<Step> {
+    /// Marks the link as failed and tells the server why, if it is to be
+    /// told: one alert record, written only if the socket takes it at
+    /// once (the connection is dropped right after, whatever happens).
+    fn give_up(&mut self, cx: &mut Context<'_>, refusal: Refusal) -> io::Error {
+        self.failed = true;
+        if let Some(description) = refusal.alert {
+            let mut out = Vec::with_capacity(HEADER + 2 + 64);
+            // Level 2: fatal.
+            if self.tx.seal(ALERT, &[2, description], &mut out).is_ok() {
+                let mut io = std::pin::Pin::new(&mut self.io);
+                if let Poll::Ready(Ok(n)) = io.as_mut().poll_write(cx, &out)
+                    && n == out.len()
+                {
+                    let _ = io.poll_flush(cx);
+                }
+            }
+        }
+        refusal.error
+    }
+
+    fn open_next(&mut self) -> Result<Step, Refusal> {
         if self.closed {
             return Ok(Step::Closed);
         }
@@ -247,62 +345,98 @@ impl TlsLink {
         let header: [u8; HEADER] = self.raw[..HEADER].try_into().expect("5 bytes");
         let len = u16::from_be_bytes([header[3], header[4]]) as usize;
         if len > MAX_BODY {
-            return Err(invalid(format!(
-                "a TLS record of {len} bytes is larger than TLS allows"
-            )));
+            return Err(Refusal::new(
+                RECORD_OVERFLOW,
+                format!("a TLS record of {len} bytes is larger than TLS allows"),
+            ));
         }
         if self.raw.len() < HEADER + len {
             return Ok(Step::NeedMore(HEADER + len));
         }
-        let outer_ok = match self.version {
-            Version::Tls13 => header[0] == APPLICATION_DATA,
-            Version::Tls12 => matches!(header[0], ALERT | HANDSHAKE | APPLICATION_DATA),
-        };
-        if !outer_ok || header[1] != 3 {
-            return Err(invalid(format!(
-                "unexpected TLS record (type {}, version {}.{}) after the handshake",
-                header[0], header[1], header[2]
-            )));
-        }
+        self.check_header(header)?;
         let mut record = self.raw.split_to(HEADER + len);
         let opened = self
             .rx
             .open(header, &mut record[HEADER..])
-            .map_err(invalid)?;
+            .map_err(|e| Refusal::new(record_alert(&e), e))?;
         record.advance(HEADER + opened.start);
         record.truncate(opened.len);
+        // RFC 8446 section 5.1: a handshake message split over records
+        // has nothing else between its pieces.
+        if opened.content_type != HANDSHAKE && !self.handshake.is_empty() {
+            return Err(Refusal::new(
+                UNEXPECTED_MESSAGE,
+                "a TLS record came between the pieces of a handshake message",
+            ));
+        }
         match opened.content_type {
             APPLICATION_DATA if record.is_empty() => Ok(Step::Again),
             APPLICATION_DATA => Ok(Step::Data(record)),
-            ALERT => match record[..] {
-                [_, 0] => {
-                    self.closed = true;
-                    Ok(Step::Closed)
-                }
-                [level, description] => Err(invalid(format!(
-                    "the server sent TLS alert {description} (level {level})"
-                ))),
-                _ => Err(invalid("a malformed TLS alert")),
-            },
+            ALERT => self.alert(&record),
             HANDSHAKE => {
                 self.handshake.extend_from_slice(&record);
                 self.handshake_messages()?;
                 Ok(Step::Again)
             }
-            t => Err(invalid(format!("unexpected TLS content type {t}"))),
+            t => Err(Refusal::new(
+                UNEXPECTED_MESSAGE,
+                format!("unexpected TLS content type {t}"),
+            )),
+        }
+    }
+
+    /// The outer type and version a record may have after the handshake:
+    /// TLS 1.3 hides the real type inside; TLS 1.2 records carry the
+    /// negotiated version, 3.3.
+    fn check_header(&self, header: [u8; HEADER]) -> Result<(), Refusal> {
+        let ok = match self.version {
+            Version::Tls13 => header[0] == APPLICATION_DATA && header[1] == 3,
+            Version::Tls12 => {
+                matches!(header[0], ALERT | HANDSHAKE | APPLICATION_DATA) && header[1..3] == [3, 3]
+            }
+        };
+        if ok {
+            return Ok(());
+        }
+        Err(Refusal::new(
+            UNEXPECTED_MESSAGE,
+            format!(
+                "unexpected TLS record (type {}, version {}.{}) after the handshake",
+                header[0], header[1], header[2]
+            ),
+        ))
+    }
+
+    /// An alert from the server: close_notify ends the stream cleanly,
+    /// anything else ends it with an error (and no alert back).
+    fn alert(&mut self, record: &[u8]) -> Result<Step, Refusal> {
+        match *record {
+            [level, _] if level != 1 && level != 2 => Err(Refusal::new(
+                ILLEGAL_PARAMETER,
+                format!("a TLS alert of unknown level {level}"),
+            )),
+            [_, 0] => {
+                self.closed = true;
+                Ok(Step::Closed)
+            }
+            [level, description] => Err(Refusal::silent(invalid(format!(
+                "the server sent TLS alert {description} (level {level})"
+            )))),
+            _ => Err(Refusal::new(DECODE_ERROR, "a malformed TLS alert")),
         }
     }
 
     /// Acts on the complete post-handshake messages received so far.
-    fn handshake_messages(&mut self) -> io::Result<()> {
+    fn handshake_messages(&mut self) -> Result<(), Refusal> {
         while self.handshake.len() >= 4 {
             let h = &self.handshake;
             let kind = h[0];
             let len = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
             if len > MAX_HANDSHAKE_MESSAGE {
-                return Err(invalid(format!(
-                    "a TLS handshake message of {len} bytes after the handshake"
-                )));
+                return Err(Refusal::new(
+                    UNEXPECTED_MESSAGE,
+                    format!("a TLS handshake message of {len} bytes after the handshake"),
+                ));
             }
             if h.len() < 4 + len {
                 return Ok(());
@@ -316,44 +450,95 @@ impl TlsLink {
                         tracing::debug!("TLS session ticket ignored: {e}");
                     }
                 }
-                (Version::Tls13, KEY_UPDATE) => {
-                    let (seq, secrets) = self.kernel.update_rx_secret().map_err(tls)?;
-                    self.rx = Protection::new(self.version, seq, secrets).map_err(invalid)?;
-                    match body[..] {
-                        [0] => {}
-                        [1] => self.owe_key_update = true,
-                        _ => return Err(invalid("a malformed TLS key update")),
-                    }
-                }
+                (Version::Tls13, KEY_UPDATE) => self.key_update(&body)?,
                 (_, HELLO_REQUEST) => {
-                    return Err(invalid(
+                    return Err(Refusal::new(
+                        UNEXPECTED_MESSAGE,
                         "the server asked to renegotiate TLS, which is not supported",
                     ));
                 }
                 (_, k) => {
-                    return Err(invalid(format!(
-                        "unexpected TLS handshake message {k} after the handshake"
-                    )));
+                    return Err(Refusal::new(
+                        UNEXPECTED_MESSAGE,
+                        format!("unexpected TLS handshake message {k} after the handshake"),
+                    ));
                 }
             }
         }
         Ok(())
     }
+
+    /// The server changes its key. Records after this one are under the
+    /// new key, so nothing may follow the KeyUpdate in its record
+    /// (RFC 8446 section 5.1: handshake messages must not span a key change).
+    fn key_update(&mut self, body: &[u8]) -> Result<(), Refusal> {
+        if !self.handshake.is_empty() {
+            return Err(Refusal::new(
+                UNEXPECTED_MESSAGE,
+                "a TLS key update did not end its record",
+            ));
+        }
+        let requested = match *body {
+            [0] => false,
+            [1] => true,
+            [_] => {
+                return Err(Refusal::new(
+                    ILLEGAL_PARAMETER,
+                    "a TLS key update of unknown kind",
+                ));
+            }
+            _ => return Err(Refusal::new(DECODE_ERROR, "a malformed TLS key update")),
+        };
+        let (seq, secrets) = self
+            .kernel
+            .update_rx_secret()
+            .map_err(|e| Refusal::new(INTERNAL_ERROR, e))?;
+        self.rx = Protection::new(self.version, seq, secrets)
+            .map_err(|e| Refusal::new(INTERNAL_ERROR, e))?;
+        self.owe_key_update |= requested;
+        Ok(())
+    }
 }
 
+/// Runs our TLS client over `io` and reads what the server sends to its
+/// end: the plaintext, then whether the stream ended cleanly
+/// (close_notify) or with an error. The outer error is a failed
+/// handshake. For the `tls_records` fuzz target, which compares this
+/// with rustls's own reading of the same bytes.
+#[doc(hidden)]
+pub async fn read_to_end<T>(
+    io: T,
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    read_size: usize,
+) -> io::Result<(Vec<u8>, io::Result<bool>)>
+where
+    T: tokio::io::AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut link = TlsLink::handshake(Box::new(io), config, name).await?;
+    let mut plain = Vec::new();
+    loop {
+        match std::future::poll_fn(|cx| link.poll_plain(cx, read_size)).await {
+            Ok(Some(data)) => plain.extend_from_slice(&data),
+            Ok(None) => return Ok((plain, Ok(link.closed_cleanly()))),
+            Err(e) => return Ok((plain, Err(e))),
+        }
+    }
+}
+
+/// TLS peers for tests here and in [`super::plain`].
 #[cfg(test)]
-mod tests {
+pub(crate) mod testing {
     use super::*;
     use rustls::crypto::CryptoProvider;
     use rustls::pki_types::PrivateKeyDer;
     use rustls::{CipherSuite, RootCertStore, ServerConfig, SupportedProtocolVersion};
-    use std::future::poll_fn;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::TlsAcceptor;
     use tokio_rustls::server::TlsStream;
 
     /// A server and a client config that agree on `version` and `suite`.
-    fn configs(
+    pub fn configs(
         version: &'static SupportedProtocolVersion,
         suite: CipherSuite,
     ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
@@ -381,6 +566,45 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// Our link and a tokio-rustls server over a loopback TCP connection.
+    pub async fn loopback(
+        version: &'static SupportedProtocolVersion,
+        suite: CipherSuite,
+    ) -> (TlsLink, TlsStream<TcpStream>) {
+        let (server_cfg, client_cfg) = configs(version, suite);
+        loopback_with(server_cfg, client_cfg).await
+    }
+
+    pub async fn loopback_with(
+        server_cfg: Arc<ServerConfig>,
+        client_cfg: Arc<ClientConfig>,
+    ) -> (TlsLink, TlsStream<TcpStream>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            TlsAcceptor::from(server_cfg).accept(tcp).await
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let link = TlsLink::handshake(Box::new(tcp), client_cfg, name)
+            .await
+            .unwrap();
+        (link, accept.await.unwrap().unwrap())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::configs;
+    use super::*;
+    use rustls::{CipherSuite, SupportedProtocolVersion};
+    use std::future::poll_fn;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, duplex};
+    use tokio_rustls::TlsAcceptor;
+    use tokio_rustls::server::TlsStream;
+
     async fn connect(
         version: &'static SupportedProtocolVersion,
         suite: CipherSuite,
@@ -397,6 +621,13 @@ mod tests {
 
     async fn next(link: &mut TlsLink) -> io::Result<Option<BytesMut>> {
         poll_fn(|cx| link.poll_plain(cx, 64 << 10)).await
+    }
+
+    /// [`next`], for a link that must not wait: the answer is there.
+    async fn next_now(link: &mut TlsLink) -> io::Result<Option<BytesMut>> {
+        tokio::time::timeout(Duration::from_secs(5), next(link))
+            .await
+            .expect("an answer, not a wait for more")
     }
 
     fn pattern(n: usize) -> Vec<u8> {
@@ -510,5 +741,196 @@ mod tests {
         // A record larger than TLS allows.
         let e = error_after(&[23, 3, 3, 0xff, 0xff], false).await;
         assert!(e.to_string().contains("larger than TLS allows"), "{e}");
+    }
+
+    /// A server that refuses a record it cannot trust hears why: rustls, on
+    /// the other end, sees our alert before the connection goes.
+    #[tokio::test]
+    async fn a_refused_record_is_answered_with_a_fatal_alert() {
+        use rustls::AlertDescription::{BadRecordMac, RecordOverflow, UnexpectedMessage};
+        use rustls::version::{TLS12, TLS13};
+        let mut forged = vec![23, 3, 3, 0, 64];
+        forged.extend(pattern(64));
+        let mut handshake_outside = vec![22, 3, 3, 0, 64];
+        handshake_outside.extend(pattern(64));
+        let cases = [
+            (&TLS13, &forged, "integrity", BadRecordMac),
+            (&TLS12, &forged, "integrity", BadRecordMac),
+            (
+                &TLS13,
+                &vec![23, 3, 3, 0xff, 0xff],
+                "larger than TLS",
+                RecordOverflow,
+            ),
+            (
+                &TLS13,
+                &handshake_outside,
+                "unexpected TLS record",
+                UnexpectedMessage,
+            ),
+        ];
+        for (version, bytes, says, alert) in cases {
+            let suite = if version.version == ProtocolVersion::TLSv1_3 {
+                CipherSuite::TLS13_AES_128_GCM_SHA256
+            } else {
+                CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            };
+            let (mut link, mut server) = testing::loopback(version, suite).await;
+            server.get_mut().0.write_all(bytes).await.unwrap();
+            let e = next_now(&mut link).await.unwrap_err();
+            assert!(e.to_string().contains(says), "{e}");
+            let again = next_now(&mut link).await;
+            assert!(again.is_err(), "a failed link stays failed");
+            drop(link);
+            let mut buf = [0u8; 64];
+            let read = tokio::time::timeout(Duration::from_secs(5), server.read(&mut buf)).await;
+            let e = read.expect("an alert, not silence").unwrap_err();
+            let got = e.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>());
+            assert_eq!(
+                got,
+                Some(&rustls::Error::AlertReceived(alert)),
+                "{says}: {e}"
+            );
+        }
+    }
+
+    /// A link whose server's records we seal by hand, with the server's
+    /// keys in both directions, over loopback TCP.
+    async fn hand_sealed(
+        version: &'static SupportedProtocolVersion,
+        suite: CipherSuite,
+    ) -> (TlsLink, tokio::net::TcpStream, Protection, Protection) {
+        let (server_cfg, client_cfg) = configs(version, suite);
+        let mut server_cfg = (*server_cfg).clone();
+        server_cfg.enable_secret_extraction = true;
+        let (link, server) = testing::loopback_with(Arc::new(server_cfg), client_cfg).await;
+        let (tcp, conn) = server.into_inner();
+        let secrets = conn.dangerous_extract_secrets().unwrap();
+        let v = link.version;
+        let (tx_seq, tx) = secrets.tx;
+        let (rx_seq, rx) = secrets.rx;
+        let tx = Protection::new(v, tx_seq, tx).unwrap();
+        let rx = Protection::new(v, rx_seq, rx).unwrap();
+        (link, tcp, tx, rx)
+    }
+
+    /// Reads one record from `tcp` and opens it: (content type, plaintext).
+    async fn server_reads(tcp: &mut tokio::net::TcpStream, rx: &mut Protection) -> (u8, Vec<u8>) {
+        let mut header = [0u8; HEADER];
+        let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut header));
+        read.await.expect("a record, not silence").unwrap();
+        let mut body = vec![0u8; u16::from_be_bytes([header[3], header[4]]) as usize];
+        tcp.read_exact(&mut body).await.unwrap();
+        let o = rx.open(header, &mut body).unwrap();
+        (o.content_type, body[o.start..o.start + o.len].to_vec())
+    }
+
+    /// RFC 8446 section 5.1: a KeyUpdate must end its record (what follows
+    /// it was sealed under the old key), and a handshake message split
+    /// over records has no other record between its pieces. Both are
+    /// refused with unexpected_message.
+    #[tokio::test]
+    async fn handshake_messages_must_not_span_a_key_change_or_be_interleaved() {
+        let suite = CipherSuite::TLS13_AES_128_GCM_SHA256;
+        let key_update_then_more: &[(u8, &[u8])] = &[(
+            HANDSHAKE,
+            &[KEY_UPDATE, 0, 0, 1, 0, NEW_SESSION_TICKET, 0, 0, 0],
+        )];
+        let data_inside_a_message: &[(u8, &[u8])] = &[
+            (HANDSHAKE, &[NEW_SESSION_TICKET, 0, 0, 10, 1, 2]),
+            (APPLICATION_DATA, b"hi"),
+        ];
+        for (records, says) in [
+            (key_update_then_more, "did not end its record"),
+            (data_inside_a_message, "between the pieces"),
+        ] {
+            let (mut link, mut tcp, mut tx, mut rx) =
+                hand_sealed(&rustls::version::TLS13, suite).await;
+            let mut out = Vec::new();
+            for (kind, data) in records {
+                tx.seal(*kind, data, &mut out).unwrap();
+            }
+            tcp.write_all(&out).await.unwrap();
+            let e = match next_now(&mut link).await {
+                Ok(Some(d)) => panic!("{says}: data {d:?} was let through"),
+                Ok(None) => panic!("{says}: taken for an end"),
+                Err(e) => e,
+            };
+            assert!(e.to_string().contains(says), "{e}");
+            assert_eq!(
+                server_reads(&mut tcp, &mut rx).await,
+                (ALERT, vec![2, UNEXPECTED_MESSAGE]),
+                "{says}"
+            );
+        }
+    }
+
+    /// TLS 1.2 records carry the negotiated version, which is not part of
+    /// what the tag protects in our reading: a record claiming another
+    /// version is refused rather than opened.
+    #[tokio::test]
+    async fn a_tls12_record_of_another_version_is_refused() {
+        let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        let (mut link, mut tcp, mut tx, mut rx) = hand_sealed(&rustls::version::TLS12, suite).await;
+        let mut out = Vec::new();
+        tx.seal(APPLICATION_DATA, b"hello", &mut out).unwrap();
+        out[2] = 1;
+        tcp.write_all(&out).await.unwrap();
+        let e = next_now(&mut link).await.unwrap_err();
+        assert!(e.to_string().contains("version 3.1"), "{e}");
+        assert_eq!(
+            server_reads(&mut tcp, &mut rx).await,
+            (ALERT, vec![2, UNEXPECTED_MESSAGE])
+        );
+    }
+
+    /// A server that writes application data right behind its last
+    /// handshake flight, in one write, so that both come in one read: the
+    /// data is ours to open, not rustls's (which once failed the handshake
+    /// on a state it had no use for).
+    #[tokio::test]
+    async fn records_in_the_same_read_as_the_handshake_end_are_read() {
+        use std::io::Write;
+        use tokio::net::{TcpListener, TcpStream};
+        let suite = CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256;
+        let (server_cfg, client_cfg) = configs(&rustls::version::TLS12, suite);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut tcp, _) = listener.accept().await.unwrap();
+            let mut conn = rustls::ServerConnection::new(server_cfg).unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            while conn.is_handshaking() {
+                let n = tcp.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    return;
+                }
+                conn.read_tls(&mut &buf[..n]).unwrap();
+                conn.process_new_packets().unwrap();
+                if !conn.is_handshaking() {
+                    conn.writer().write_all(b"early words").unwrap();
+                    conn.send_close_notify();
+                }
+                let mut out = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut out).unwrap();
+                }
+                tcp.write_all(&out).await.unwrap();
+            }
+            let _ = tcp.read(&mut buf).await;
+        });
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let mut link = TlsLink::handshake(Box::new(tcp), client_cfg, name)
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Some(d) = next_now(&mut link).await.unwrap() {
+            got.extend_from_slice(&d);
+        }
+        assert_eq!(got, b"early words");
+        assert!(link.closed_cleanly());
+        drop(link);
+        server.await.unwrap();
     }
 }

@@ -39,6 +39,8 @@ fn saved_fuzz_inputs_pass() {
     assert!(replay("http_headers", checks::http_headers) >= 9);
     assert!(replay("input_file", checks::input_file) >= 5);
     assert!(replay("hub_json", checks::hub_json) >= 6);
+    assert!(replay("http_response", checks::http_response) >= 8);
+    assert!(replay("tls_records", checks::tls_records) >= 8);
 }
 
 #[test]

@@ -219,3 +219,18 @@ fn own_tls_records_and_hyper_give_the_same_file_in_tls_13_and_12() {
         }
     }
 }
+
+/// `--no-own-tls` is a user's fallback should our TLS reader misbehave, so
+/// `--help` shows it and says what it changes.
+#[test]
+fn no_own_tls_is_explained_in_help() {
+    let dir = tempdir();
+    let (code, out, _) = run(hfget(dir.path()).arg("--help"));
+    assert_eq!(code, 0);
+    let line = out
+        .lines()
+        .position(|l| l.contains("--no-own-tls"))
+        .unwrap_or_else(|| panic!("--help lacks --no-own-tls:\n{out}"));
+    let text: String = out.lines().skip(line).take(3).collect();
+    assert!(text.contains("tokio-rustls and hyper"), "{text}");
+}
