@@ -208,3 +208,39 @@ pub fn sampling<T>(server: &TestServer, f: impl FnOnce() -> T) -> (T, Vec<Sample
         (r, sampler.join().unwrap())
     })
 }
+
+/// The Python interpreter of the test virtual environment (`.ci/pyenv.sh`,
+/// with huggingface_hub and hf_xet), or `None` after printing why the
+/// caller skips: tests that check us against the official clients need it.
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("HFD_TEST_PYTHON") {
+        Some(p) if Path::new(&p).is_file() => Some(PathBuf::from(p)),
+        _ => {
+            println!(
+                "SKIPPED: HFD_TEST_PYTHON is not set (run `bash .ci/pyenv.sh` and export its output)"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `script` with the test interpreter and `args`, in a clean
+/// environment except for `env`; returns (exit code, stdout, stderr).
+pub fn run_python(
+    python: &Path,
+    script: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, String, String) {
+    let mut c = Command::new(python);
+    c.arg("-c").arg(script).args(args);
+    for v in PROXY_VARS {
+        c.env_remove(v);
+    }
+    c.env_remove("HF_HUB_CACHE").env_remove("HF_HOME");
+    c.env("HF_HUB_DISABLE_TELEMETRY", "1");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    run(&mut c)
+}
