@@ -150,6 +150,14 @@ pub struct Args {
     pub common: Common,
 }
 
+/// The usage with every option, as `-h` shows it: what a bare `hfd`
+/// prints (to stderr, exit 1), since hfd.sh's users expect the whole usage
+/// rather than clap's three-line error.
+pub fn usage() -> String {
+    use clap::CommandFactory;
+    Args::command().render_help().to_string()
+}
+
 impl Args {
     pub fn verbosity(&self) -> Verbosity {
         self.common.verbosity()

@@ -6,6 +6,7 @@ mod cli;
 mod control;
 mod crash;
 mod crash_hfd;
+mod daily;
 mod disk;
 mod engine;
 mod faults;
