@@ -11,7 +11,7 @@ use crate::storage::control_file::ControlError;
 
 pub fn gated_message(opts: &Options) -> String {
     format!(
-        "{} is gated: it needs a token. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {}. Tokens: {DEFAULT_ENDPOINT}/settings/tokens",
+        "{} is gated: the repository requires authentication. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {}. Tokens: {DEFAULT_ENDPOINT}/settings/tokens",
         opts.repo,
         hub_page(opts.repo_type, &opts.repo)
     )
