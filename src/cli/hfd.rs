@@ -32,6 +32,8 @@ Examples:
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
   hfd gpt2 --max-overall-download-limit 5M   the whole repo at most 5 MiB/s,
                                    leaving the rest of the link to others
+  hfd gpt2 --dry-run --include '*.json'   what would be fetched, and the total;
+                                   nothing is downloaded or written
   hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
                                    huggingface.co, hf-mirror.com (nothing is written)
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
@@ -137,6 +139,13 @@ pub struct Args {
     /// verified (catches silent disk corruption; slower).
     #[arg(long = "verify")]
     pub verify: bool,
+
+    /// Show what would be downloaded and stop: each selected file with its
+    /// size and whether it is already here and current (the check a real
+    /// run makes), and the total to download. No file is fetched and
+    /// nothing is written, not even LOCAL_DIR (as `hf download --dry-run`).
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
 
     /// A Hub endpoint; repeat for several [default: $HF_ENDPOINT, else
     /// https://huggingface.co]. With several, each file is downloaded from
@@ -297,6 +306,7 @@ impl Args {
             verbosity: self.verbosity(),
             file_limit: Some(self.common.limit.max_download_limit).filter(|&r| r > 0),
             overall_limit: self.common.limit.overall(),
+            dry_run: self.dry_run,
         })
     }
 }

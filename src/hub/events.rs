@@ -58,6 +58,12 @@ pub enum Event<'a> {
         endpoints: &'a [Endpoint],
         counters: &'a Counters,
     },
+    /// `--dry-run`: the selected files and which are already here; nothing
+    /// is fetched or written after this.
+    Plan {
+        files: &'a [Planned<'a>],
+        dir: &'a Path,
+    },
     /// A file failed; the others go on.
     FileFailed { path: &'a str, error: &'a FileError },
     /// Something the user should know; the run goes on.
@@ -68,8 +74,23 @@ pub enum Event<'a> {
     Finished(&'a Verdict<'a>),
 }
 
+/// One selected file of a dry run.
+pub struct Planned<'a> {
+    pub path: &'a str,
+    pub size: u64,
+    /// Present and current: the check a real run makes to call it up to
+    /// date said so; otherwise a run would download it.
+    pub current: bool,
+}
+
 /// How a run ended, with what the user is told about it.
 pub enum Verdict<'a> {
+    /// `--dry-run`: what a run would download (`need` of `files`, `bytes`).
+    DryRun {
+        files: usize,
+        need: usize,
+        bytes: u64,
+    },
     UpToDate {
         files: usize,
         dir: &'a Path,
@@ -92,6 +113,7 @@ impl Verdict<'_> {
     pub fn status(&self) -> Status {
         match self {
             Verdict::UpToDate { .. } => Status::UpToDate,
+            Verdict::DryRun { .. } => Status::DryRun,
             Verdict::Done { .. } => Status::Done,
             Verdict::Incomplete { .. } => Status::Incomplete,
             Verdict::Interrupted => Status::Interrupted,

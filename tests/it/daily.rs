@@ -67,3 +67,170 @@ fn a_gated_repo_without_a_token_requires_authentication_in_hfd_sh_words() {
     assert!(hub.resolve_requests().is_empty());
     assert!(hub.cdn().requests().is_empty());
 }
+
+/// No file byte left either server: no resolve, nothing from the resolve
+/// cache (git files) or the CDN (LFS files).
+fn assert_no_file_bytes(hub: &MockHub) {
+    let file_reqs: Vec<String> = hub
+        .hub()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.contains("/resolve"))
+        .map(|r| r.uri)
+        .collect();
+    assert!(
+        file_reqs.is_empty(),
+        "file requests to the hub: {file_reqs:?}"
+    );
+    assert!(hub.cdn().requests().is_empty());
+    assert_eq!(hub.cdn().stats().bytes_served, 0);
+}
+
+/// The lines of a dry run's table: (state, path).
+fn planned(out: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let _size = words.next()?;
+            let rest: Vec<&str> = words.collect();
+            match rest.as_slice() {
+                ["up", "to", "date", path] => Some(("up to date".into(), path.to_string())),
+                ["download", path] => Some(("download".into(), path.to_string())),
+                _ => None,
+            }
+        })
+        .collect();
+    v.sort_by(|a, b| a.1.cmp(&b.1));
+    v
+}
+
+fn total_line(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains("total")).collect();
+    assert_eq!(lines.len(), 1, "one total line expected: {out}");
+    lines[0].to_string()
+}
+
+/// Every file under `dir` with its content, `.hfd/` included.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    all_files(dir)
+        .into_iter()
+        .map(|f| {
+            let bytes = std::fs::read(dir.join(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_lists_sizes_states_and_the_total_and_fetches_and_writes_nothing() {
+    let hub = MockHub::start();
+    hub.add_repo(repo("org/name"));
+    let dir = tempdir();
+    // Nothing here yet: everything would be downloaded; not even the local
+    // dir is created.
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/name", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let all: Vec<(String, String)> = {
+        let mut v: Vec<_> = files()
+            .iter()
+            .map(|f| ("download".to_string(), f.path.clone()))
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    };
+    assert_eq!(planned(&out), all, "{out}");
+    assert!(total_line(&out).contains("4 of 4 files"), "{out}");
+    assert!(out.contains("1.05MB"), "sizes are shown: {out}");
+    assert!(
+        all_files(dir.path()).is_empty(),
+        "{:?}",
+        all_files(dir.path())
+    );
+    assert!(!dir.path().join("name").exists());
+    assert_no_file_bytes(&hub);
+
+    // After a real run, with one file changed by hand (same size) and one
+    // removed: only those two would be fetched.
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/name"));
+    assert_eq!(code, 0, "{out}{err}");
+    let local = dir.path().join("name");
+    std::fs::write(local.join("README.md"), "# README\n").unwrap();
+    std::fs::remove_file(local.join("sub/weights.bin")).unwrap();
+    let before = snapshot(&local);
+    hub.hub().reset_stats();
+    hub.cdn().reset_stats();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/name", "--dry-run"]));
+    assert_eq!(code, 0, "{out}{err}");
+    let want: Vec<(String, String)> = [
+        ("download", "README.md"),
+        ("up to date", "config.json"),
+        ("up to date", "model.safetensors"),
+        ("download", "sub/weights.bin"),
+    ]
+    .iter()
+    .map(|(s, p)| (s.to_string(), p.to_string()))
+    .collect();
+    assert_eq!(planned(&out), want, "{out}");
+    let total = total_line(&out);
+    // 9 + 100,000 bytes.
+    assert!(
+        total.contains("2 of 4 files") && total.contains("100.01KB"),
+        "{total}"
+    );
+    assert_eq!(snapshot(&local), before, "a dry run changed the local dir");
+    assert_no_file_bytes(&hub);
+    // The real run agrees: it fetches exactly those two.
+    let (code, out, err) = run(hfd(dir.path(), &hub).arg("org/name"));
+    assert_eq!(code, 0, "{out}{err}");
+    let fetched: Vec<String> = hub
+        .resolve_requests()
+        .into_iter()
+        .map(|r| r.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(fetched.len(), 2, "{fetched:?}");
+}
+
+#[test]
+fn dry_run_follows_include_exclude_and_revision() {
+    let hub = MockHub::start();
+    hub.add_repo(repo("org/name"));
+    hub.push(
+        "org/name",
+        "dev",
+        vec![HubFile::git("extra.json", "{}\n")],
+        &["README.md"],
+    );
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args([
+        "org/name",
+        "--dry-run",
+        "--include",
+        "*.json",
+        "*.bin",
+        "--exclude",
+        "sub",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        planned(&out),
+        [("download".to_string(), "config.json".to_string())],
+        "{out}"
+    );
+    assert!(total_line(&out).contains("1 of 1 file"), "{out}");
+    let (code, out, err) = run(hfd(dir.path(), &hub).args([
+        "org/name",
+        "--dry-run",
+        "--revision",
+        "dev",
+        "--include",
+        "*.json",
+        "README",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let paths: Vec<String> = planned(&out).into_iter().map(|(_, p)| p).collect();
+    assert_eq!(paths, ["config.json", "extra.json"], "{out}");
+    assert!(out.contains("(dev)"), "{out}");
+    assert!(all_files(dir.path()).is_empty());
+    assert_no_file_bytes(&hub);
+}
