@@ -34,6 +34,10 @@ Examples:
                                    leaving the rest of the link to others
   hfd gpt2 --dry-run --include '*.json'   what would be fetched, and the total;
                                    nothing is downloaded or written
+  hfd gpt2 --endpoint https://hf-mirror.com --verify-origin
+                                   bytes from the mirror, commit and hashes from
+                                   huggingface.co: an altered file is refused
+  HF_ENDPOINT=https://hf-mirror.com hfd gpt2 --verify-origin=https://huggingface.co
   hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
                                    huggingface.co, hf-mirror.com (nothing is written)
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
@@ -147,6 +151,17 @@ pub struct Args {
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 
+    /// Take the commit and every file's hash (sha256 of LFS files, git sha1
+    /// of the others) from ORIGIN's API, and only the bytes from the
+    /// endpoint(s): a file that does not match the origin's hash is refused,
+    /// and an endpoint serving another commit for the revision is named.
+    /// ORIGIN is asked for the listing only, never for file bytes; it gets
+    /// the token, as an endpoint you named. Give the value as
+    /// --verify-origin=URL when REPO_ID follows.
+    #[arg(long = "verify-origin", value_name = "ORIGIN", num_args = 0..=1,
+          default_missing_value = DEFAULT_ENDPOINT)]
+    pub verify_origin: Option<String>,
+
     /// A Hub endpoint; repeat for several [default: $HF_ENDPOINT, else
     /// https://huggingface.co]. With several, each file is downloaded from
     /// all at once and the first lists the repo. With --bench: the endpoints
@@ -196,6 +211,17 @@ impl Args {
         };
         self.common
             .net_options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
+    }
+
+    /// `--verify-origin`'s endpoint, parsed.
+    pub fn origin(&self) -> Result<Option<Endpoint>, String> {
+        self.verify_origin
+            .as_deref()
+            .map(|o| {
+                Endpoint::parse(o)
+                    .map_err(|e| e.replacen("invalid HF_ENDPOINT", "invalid --verify-origin", 1))
+            })
+            .transpose()
     }
 
     /// `--endpoint`s, parsed, in order, without repeats.
@@ -307,6 +333,7 @@ impl Args {
             file_limit: Some(self.common.limit.max_download_limit).filter(|&r| r > 0),
             overall_limit: self.common.limit.overall(),
             dry_run: self.dry_run,
+            verify_origin: self.origin()?,
         })
     }
 }
@@ -430,6 +457,30 @@ mod tests {
         assert!(parse(&["r", "--seconds", "2"]).unwrap_err().use_stderr());
         let zero = parse(&["r", "--bench", "--seconds", "0"]).unwrap();
         assert!(zero.bench_options().is_err());
+    }
+
+    #[test]
+    fn verify_origin_defaults_to_the_hub() {
+        let o = parse(&["a/b", "--verify-origin"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!(o.verify_origin.unwrap().as_str(), "https://huggingface.co");
+        let o = parse(&["--verify-origin=http://127.0.0.1:9/", "a/b"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!(o.verify_origin.unwrap().as_str(), "http://127.0.0.1:9");
+        assert!(
+            parse(&["a/b"])
+                .unwrap()
+                .options(no_env)
+                .unwrap()
+                .verify_origin
+                .is_none()
+        );
+        let bad = parse(&["a/b", "--verify-origin", "ftp://x"]).unwrap();
+        assert!(bad.options(no_env).unwrap_err().contains("--verify-origin"));
     }
 
     #[test]

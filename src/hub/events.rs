@@ -56,6 +56,8 @@ pub enum Event<'a> {
         resuming: bool,
         /// More than one: every file comes from all of them at once.
         endpoints: &'a [Endpoint],
+        /// `--verify-origin`: every hash comes from this endpoint.
+        verify_origin: Option<&'a Endpoint>,
         counters: &'a Counters,
     },
     /// `--dry-run`: the selected files and which are already here; nothing
@@ -139,6 +141,14 @@ pub enum FileError {
     },
     #[error("the data did not match its {algo} in {attempts} attempts and was discarded")]
     Checksum { algo: &'static str, attempts: u32 },
+    #[error(
+        "does not match the origin: {origin} states another {algo} for this file; the endpoint's bytes were refused and discarded"
+    )]
+    Origin { algo: &'static str, origin: String },
+    #[error(
+        "the origin {origin} states no hash for this file, so --verify-origin cannot check it; it was not downloaded"
+    )]
+    OriginNoHash { origin: String },
     #[error("the downloaded data does not match the {algo} the Hub states; it was discarded")]
     HubHash { algo: &'static str },
     #[error("the server sent {sent} bytes, the listing says {listed}")]

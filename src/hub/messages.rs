@@ -94,6 +94,13 @@ pub fn file_error(opts: &Options, e: &Error, endpoints: &[&Endpoint]) -> FileErr
             repo: opts.repo.to_string(),
             page: hub_page(opts.repo_type, &opts.repo),
         },
+        Error::ChecksumMismatch { algo, .. } if opts.verify_origin.is_some() => FileError::Origin {
+            algo,
+            origin: opts
+                .verify_origin
+                .as_ref()
+                .map_or_else(String::new, |o| o.as_str().to_string()),
+        },
         Error::ChecksumMismatch { algo, .. } => FileError::Checksum {
             algo,
             attempts: super::file::ATTEMPTS_PER_FILE,

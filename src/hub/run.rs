@@ -84,6 +84,9 @@ pub struct Options {
     /// `--dry-run`: list, check what is here, say what would be fetched;
     /// fetch no file and write nothing.
     pub dry_run: bool,
+    /// `--verify-origin`: the commit and the hashes come from this
+    /// endpoint's API (the bytes still from `endpoint` and `mirrors`).
+    pub verify_origin: Option<Endpoint>,
 }
 
 /// How a run ended.
@@ -166,6 +169,23 @@ async fn flow<'a>(
         cancel.clone(),
     );
     let info = repo_info(opts, &api, ev).await?;
+    // With --verify-origin, the origin lists (commit and hashes); the
+    // endpoints only serve bytes.
+    let (api, info) = match &opts.verify_origin {
+        None => (api, info),
+        Some(origin) => {
+            let o_api = Api::new(
+                net.clone(),
+                origin.clone(),
+                creds.clone(),
+                opts.retry.clone(),
+                cancel.clone(),
+            );
+            let o_info =
+                super::origin::info(opts, origin, &o_api, &opts.endpoint, &info, ev).await?;
+            (o_api, o_info)
+        }
+    };
     let local = if opts.dry_run {
         LocalDir::peek(&opts.local_dir)
     } else {
@@ -239,6 +259,7 @@ impl<'a> Downloads<'a> {
             dir: &opts.local_dir,
             resuming,
             endpoints: &endpoints,
+            verify_origin: opts.verify_origin.as_ref(),
             counters: &counters,
         });
         let cancel = self.cancel.clone();
@@ -318,7 +339,7 @@ fn plan<'a>(opts: &'a Options, sel: &Selection<'_>, check: &Check, ev: &dyn Even
 }
 
 /// Says why the run cannot go on.
-fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
+pub(super) fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
     events.event(Event::Error(msg));
     Verdict::Failed
 }

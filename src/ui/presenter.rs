@@ -186,6 +186,7 @@ impl Events for Presenter {
                 dir,
                 resuming,
                 endpoints,
+                verify_origin,
                 counters,
             } => {
                 if self.quiet {
@@ -205,6 +206,16 @@ impl Events for Presenter {
                     self.out(
                         Style::Dim,
                         &format!("From {} endpoints at once: {}", all.len(), all.join(", ")),
+                    );
+                }
+                if let Some(origin) = verify_origin {
+                    self.out(
+                        Style::Dim,
+                        &format!(
+                            "Commit and hashes from {}; bytes from the endpoint{}",
+                            origin.as_str(),
+                            if endpoints.len() > 1 { "s" } else { "" }
+                        ),
                     );
                 }
                 let live = Live::start(Meter::repo(counters.clone()), self.term, self.quiet);

@@ -234,3 +234,192 @@ fn dry_run_follows_include_exclude_and_revision() {
     assert!(all_files(dir.path()).is_empty());
     assert_no_file_bytes(&hub);
 }
+
+const TOKEN: &str = "hf_OriginToken0123456789";
+
+/// A hub whose commit ids are made from `salt` (two hubs with the same
+/// salt and repos name the same commits, as a mirror relaying the Hub).
+fn hub_with(salt: &str, files: Vec<HubFile>) -> MockHub {
+    let hub = MockHub::start();
+    hub.set_commit_salt(salt);
+    hub.add_repo(
+        files
+            .into_iter()
+            .fold(RepoSpec::model("org/name"), |r, f| r.file(f)),
+    );
+    hub
+}
+
+/// `files()` with the LFS weights altered (same size, other bytes).
+fn altered() -> Vec<HubFile> {
+    files()
+        .into_iter()
+        .map(|f| {
+            if f.path == "model.safetensors" {
+                HubFile::lfs(f.path, FileSpec::generated(99, 1 << 20))
+            } else {
+                f
+            }
+        })
+        .collect()
+}
+
+/// The origin answered API calls only, each with the token; nothing of
+/// its storage was asked for.
+fn origin_listed_only(origin: &MockHub) {
+    let reqs = origin.hub().requests();
+    assert!(!reqs.is_empty(), "the origin was not asked");
+    let bearer = format!("Bearer {TOKEN}");
+    for r in &reqs {
+        assert!(
+            r.path.starts_with("/api/") && !r.path.contains("resolve"),
+            "{}",
+            r.uri
+        );
+        assert_eq!(
+            r.header("authorization"),
+            Some(bearer.as_str()),
+            "{}",
+            r.uri
+        );
+    }
+    assert!(origin.cdn().requests().is_empty());
+    assert_eq!(origin.cdn().stats().bytes_served, 0);
+}
+
+#[test]
+fn verify_origin_refuses_a_file_the_mirror_altered_by_name() {
+    let origin = hub_with("relayed", files());
+    let mirror = hub_with("relayed", altered());
+    assert_eq!(
+        origin.commit_of("org/name", "main"),
+        mirror.commit_of("org/name", "main")
+    );
+    let dir = tempdir();
+    // The mirror agrees with itself: without the origin the altered file passes.
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", mirror.endpoint())
+        .env("HF_TOKEN", TOKEN);
+    let (code, out, err) = run(c.args(["org/name", "--local-dir", "trusting"]));
+    assert_eq!(code, 0, "{out}{err}");
+    mirror.hub().reset_stats();
+    mirror.cdn().reset_stats();
+
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", mirror.endpoint())
+        .env("HF_TOKEN", TOKEN);
+    let origin_flag = format!("--verify-origin={}", origin.endpoint());
+    let (code, out, err) = run(c.args(["org/name", &origin_flag]));
+    assert_eq!(code, 1, "{out}{err}");
+    let refusal: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("model.safetensors") && l.contains("does not match the origin"))
+        .collect();
+    assert_eq!(refusal.len(), 1, "{err}");
+    assert!(out.contains("Download incomplete"), "{out}");
+    let local = dir.path().join("name");
+    assert!(!local.join("model.safetensors").exists());
+    // The other files came from the mirror and match the origin.
+    for f in files().iter().filter(|f| f.path != "model.safetensors") {
+        assert_eq!(
+            sha256_file(&local.join(&f.path)),
+            f.spec.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+    origin_listed_only(&origin);
+    assert!(
+        !mirror.cdn().requests().is_empty(),
+        "the bytes come from the mirror"
+    );
+    for r in mirror.cdn().requests() {
+        assert!(
+            r.header("authorization").is_none(),
+            "token to the mirror's CDN"
+        );
+    }
+    // A mirror serving the origin's bytes passes, and a re-run is up to date.
+    let good = hub_with("relayed", files());
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", good.endpoint()).env("HF_TOKEN", TOKEN);
+    let (code, out, err) = run(c.args(["org/name", &origin_flag]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("hashes from"), "{out}");
+    let weights = &files()[2];
+    assert_eq!(
+        sha256_file(&local.join("model.safetensors")),
+        weights.spec.sha256_hex()
+    );
+}
+
+#[test]
+fn verify_origin_names_a_mirror_serving_another_commit() {
+    let origin = hub_with("hub", files());
+    let stale = hub_with("stale mirror", files());
+    assert_ne!(
+        origin.commit_of("org/name", "main"),
+        stale.commit_of("org/name", "main")
+    );
+    let dir = tempdir();
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_TOKEN", TOKEN);
+    let (code, out, err) = run(c.args([
+        "org/name",
+        "--endpoint",
+        &stale.endpoint(),
+        "--verify-origin",
+        &origin.endpoint(),
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("commit"))
+        .unwrap_or_default();
+    assert!(
+        line.contains(&stale.endpoint()) && line.contains("origin"),
+        "{err}"
+    );
+    assert!(stale.resolve_requests().is_empty());
+    assert!(stale.cdn().requests().is_empty());
+    origin_listed_only(&origin);
+    assert!(!dir.path().join("name").join("README.md").exists());
+
+    // --bench with the origin: the stale mirror is named, not measured.
+    let good = hub_with("hub", files());
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_TOKEN", TOKEN);
+    let origin_flag = format!("--verify-origin={}", origin.endpoint());
+    let (code, out, err) = run(c.args([
+        "org/name",
+        "--bench",
+        "--json",
+        "--seconds",
+        "0.2",
+        "--endpoint",
+        &stale.endpoint(),
+        "--endpoint",
+        &good.endpoint(),
+        &origin_flag,
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let rows = v["results"].as_array().unwrap();
+    let row = |ep: &str| {
+        rows.iter()
+            .find(|r| r.to_string().contains(ep))
+            .unwrap()
+            .clone()
+    };
+    let stale_row = row(&stale.endpoint());
+    assert!(
+        stale_row["error"].as_str().unwrap().contains("origin"),
+        "{stale_row}"
+    );
+    assert!(row(&good.endpoint())["error"].is_null());
+    assert!(
+        stale.cdn().requests().is_empty(),
+        "the stale mirror was measured"
+    );
+    origin_listed_only(&origin);
+}
