@@ -9,6 +9,7 @@ mod crash_hfd;
 mod daily;
 mod disk;
 mod engine;
+mod expiry;
 mod faults;
 mod fuzz_regressions;
 mod hfd;
