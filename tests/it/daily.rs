@@ -423,3 +423,31 @@ fn verify_origin_names_a_mirror_serving_another_commit() {
     );
     origin_listed_only(&origin);
 }
+
+#[test]
+fn verify_origin_goes_through_the_proxy_like_every_request() {
+    use hfd_testserver::proxy::{HttpProxy, HttpProxyOptions};
+    let origin = hub_with("relayed", files());
+    let mirror = hub_with("relayed", files());
+    let proxy = HttpProxy::start(HttpProxyOptions::default()).unwrap();
+    let dir = tempdir();
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", mirror.endpoint())
+        .env("HF_TOKEN", TOKEN);
+    let origin_flag = format!("--verify-origin={}", origin.endpoint());
+    let (code, out, err) = run(c.args(["org/name", &origin_flag, "--all-proxy", &proxy.url()]));
+    assert_eq!(code, 0, "{out}{err}");
+    let via: Vec<String> = proxy.requests().into_iter().map(|r| r.target).collect();
+    let origin_api = format!("{}/api/", origin.endpoint());
+    assert!(via.iter().any(|t| t.starts_with(&origin_api)), "{via:?}");
+    // Every request the origin saw came through the proxy.
+    assert_eq!(
+        origin.hub().requests().len(),
+        via.iter().filter(|t| t.starts_with(&origin_api)).count()
+    );
+    assert!(
+        via.iter().any(|t| t.starts_with(&mirror.endpoint())),
+        "{via:?}"
+    );
+    origin_listed_only(&origin);
+}
