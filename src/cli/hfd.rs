@@ -71,7 +71,8 @@ Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
 replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
 (http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
-Exit status: 0 done or up to date, 1 error or incomplete download,
+Exit status: 0 done, up to date or dry run, 1 error or incomplete download
+(or a file that does not match --verify-origin's hash),
 130 interrupted (Ctrl-C).";
 
 /// hfd: download a Hugging Face model or dataset (a drop-in for hfd.sh).
