@@ -451,3 +451,31 @@ fn verify_origin_goes_through_the_proxy_like_every_request() {
     );
     origin_listed_only(&origin);
 }
+
+#[test]
+fn a_hub_whose_signed_urls_serve_one_request_each_does_not_fail_hfd() {
+    let hub = MockHub::start();
+    hub.set_url_uses(Some(1));
+    // 4 MiB over 2 connections of 512 KiB/s: about a second's worth per
+    // request, each needing a fresh URL until the ranges grow.
+    let f = HubFile::lfs(
+        "w.bin",
+        FileSpec::generated(31, 4 << 20).throttle(512 << 10),
+    );
+    hub.add_repo(RepoSpec::model("org/resign").file(f.clone()));
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/resign", "-x", "2"]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        sha256_file(&dir.path().join("resign/w.bin")),
+        f.spec.sha256_hex()
+    );
+    let expired = hub
+        .cdn()
+        .requests()
+        .iter()
+        .filter(|r| r.status == 403)
+        .count();
+    assert!(expired > 0, "no URL expired");
+    assert!(hub.resolve_requests().len() >= 2);
+}

@@ -1061,8 +1061,20 @@ static NONCES: AtomicU64 = AtomicU64::new(0);
 
 /// The `Location` of a redirect, signed when it expires.
 fn redirect_location(r: &Redirect) -> String {
+    signed_url(&r.to, r.expires_in, r.uses)
+}
+
+/// `to` signed to expire after `expires_in` and/or `uses` requests (as is
+/// without either): what any `TestServer` receiving it checks.
+pub(crate) fn signed_url(to: &str, expires_in: Option<Duration>, uses: Option<u32>) -> String {
+    let r = Redirect {
+        to: to.to_owned(),
+        status: 302,
+        expires_in,
+        uses,
+    };
     if r.expires_in.is_none() && r.uses.is_none() {
-        return r.to.clone();
+        return r.to;
     }
     // Counted uses alone: valid for a day, as far as time goes.
     let valid_for = r.expires_in.unwrap_or(Duration::from_secs(86_400));
