@@ -10,6 +10,11 @@ use hfd::ui::{Presenter, Term};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
+    if std::env::args_os().len() <= 1 {
+        // hfd.sh prints its whole usage when run bare; so do we, as -h does.
+        eprintln!("{}", hfd::cli::hfd::usage());
+        return ExitCode::from(1);
+    }
     let args = match Args::try_parse() {
         Ok(a) => a,
         Err(e) => {

@@ -32,6 +32,12 @@ Examples:
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
   hfd gpt2 --max-overall-download-limit 5M   the whole repo at most 5 MiB/s,
                                    leaving the rest of the link to others
+  hfd gpt2 --dry-run --include '*.json'   what would be fetched, and the total;
+                                   nothing is downloaded or written
+  hfd gpt2 --endpoint https://hf-mirror.com --verify-origin
+                                   bytes from the mirror, commit and hashes from
+                                   huggingface.co: an altered file is refused
+  HF_ENDPOINT=https://hf-mirror.com hfd gpt2 --verify-origin=https://huggingface.co
   hfd gpt2 --bench                 which endpoint is fastest now: HF_ENDPOINT,
                                    huggingface.co, hf-mirror.com (nothing is written)
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
@@ -65,7 +71,8 @@ Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
 replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
 (http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
-Exit status: 0 done or up to date, 1 error or incomplete download,
+Exit status: 0 done, up to date or dry run, 1 error or incomplete download
+(or a file that does not match --verify-origin's hash),
 130 interrupted (Ctrl-C).";
 
 /// hfd: download a Hugging Face model or dataset (a drop-in for hfd.sh).
@@ -138,6 +145,24 @@ pub struct Args {
     #[arg(long = "verify")]
     pub verify: bool,
 
+    /// Show what would be downloaded and stop: each selected file with its
+    /// size and whether it is already here and current (the check a real
+    /// run makes), and the total to download. No file is fetched and
+    /// nothing is written, not even LOCAL_DIR (as `hf download --dry-run`).
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+
+    /// Take the commit and every file's hash (sha256 of LFS files, git sha1
+    /// of the others) from ORIGIN's API, and only the bytes from the
+    /// endpoint(s): a file that does not match the origin's hash is refused,
+    /// and an endpoint serving another commit for the revision is named.
+    /// ORIGIN is asked for the listing only, never for file bytes; it gets
+    /// the token, as an endpoint you named. Give the value as
+    /// --verify-origin=URL when REPO_ID follows.
+    #[arg(long = "verify-origin", value_name = "ORIGIN", num_args = 0..=1,
+          default_missing_value = DEFAULT_ENDPOINT)]
+    pub verify_origin: Option<String>,
+
     /// A Hub endpoint; repeat for several [default: $HF_ENDPOINT, else
     /// https://huggingface.co]. With several, each file is downloaded from
     /// all at once and the first lists the repo. With --bench: the endpoints
@@ -148,6 +173,14 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: Common,
+}
+
+/// The usage with every option, as `-h` shows it: what a bare `hfd`
+/// prints (to stderr, exit 1), since hfd.sh's users expect the whole usage
+/// rather than clap's three-line error.
+pub fn usage() -> String {
+    use clap::CommandFactory;
+    Args::command().render_help().to_string()
 }
 
 impl Args {
@@ -179,6 +212,17 @@ impl Args {
         };
         self.common
             .net_options(60, concat!("hfd/", env!("CARGO_PKG_VERSION")), connections)
+    }
+
+    /// `--verify-origin`'s endpoint, parsed.
+    pub fn origin(&self) -> Result<Option<Endpoint>, String> {
+        self.verify_origin
+            .as_deref()
+            .map(|o| {
+                Endpoint::parse(o)
+                    .map_err(|e| e.replacen("invalid HF_ENDPOINT", "invalid --verify-origin", 1))
+            })
+            .transpose()
     }
 
     /// `--endpoint`s, parsed, in order, without repeats.
@@ -289,6 +333,8 @@ impl Args {
             verbosity: self.verbosity(),
             file_limit: Some(self.common.limit.max_download_limit).filter(|&r| r > 0),
             overall_limit: self.common.limit.overall(),
+            dry_run: self.dry_run,
+            verify_origin: self.origin()?,
         })
     }
 }
@@ -412,6 +458,30 @@ mod tests {
         assert!(parse(&["r", "--seconds", "2"]).unwrap_err().use_stderr());
         let zero = parse(&["r", "--bench", "--seconds", "0"]).unwrap();
         assert!(zero.bench_options().is_err());
+    }
+
+    #[test]
+    fn verify_origin_defaults_to_the_hub() {
+        let o = parse(&["a/b", "--verify-origin"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!(o.verify_origin.unwrap().as_str(), "https://huggingface.co");
+        let o = parse(&["--verify-origin=http://127.0.0.1:9/", "a/b"])
+            .unwrap()
+            .options(no_env)
+            .unwrap();
+        assert_eq!(o.verify_origin.unwrap().as_str(), "http://127.0.0.1:9");
+        assert!(
+            parse(&["a/b"])
+                .unwrap()
+                .options(no_env)
+                .unwrap()
+                .verify_origin
+                .is_none()
+        );
+        let bad = parse(&["a/b", "--verify-origin", "ftp://x"]).unwrap();
+        assert!(bad.options(no_env).unwrap_err().contains("--verify-origin"));
     }
 
     #[test]

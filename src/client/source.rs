@@ -5,7 +5,6 @@
 //! per file, not once per connection. When the final URL expires (a signed
 //! CDN URL answering 401/403/410), the source resolves again from the original.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -19,9 +18,19 @@ use super::request::{ByteRange, Fetched, Request};
 use super::url::SafeUrl;
 use crate::net::Conn;
 
-/// At most this many re-resolves per minute per source: a target that keeps
-/// refusing is an access problem, not an expired URL.
-const MAX_RERESOLVES_PER_MINUTE: usize = 3;
+/// At most this many re-resolves in a row with no data between them: a
+/// target that refuses every fresh URL is an access problem, not an expired
+/// URL. Re-resolves followed by data do not count, however many there are:
+/// a hub that signs URLs for a few seconds must not fail a download whose
+/// bytes keep coming.
+pub const MAX_FRUITLESS_RERESOLVES: u32 = 3;
+
+/// After each re-resolve, requests to the source may be this many times
+/// larger again (up to [`MAX_REQUEST_SCALE`]): a URL that expires after a
+/// few requests then carries more bytes before it does.
+const MAX_SCALE_SHIFT: u32 = 4;
+/// The largest factor re-resolves grow requests by.
+pub const MAX_REQUEST_SCALE: u64 = 1 << MAX_SCALE_SHIFT;
 
 /// Answers to requests sent ahead that never came, in a row, after which a
 /// source is asked one request at a time: a server that drops pipelined
@@ -49,7 +58,7 @@ pub struct Source {
     named: SafeUrl,
     credentials: Credentials,
     resolved: Mutex<Resolved>,
-    reresolves: Mutex<VecDeque<Instant>>,
+    reresolves: Mutex<Reresolves>,
     /// Lowered on 429/503: how many connections this source may carry.
     conn_limit: AtomicUsize,
     /// Live slots on this source.
@@ -66,6 +75,17 @@ pub struct Source {
     /// With a [`super::SourceCheck`]: this source's own strong ETag and
     /// Last-Modified, fixed by its first good answer.
     pub own_validators: OnceLock<(Option<String>, Option<String>)>,
+}
+
+/// The re-resolves of a source, for its budget and its request size.
+#[derive(Debug, Default)]
+struct Reresolves {
+    /// In a row, with no data received since the first of them.
+    fruitless: u32,
+    /// [`Source::bytes`] at the last re-resolve.
+    bytes_then: u64,
+    /// Since the download started.
+    total: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -91,7 +111,7 @@ impl Source {
             named: SafeUrl::from(&original),
             original,
             credentials,
-            reresolves: Mutex::new(VecDeque::new()),
+            reresolves: Mutex::new(Reresolves::default()),
             conn_limit: AtomicUsize::new(conn_limit.max(1)),
             active: AtomicUsize::new(0),
             dead: AtomicBool::new(false),
@@ -155,24 +175,24 @@ impl Source {
     /// Forgets the redirect target seen at `generation` so the next request
     /// resolves again from the original URL. Many connections hit the same
     /// expiry at once; only the first one resets, the rest see the new
-    /// generation. Returns false when re-resolves come too often.
+    /// generation. Returns false when [`MAX_FRUITLESS_RERESOLVES`]
+    /// re-resolves in a row brought no data.
     pub fn expire(&self, generation: u64) -> bool {
         let mut r = self.resolved.lock().unwrap();
         if r.generation != generation {
             return true;
         }
-        let mut times = self.reresolves.lock().unwrap();
-        let now = Instant::now();
-        while times
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60))
-        {
-            times.pop_front();
+        let mut re = self.reresolves.lock().unwrap();
+        let bytes = self.bytes.load(Relaxed);
+        if bytes > re.bytes_then {
+            re.fruitless = 0;
         }
-        if times.len() >= MAX_RERESOLVES_PER_MINUTE {
+        if re.fruitless >= MAX_FRUITLESS_RERESOLVES {
             return false;
         }
-        times.push_back(now);
+        re.fruitless += 1;
+        re.bytes_then = bytes;
+        re.total = re.total.saturating_add(1);
         tracing::info!(
             "{}: the redirect target expired or was refused; resolving again",
             self.named
@@ -180,6 +200,13 @@ impl Source {
         r.url = self.original.clone();
         r.generation += 1;
         true
+    }
+
+    /// How many times larger than usual requests to this source are: twice
+    /// per re-resolve so far, up to [`MAX_REQUEST_SCALE`].
+    pub fn request_scale(&self) -> u64 {
+        let total = self.reresolves.lock().unwrap().total;
+        1 << total.min(MAX_SCALE_SHIFT)
     }
 
     pub fn conn_limit(&self) -> usize {

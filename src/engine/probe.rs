@@ -102,7 +102,10 @@ pub(super) async fn again(
         Failure::Expired { detail, status } if !source.expire(generation) => Err(Error::Auth {
             url: source.ident(),
             status,
-            hint: format!(": {detail}"),
+            hint: format!(
+                "; the redirect target refused every fresh URL: resolved again {} times in a row without receiving any data ({detail})",
+                crate::client::source::MAX_FRUITLESS_RERESOLVES
+            ),
         }),
         Failure::Expired { .. } => Ok(()),
         Failure::Retry {

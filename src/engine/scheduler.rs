@@ -637,10 +637,20 @@ impl Scheduler {
 /// lets TCP's window shrink back (slow start after idle), so long links get
 /// longer requests: 4 s at 100 ms instead of 2 s.
 pub fn request_size(rate: f64, ttfb: Duration) -> u64 {
+    scaled_request_size(rate, ttfb, 1)
+}
+
+/// [`request_size`] `scale` times over, bounds included: what a source whose
+/// signed URLs expired asks for, so that a URL that lasts only a few
+/// requests is not spent on small ones.
+pub fn scaled_request_size(rate: f64, ttfb: Duration, scale: u64) -> u64 {
     const MIN: u64 = 1 << 20;
     const MAX: u64 = 64 << 20;
+    let scale = scale.max(1);
     let secs = (ttfb.as_secs_f64() * 40.0).max(2.0);
-    ((rate * secs) as u64).clamp(MIN, MAX)
+    ((rate * secs) as u64)
+        .saturating_mul(scale)
+        .clamp(MIN * scale, MAX * scale)
 }
 
 #[cfg(test)]
@@ -882,5 +892,9 @@ mod tests {
         assert_eq!(request_size(1e10, lan), 64 << 20);
         // 100 ms away: four seconds' worth per request.
         assert_eq!(request_size(8e6, Duration::from_millis(100)), 32_000_000);
+        // After re-resolves: larger, bounds included.
+        assert_eq!(scaled_request_size(0.0, lan, 4), 4 << 20);
+        assert_eq!(scaled_request_size(8e6, lan, 2), 32_000_000);
+        assert_eq!(scaled_request_size(1e10, lan, 16), 1 << 30);
     }
 }

@@ -27,7 +27,7 @@ use super::answer::{Refusal, check};
 use super::error::Error;
 use super::limit;
 use super::receive::{Batch, Piece, Pipes, can_splice, new_pipes, next_piece};
-use super::scheduler::{Assignment, Preempt, Slot, request_size};
+use super::scheduler::{Assignment, Preempt, Slot, scaled_request_size};
 use super::shared::Job;
 use crate::client::classify::status_failure;
 use crate::client::request::head_ahead;
@@ -251,10 +251,11 @@ impl Worker {
                 (a.range, a.generation, r)
             }
             None => {
-                let Some(req) = self
-                    .slot
-                    .next_request(request_size(self.slot.rate(), source.ttfb()))
-                else {
+                let Some(req) = self.slot.next_request(scaled_request_size(
+                    self.slot.rate(),
+                    source.ttfb(),
+                    source.request_scale(),
+                )) else {
                     self.set_conn(conn);
                     return None;
                 };
@@ -580,10 +581,10 @@ impl Worker {
         if !source.pipelines() {
             return;
         }
-        let Some(range) = self
-            .slot
-            .request_after(from, request_size(self.slot.rate(), source.ttfb()))
-        else {
+        let Some(range) = self.slot.request_after(
+            from,
+            scaled_request_size(self.slot.rate(), source.ttfb(), source.request_scale()),
+        ) else {
             return;
         };
         let if_range = job.if_range_for(source);
@@ -631,7 +632,8 @@ impl Worker {
             Failure::Expired { .. } if source.expire(generation) => Next::Go,
             Failure::Expired { detail, status } => {
                 let hint = format!(
-                    "; the redirect target keeps refusing even after resolving again ({detail})"
+                    "; the redirect target refused every fresh URL: resolved again {} times in a row without receiving any data ({detail})",
+                    crate::client::source::MAX_FRUITLESS_RERESOLVES
                 );
                 let e = Error::Auth {
                     url: source.ident(),

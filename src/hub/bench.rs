@@ -43,6 +43,8 @@ const LISTING_TRIES: u32 = 3;
 pub struct Target {
     pub url: Url,
     pub file: RepoFile,
+    /// The commit the endpoint names for the revision.
+    pub commit: Option<String>,
 }
 
 /// Lists the repo on `ep` and picks its largest selected file (the first
@@ -103,7 +105,11 @@ pub async fn target(
         .ok_or_else(|| "no selected file to measure (check --include/--exclude)".to_string())?;
     let rev = info.sha.as_deref().unwrap_or(&opts.revision);
     let url = ep.resolve_url(opts.repo_type, &opts.repo, rev, &file.path)?;
-    Ok(Target { url, file })
+    Ok(Target {
+        url,
+        file,
+        commit: info.sha.clone(),
+    })
 }
 
 /// Measures every endpoint in turn. `announce` says on stderr what is being
@@ -117,6 +123,7 @@ pub async fn bench(
 ) -> Result<BenchReport, String> {
     let creds = credentials(opts.token.as_deref())?;
     let cancel = CancellationToken::new();
+    let origin = origin_commit(opts, net, &creds, &cancel).await?;
     let mut rows = Vec::with_capacity(endpoints.len());
     for BenchEndpoint {
         endpoint: ep,
@@ -129,7 +136,10 @@ pub async fn bench(
         } else {
             HeaderMap::new()
         };
-        match target(opts, ep, net, &creds, &cancel).await {
+        let target = target(opts, ep, net, &creds, &cancel)
+            .await
+            .and_then(|t| same_commit(t, origin.as_ref()));
+        match target {
             Ok(t) => {
                 if announce {
                     crate::tell!("{label}: {} ({}) ...", t.file.path, human(t.file.size));
@@ -155,4 +165,48 @@ pub async fn bench(
         }
     }
     Ok(mirrors::report(rows))
+}
+
+/// With `--verify-origin`: the commit the origin names for the revision
+/// (one repo-info call; the origin is named by the user, so it gets the
+/// token). An endpoint serving another commit is not measured.
+async fn origin_commit(
+    opts: &Options,
+    net: &Net,
+    creds: &HeaderMap,
+    cancel: &CancellationToken,
+) -> Result<Option<(String, String)>, String> {
+    let Some(origin) = &opts.verify_origin else {
+        return Ok(None);
+    };
+    let api = Api::new(
+        net.clone(),
+        origin.clone(),
+        creds.clone(),
+        opts.retry.clone(),
+        cancel.clone(),
+    );
+    let info = api
+        .info(opts.repo_type, &opts.repo, &opts.revision)
+        .await
+        .map_err(|e| format!("--verify-origin: {}", info_error(opts, origin, &e)))?;
+    let commit = info.sha.ok_or_else(|| {
+        format!(
+            "--verify-origin: {} names no commit for {} ({})",
+            origin.as_str(),
+            opts.repo,
+            opts.revision
+        )
+    })?;
+    Ok(Some((origin.as_str().to_string(), commit)))
+}
+
+/// `t`, unless its endpoint names another commit than the origin.
+fn same_commit(t: Target, origin: Option<&(String, String)>) -> Result<Target, String> {
+    match (origin, t.commit.as_deref()) {
+        (Some((o, want)), Some(got)) if got != want => Err(format!(
+            "serves commit {got}, but the origin {o} names {want}: not measured"
+        )),
+        _ => Ok(t),
+    }
 }

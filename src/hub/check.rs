@@ -148,8 +148,13 @@ impl Checker<'_> {
         let f = self.sel.files[i];
         let Some(fingerprint) = fingerprint else {
             verified.files.remove(&f.path);
+            let then = if self.opts.dry_run {
+                "a run would download it again"
+            } else {
+                "downloading it again"
+            };
             self.events.event(Event::Warning(&format!(
-                "{}: the local copy does not match its {}; downloading it again",
+                "{}: the local copy does not match its {}; {then}",
                 f.path,
                 f.checksum().map_or("hash", |c| c.algorithm())
             )));

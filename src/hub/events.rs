@@ -56,7 +56,15 @@ pub enum Event<'a> {
         resuming: bool,
         /// More than one: every file comes from all of them at once.
         endpoints: &'a [Endpoint],
+        /// `--verify-origin`: every hash comes from this endpoint.
+        verify_origin: Option<&'a Endpoint>,
         counters: &'a Counters,
+    },
+    /// `--dry-run`: the selected files and which are already here; nothing
+    /// is fetched or written after this.
+    Plan {
+        files: &'a [Planned<'a>],
+        dir: &'a Path,
     },
     /// A file failed; the others go on.
     FileFailed { path: &'a str, error: &'a FileError },
@@ -68,8 +76,23 @@ pub enum Event<'a> {
     Finished(&'a Verdict<'a>),
 }
 
+/// One selected file of a dry run.
+pub struct Planned<'a> {
+    pub path: &'a str,
+    pub size: u64,
+    /// Present and current: the check a real run makes to call it up to
+    /// date said so; otherwise a run would download it.
+    pub current: bool,
+}
+
 /// How a run ended, with what the user is told about it.
 pub enum Verdict<'a> {
+    /// `--dry-run`: what a run would download (`need` of `files`, `bytes`).
+    DryRun {
+        files: usize,
+        need: usize,
+        bytes: u64,
+    },
     UpToDate {
         files: usize,
         dir: &'a Path,
@@ -92,6 +115,7 @@ impl Verdict<'_> {
     pub fn status(&self) -> Status {
         match self {
             Verdict::UpToDate { .. } => Status::UpToDate,
+            Verdict::DryRun { .. } => Status::DryRun,
             Verdict::Done { .. } => Status::Done,
             Verdict::Incomplete { .. } => Status::Incomplete,
             Verdict::Interrupted => Status::Interrupted,
@@ -117,6 +141,14 @@ pub enum FileError {
     },
     #[error("the data did not match its {algo} in {attempts} attempts and was discarded")]
     Checksum { algo: &'static str, attempts: u32 },
+    #[error(
+        "does not match the origin: {origin} states another {algo} for this file; the endpoint's bytes were refused and discarded"
+    )]
+    Origin { algo: &'static str, origin: String },
+    #[error(
+        "the origin {origin} states no hash for this file, so --verify-origin cannot check it; it was not downloaded"
+    )]
+    OriginNoHash { origin: String },
     #[error("the downloaded data does not match the {algo} the Hub states; it was discarded")]
     HubHash { algo: &'static str },
     #[error("the server sent {sent} bytes, the listing says {listed}")]

@@ -114,6 +114,13 @@ pub async fn download_file(
     part: PathBuf,
     permit: OwnedSemaphorePermit,
 ) -> FileResult {
+    if let Some(origin) = &ctx.opts.verify_origin
+        && f.checksum().is_none()
+    {
+        // The endpoint's own word for the hash is what the user does not trust.
+        let origin = origin.as_str().to_string();
+        return FileResult::Failed(f.path.clone(), FileError::OriginNoHash { origin });
+    }
     let mut urls = Vec::with_capacity(ctx.endpoints.len());
     for ep in &ctx.endpoints {
         match ep.resolve_url(ctx.opts.repo_type, &ctx.opts.repo, &ctx.url_rev, &f.path) {
@@ -330,10 +337,13 @@ impl FileJob {
             }
             return Next::Again;
         }
-        let again = matches!(
-            e,
-            Error::ChecksumMismatch { .. } | Error::RemoteChanged { .. }
-        );
+        // With --verify-origin, bytes that do not match the origin's hash
+        // are the endpoint's answer, not an accident: not fetched again.
+        let again = match e {
+            Error::ChecksumMismatch { .. } => ctx.opts.verify_origin.is_none(),
+            Error::RemoteChanged { .. } => true,
+            _ => false,
+        };
         if again && self.attempt < ATTEMPTS_PER_FILE {
             progress.discard(progress.done());
             self.first_only = matches!(e, Error::ChecksumMismatch { .. }) && self.live.len() > 1;

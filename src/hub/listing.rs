@@ -19,7 +19,9 @@ pub async fn file_list(
     events: &dyn Events,
 ) -> Result<Listing, ApiError> {
     let t = opts.repo_type.name();
-    if let Some(sha) = &info.sha
+    // A kept list may have come from a mirror: --verify-origin lists anew.
+    if opts.verify_origin.is_none()
+        && let Some(sha) = &info.sha
         && let Some(l) = local.load_listing()
         && l.commit == *sha
         && l.repo == opts.repo.as_str()

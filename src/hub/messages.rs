@@ -11,7 +11,7 @@ use crate::storage::control_file::ControlError;
 
 pub fn gated_message(opts: &Options) -> String {
     format!(
-        "{} is gated: it needs a token. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {}. Tokens: {DEFAULT_ENDPOINT}/settings/tokens",
+        "{} is gated: the repository requires authentication. Pass --hf_token or set HF_TOKEN (a username is not needed), and accept the repo's terms with that account on {}. Tokens: {DEFAULT_ENDPOINT}/settings/tokens",
         opts.repo,
         hub_page(opts.repo_type, &opts.repo)
     )
@@ -93,6 +93,13 @@ pub fn file_error(opts: &Options, e: &Error, endpoints: &[&Endpoint]) -> FileErr
             status: *status,
             repo: opts.repo.to_string(),
             page: hub_page(opts.repo_type, &opts.repo),
+        },
+        Error::ChecksumMismatch { algo, .. } if opts.verify_origin.is_some() => FileError::Origin {
+            algo,
+            origin: opts
+                .verify_origin
+                .as_ref()
+                .map_or_else(String::new, |o| o.as_str().to_string()),
         },
         Error::ChecksumMismatch { algo, .. } => FileError::Checksum {
             algo,

@@ -11,6 +11,7 @@
 //!   and its checks);
 //! - [`events`]: what a run tells whoever shows it ([`crate::ui`] draws it);
 //! - [`messages`]: errors in words a user can act on;
+//! - [`origin`]: `--verify-origin`, the commit and hashes from the origin;
 //! - [`identity`]: whether every endpoint serves the file the listing names;
 //! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file.
 //!
@@ -26,6 +27,7 @@ pub mod filter;
 pub mod identity;
 mod listing;
 pub mod messages;
+mod origin;
 mod queue;
 pub mod run;
 pub mod state;

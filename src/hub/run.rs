@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::api::{Api, ApiError, RepoFile, RepoInfo};
 use super::check::{Check, Checker};
 use super::endpoint::{Endpoint, RepoId, RepoType};
-use super::events::{Counters, Event, Events, Verdict};
+use super::events::{Counters, Event, Events, Planned, Verdict};
 use super::file::FileCtx;
 use super::filter::Filter;
 use super::listing::file_list;
@@ -81,6 +81,12 @@ pub struct Options {
     pub file_limit: Option<u64>,
     /// `--max-overall-download-limit`: one cap shared by every file.
     pub overall_limit: Option<Arc<RateLimit>>,
+    /// `--dry-run`: list, check what is here, say what would be fetched;
+    /// fetch no file and write nothing.
+    pub dry_run: bool,
+    /// `--verify-origin`: the commit and the hashes come from this
+    /// endpoint's API (the bytes still from `endpoint` and `mirrors`).
+    pub verify_origin: Option<Endpoint>,
 }
 
 /// How a run ended.
@@ -90,6 +96,8 @@ pub enum Status {
     Done,
     /// Nothing needed fetching.
     UpToDate,
+    /// `--dry-run`: the plan was shown, nothing fetched or written.
+    DryRun,
     /// Some files failed; a re-run resumes.
     Incomplete,
     /// Ctrl-C or SIGTERM; a re-run resumes.
@@ -102,7 +110,7 @@ impl Status {
     /// hfd.sh's exit codes: 0 success, 1 failure, 130 interrupted.
     pub fn exit_code(self) -> u8 {
         match self {
-            Status::Done | Status::UpToDate => 0,
+            Status::Done | Status::UpToDate | Status::DryRun => 0,
             Status::Interrupted => 130,
             Status::Incomplete | Status::Failed => 1,
         }
@@ -161,7 +169,28 @@ async fn flow<'a>(
         cancel.clone(),
     );
     let info = repo_info(opts, &api, ev).await?;
-    let local = LocalDir::open(&opts.local_dir).map_err(|e| failed(ev, &e))?;
+    // With --verify-origin, the origin lists (commit and hashes); the
+    // endpoints only serve bytes.
+    let (api, info) = match &opts.verify_origin {
+        None => (api, info),
+        Some(origin) => {
+            let o_api = Api::new(
+                net.clone(),
+                origin.clone(),
+                creds.clone(),
+                opts.retry.clone(),
+                cancel.clone(),
+            );
+            let o_info =
+                super::origin::info(opts, origin, &o_api, &opts.endpoint, &info, ev).await?;
+            (o_api, o_info)
+        }
+    };
+    let local = if opts.dry_run {
+        LocalDir::peek(&opts.local_dir)
+    } else {
+        LocalDir::open(&opts.local_dir).map_err(|e| failed(ev, &e))?
+    };
     if let Err(e) = local.save_metadata(&info.raw) {
         ev.event(Event::Warning(&e));
     }
@@ -176,6 +205,9 @@ async fn flow<'a>(
     let sel = select(opts, &listing, &local, ev)?;
     let (check, mut verified) =
         what_is_here(opts, &local, &sel, &listing, &info, &cancel, ev).await?;
+    if opts.dry_run {
+        return Ok(plan(opts, &sel, &check, ev));
+    }
     if check.need.is_empty() {
         local.tidy_partials();
         return Ok(Verdict::UpToDate {
@@ -227,6 +259,7 @@ impl<'a> Downloads<'a> {
             dir: &opts.local_dir,
             resuming,
             endpoints: &endpoints,
+            verify_origin: opts.verify_origin.as_ref(),
             counters: &counters,
         });
         let cancel = self.cancel.clone();
@@ -273,8 +306,40 @@ impl<'a> Downloads<'a> {
     }
 }
 
+/// `--dry-run`'s end: each selected file, whether the local check found it
+/// current, and what a run would fetch.
+fn plan<'a>(opts: &'a Options, sel: &Selection<'_>, check: &Check, ev: &dyn Events) -> Verdict<'a> {
+    let mut current = vec![true; sel.files.len()];
+    for &i in &check.need {
+        current[i] = false;
+    }
+    let files: Vec<Planned<'_>> = sel
+        .files
+        .iter()
+        .zip(current)
+        .map(|(f, current)| Planned {
+            path: &f.path,
+            size: f.size,
+            current,
+        })
+        .collect();
+    ev.event(Event::Plan {
+        files: &files,
+        dir: &opts.local_dir,
+    });
+    let bytes = check
+        .need
+        .iter()
+        .fold(0u64, |a, &i| a.saturating_add(sel.files[i].size));
+    Verdict::DryRun {
+        files: sel.files.len(),
+        need: check.need.len(),
+        bytes,
+    }
+}
+
 /// Says why the run cannot go on.
-fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
+pub(super) fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
     events.event(Event::Error(msg));
     Verdict::Failed
 }

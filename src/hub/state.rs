@@ -126,11 +126,15 @@ pub struct Verified {
 
 /// The local dir, locked for this run. Its `.hfd/` is held open, and a
 /// link in its place is refused: hfd's state never goes elsewhere.
+///
+/// A dry run looks at the same folder through [`LocalDir::peek`]: it reads
+/// what is there with the same rules and writes nothing.
 pub struct LocalDir {
     root: PathBuf,
     hfd: PathBuf,
-    hfd_dir: Folder,
-    _lock: File,
+    /// `None` when peeking: nothing is written, moved or removed.
+    hfd_dir: Option<Folder>,
+    _lock: Option<File>,
 }
 
 impl LocalDir {
@@ -159,9 +163,21 @@ impl LocalDir {
         Ok(LocalDir {
             root: root.to_path_buf(),
             hfd,
-            hfd_dir,
-            _lock: lock,
+            hfd_dir: Some(hfd_dir),
+            _lock: Some(lock),
         })
+    }
+
+    /// The local dir as it is, for a dry run: nothing is created (not even
+    /// the folder or `.hfd/`), nothing locked, and every save, removal and
+    /// tidy-up is skipped; what a run would read is read the same way.
+    pub fn peek(root: &Path) -> LocalDir {
+        LocalDir {
+            root: root.to_path_buf(),
+            hfd: root.join(HFD_DIR),
+            hfd_dir: None,
+            _lock: None,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -186,7 +202,7 @@ impl LocalDir {
     pub fn forget_partial(&self, rel: &Path) {
         let part = self.partial(rel);
         let dir = Path::new("partial").join(rel.parent().unwrap_or(Path::new("")));
-        let Some(folder) = self.hfd_dir.find(&dir) else {
+        let Some(folder) = self.hfd_dir.as_ref().and_then(|d| d.find(&dir)) else {
             return;
         };
         let name = file_name(&part).to_owned();
@@ -249,15 +265,21 @@ impl LocalDir {
         self.write_atomic(name, &bytes)
     }
 
-    /// Writes a state file whole (see [`Folder::write_atomic`]).
+    /// Writes a state file whole (see [`Folder::write_atomic`]); a peek
+    /// (dry run) writes nothing.
     fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), String> {
-        self.hfd_dir
-            .write_atomic(OsStr::new(name), bytes)
+        let Some(dir) = &self.hfd_dir else {
+            return Ok(());
+        };
+        dir.write_atomic(OsStr::new(name), bytes)
             .map_err(|e| e.to_string())
     }
 
     /// Removes empty folders left under `.hfd/partial/` by finished files.
     pub fn tidy_partials(&self) {
+        if self.hfd_dir.is_none() {
+            return;
+        }
         fn walk(dir: &Path, top: bool) {
             let Ok(rd) = fs::read_dir(dir) else { return };
             for e in rd.flatten() {

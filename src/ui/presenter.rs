@@ -13,7 +13,7 @@ use super::live::{Live, Meter};
 use super::term::{Style, Term};
 use super::{Verbosity, files_noun, human, suspend};
 use crate::engine::Progress;
-use crate::hub::events::{Event, Events, Verdict};
+use crate::hub::events::{Event, Events, Planned, Verdict};
 
 /// Draws what happens; one per process.
 pub struct Presenter {
@@ -93,6 +93,26 @@ impl Presenter {
         let _ = std::io::stderr().flush();
     }
 
+    /// `--dry-run`'s table: size, state, path; one file a line (shown
+    /// even with `--quiet`: it is what was asked for).
+    fn plan(&self, files: &[Planned<'_>], dir: &std::path::Path) {
+        self.out(
+            Style::Plain,
+            &format!("Dry run: what a run would do in {}", dir.display()),
+        );
+        for f in files {
+            let (style, state) = if f.current {
+                (Style::Dim, "up to date")
+            } else {
+                (Style::Plain, "download")
+            };
+            self.out(
+                style,
+                &format!("{:>10}  {state:<10}  {}", human(f.size), f.path),
+            );
+        }
+    }
+
     fn verdict(&self, v: &Verdict<'_>) {
         self.stop_live();
         match v {
@@ -123,6 +143,14 @@ impl Presenter {
                 );
                 self.out(Style::Red, "Download incomplete. Re-run to resume.");
             }
+            Verdict::DryRun { files, need, bytes } => self.out(
+                Style::Bold,
+                &format!(
+                    "Dry run: {need} of {files} {} to download, {} in total. Nothing was downloaded or written.",
+                    files_noun(*files),
+                    human(*bytes)
+                ),
+            ),
             Verdict::Interrupted => self.out(Style::Yellow, "Interrupted. Re-run to resume."),
             Verdict::Failed => {}
         }
@@ -158,6 +186,7 @@ impl Events for Presenter {
                 dir,
                 resuming,
                 endpoints,
+                verify_origin,
                 counters,
             } => {
                 if self.quiet {
@@ -179,9 +208,20 @@ impl Events for Presenter {
                         &format!("From {} endpoints at once: {}", all.len(), all.join(", ")),
                     );
                 }
+                if let Some(origin) = verify_origin {
+                    self.out(
+                        Style::Dim,
+                        &format!(
+                            "Commit and hashes from {}; bytes from the endpoint{}",
+                            origin.as_str(),
+                            if endpoints.len() > 1 { "s" } else { "" }
+                        ),
+                    );
+                }
                 let live = Live::start(Meter::repo(counters.clone()), self.term, self.quiet);
                 *self.live.lock().unwrap_or_else(|e| e.into_inner()) = Some(live);
             }
+            Event::Plan { files, dir } => self.plan(files, dir),
             Event::FileFailed { path, error } => self.error(&format!("{path}: {error}")),
             Event::Warning(w) => self.warn(w),
             Event::Error(e) => self.error(e),

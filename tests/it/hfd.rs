@@ -724,7 +724,8 @@ fn expired_signed_urls_are_resolved_again() {
     let hub = MockHub::start();
     // 3 MiB over 2 connections of 1 MiB/s, asked for 1 MiB at a time: the
     // second requests go out after about 1 s, past the 0.7 s expiry, so the
-    // URL is resolved again once or twice (the engine allows 3 a minute).
+    // URL is resolved again once or twice (each followed by data, so none
+    // counts against the engine's budget).
     hub.set_url_ttl(Duration::from_millis(700));
     let f = HubFile::lfs(
         "slow.bin",

@@ -35,7 +35,7 @@ use serde_json::{Value, json};
 use sha1::Digest as _;
 
 use super::content::hex;
-use super::semantics::{unix_millis, url_signature};
+use super::server::signed_url;
 use super::{Body, FileSpec, Reply, RequestInfo, TestServer};
 use crate::sync::lock;
 
@@ -235,6 +235,7 @@ struct State {
     next_base: Option<String>,
     limit: Option<(u32, LimitScope, u64)>,
     url_ttl: Duration,
+    url_uses: Option<u32>,
     treesize: bool,
     truncate_siblings: bool,
     commits_made: u64,
@@ -278,6 +279,7 @@ impl MockHub {
             next_base: None,
             limit: None,
             url_ttl: Duration::from_secs(3600),
+            url_uses: None,
             treesize: true,
             truncate_siblings: false,
             commits_made: 0,
@@ -416,6 +418,12 @@ impl MockHub {
     /// How long signed CDN URLs stay valid (the Hub's are about an hour).
     pub fn set_url_ttl(&self, d: Duration) {
         lock(&self.state).url_ttl = d;
+    }
+
+    /// Signed CDN URLs serve this many requests, then answer 403 "Request
+    /// has expired" (`None`: as many as their time allows).
+    pub fn set_url_uses(&self, n: Option<u32>) {
+        lock(&self.state).url_uses = n;
     }
 
     /// Turns the treesize call off (404), as on mirrors that lack it.
@@ -889,18 +897,15 @@ impl Handler {
             return entry_not_found();
         }
         let (status, location, etag) = match &f.sha256 {
-            Some(sha) => {
-                let expires = unix_millis() + st.url_ttl.as_millis() as u64;
-                let sig = url_signature(&f.location, expires);
-                (
-                    302,
-                    format!(
-                        "{}{}?expires={expires}&sig={sig}",
-                        self.cdn_base, f.location
-                    ),
-                    sha.clone(),
-                )
-            }
+            Some(sha) => (
+                302,
+                signed_url(
+                    &format!("{}{}", self.cdn_base, f.location),
+                    Some(st.url_ttl),
+                    st.url_uses,
+                ),
+                sha.clone(),
+            ),
             None => (
                 307,
                 format!(

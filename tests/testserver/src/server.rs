@@ -353,6 +353,8 @@ pub(crate) struct Shared {
     log_limit: usize,
     conn_serial: AtomicU64,
     request_serial: AtomicU64,
+    /// Requests seen per nonce of URLs signed for a number of uses.
+    signed_uses: Mutex<HashMap<String, u32>>,
     active_connections: AtomicUsize,
 }
 
@@ -403,6 +405,7 @@ impl TestServer {
             log_limit: opts.request_log_limit,
             conn_serial: AtomicU64::new(0),
             request_serial: AtomicU64::new(0),
+            signed_uses: Mutex::new(HashMap::new()),
             active_connections: AtomicUsize::new(0),
         });
         let tls = opts.tls.is_some();
@@ -943,7 +946,7 @@ async fn handle(
         conn,
     };
 
-    let mut resp = match check_signature(&info) {
+    let mut resp = match check_signature(&info, &shared) {
         Some(reason) => ctx.simple(403, &[("content-type", "text/plain")], reason),
         None => {
             let route = {
@@ -1019,24 +1022,62 @@ fn strip_body(resp: &mut Response<ServerBody>) {
 }
 
 /// For a request carrying `expires` and `sig`: why it must be refused, if
-/// it must (tampered signature, or past its expiry).
-fn check_signature(info: &RequestInfo) -> Option<&'static str> {
+/// it must (tampered signature, past its expiry, or its uses spent).
+fn check_signature(info: &RequestInfo, shared: &Shared) -> Option<&'static str> {
     let expires = info.query_param("expires")?;
     let sig = info.query_param("sig")?;
     let Ok(expires_ms) = expires.parse::<u64>() else {
         return Some("Signature does not match");
     };
-    if url_signature(&info.path, expires_ms) != sig {
+    let uses = info.query_param("uses");
+    let nonce = info.query_param("nonce").unwrap_or_default();
+    if url_signature(
+        &signed_part(&info.path, uses.as_deref(), &nonce),
+        expires_ms,
+    ) != sig
+    {
         return Some("Signature does not match");
     }
-    (unix_millis() > expires_ms).then_some("Request has expired")
+    if unix_millis() > expires_ms {
+        return Some("Request has expired");
+    }
+    let allowed: u32 = uses?.parse().ok()?;
+    let mut seen = lock(&shared.signed_uses);
+    let n = seen.entry(nonce).or_insert(0);
+    *n += 1;
+    (*n > allowed).then_some("Request has expired")
 }
+
+/// What a signature covers: the path, and the number of uses with its nonce.
+fn signed_part(path: &str, uses: Option<&str>, nonce: &str) -> String {
+    match uses {
+        Some(u) => format!("{path}\nuses={u}\nnonce={nonce}"),
+        None => path.to_owned(),
+    }
+}
+
+/// Nonces of URLs signed for a number of uses, unique in the process.
+static NONCES: AtomicU64 = AtomicU64::new(0);
 
 /// The `Location` of a redirect, signed when it expires.
 fn redirect_location(r: &Redirect) -> String {
-    let Some(valid_for) = r.expires_in else {
-        return r.to.clone();
+    signed_url(&r.to, r.expires_in, r.uses)
+}
+
+/// `to` signed to expire after `expires_in` and/or `uses` requests (as is
+/// without either): what any `TestServer` receiving it checks.
+pub(crate) fn signed_url(to: &str, expires_in: Option<Duration>, uses: Option<u32>) -> String {
+    let r = Redirect {
+        to: to.to_owned(),
+        status: 302,
+        expires_in,
+        uses,
     };
+    if r.expires_in.is_none() && r.uses.is_none() {
+        return r.to;
+    }
+    // Counted uses alone: valid for a day, as far as time goes.
+    let valid_for = r.expires_in.unwrap_or(Duration::from_secs(86_400));
     let expires = unix_millis() + valid_for.as_millis() as u64;
     let path = match url::Url::parse(&r.to) {
         Ok(u) => u.path().to_owned(),
@@ -1044,10 +1085,18 @@ fn redirect_location(r: &Redirect) -> String {
         Err(_) => r.to.split(['?', '#']).next().unwrap_or("").to_owned(),
     };
     let sep = if r.to.contains('?') { '&' } else { '?' };
+    let (uses, nonce, counted) = match r.uses {
+        Some(u) => {
+            let nonce = NONCES.fetch_add(1, Ordering::Relaxed).to_string();
+            let q = format!("uses={u}&nonce={nonce}&");
+            (Some(u.to_string()), nonce, q)
+        }
+        None => (None, String::new(), String::new()),
+    };
     format!(
-        "{}{sep}expires={expires}&sig={}",
+        "{}{sep}{counted}expires={expires}&sig={}",
         r.to,
-        url_signature(&path, expires)
+        url_signature(&signed_part(&path, uses.as_deref(), &nonce), expires)
     )
 }
 

@@ -226,6 +226,11 @@ pub struct Redirect {
     /// "Request has expired" once the time has passed: a pre-signed CDN URL
     /// (S3, CloudFront, the Hugging Face xet bridge).
     pub expires_in: Option<Duration>,
+    /// When set, `Location` gets `uses=<n>&nonce=<id>` (signed), and
+    /// whichever `TestServer` receives that URL answers 403 "Request has
+    /// expired" from its `n+1`-th request on: a signed URL that lives only
+    /// a few requests, counted rather than timed (0: refused at once).
+    pub uses: Option<u32>,
 }
 
 impl Redirect {
@@ -234,6 +239,7 @@ impl Redirect {
             to: to.into(),
             status,
             expires_in: None,
+            uses: None,
         }
     }
     /// 302 Found, what the Hub answers for LFS files.
@@ -251,6 +257,11 @@ impl Redirect {
     /// Makes the target a signed URL valid for `d`.
     pub fn expiring(mut self, d: Duration) -> Redirect {
         self.expires_in = Some(d);
+        self
+    }
+    /// Makes each target URL handed out valid for `n` requests.
+    pub fn expiring_after(mut self, n: u32) -> Redirect {
+        self.uses = Some(n);
         self
     }
 }

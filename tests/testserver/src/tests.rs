@@ -381,6 +381,40 @@ fn redirects_relative_and_absolute() {
 }
 
 #[test]
+fn redirect_targets_signed_for_a_number_of_uses() {
+    let cdn = TestServer::start();
+    cdn.add_file("/blob", FileSpec::generated(23, 100));
+    let hub = TestServer::start();
+    hub.add_redirect("/once", Redirect::found(cdn.url("/blob")).expiring_after(1));
+    hub.add_redirect(
+        "/never",
+        Redirect::found(cdn.url("/blob")).expiring_after(0),
+    );
+    let path_of = |route: &str| {
+        let loc = get(hub.addr(), route, &[])
+            .header("location")
+            .unwrap()
+            .to_owned();
+        loc[cdn.base_url().len()..].to_owned()
+    };
+    let once = path_of("/once");
+    assert!(once.contains("uses=1&nonce="), "{once}");
+    assert_eq!(get(cdn.addr(), &once, &[]).status, 200);
+    let r = get(cdn.addr(), &once, &[]);
+    assert_eq!((r.status, &r.body[..]), (403, &b"Request has expired"[..]));
+    // Each URL handed out counts on its own; more uses cannot be forged.
+    let again = path_of("/once");
+    assert_ne!(again, once);
+    let forged = again.replace("uses=1", "uses=9");
+    assert_eq!(
+        get(cdn.addr(), &forged, &[]).body,
+        b"Signature does not match"
+    );
+    assert_eq!(get(cdn.addr(), &again, &[]).status, 200);
+    assert_eq!(get(cdn.addr(), &path_of("/never"), &[]).status, 403);
+}
+
+#[test]
 fn expiring_redirect_target_answers_403_after_expiry() {
     let cdn = TestServer::start();
     cdn.add_file("/blob", FileSpec::generated(18, 1000));
