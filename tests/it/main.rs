@@ -10,6 +10,7 @@ mod disk;
 mod engine;
 mod faults;
 mod fuzz_regressions;
+mod generate;
 mod hfd;
 mod hfd_mirrors;
 mod limits;
