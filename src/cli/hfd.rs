@@ -38,6 +38,9 @@ Examples:
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
   hfd gpt2 --endpoint https://hf-mirror.com --endpoint https://mirror.example
                                    every file from both endpoints at once
+  hfd completions bash > ~/.local/share/bash-completion/completions/hfd
+  hfd man | man -l -               the man page (also: completions zsh, fish)
+  hfd -- man                       the repo whose id is \"man\": after --, a word is a repo
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every

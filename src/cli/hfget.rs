@@ -35,6 +35,8 @@ Examples:
       which mirror is fastest now (nothing is written to disk): time to first
       byte, then the rate over 1 connection and over -x; an -x rate far above
       the 1-connection one means the mirror throttles each connection
+  hfget completions bash > ~/.local/share/bash-completion/completions/hfget
+  hfget man | man -l -             the man page (also: completions zsh, fish)
 
 Interrupted downloads resume when the same command runs again: the progress
 is in NAME.part.ctl next to NAME.part until the file is complete.
