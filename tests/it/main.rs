@@ -20,3 +20,4 @@ mod proxy;
 mod security;
 mod support;
 mod tls;
+mod wheel;
