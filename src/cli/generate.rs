@@ -16,14 +16,14 @@ use clap::{Command, Subcommand, ValueEnum};
 /// What the binaries print instead of downloading.
 #[derive(Subcommand, Debug, Clone, PartialEq, Eq)]
 pub enum Generate {
-    /// Print a shell completion script on stdout, e.g.
-    /// `hfd completions bash > ~/.local/share/bash-completion/completions/hfd`.
+    /// Print the completion script for SHELL on stdout, to be saved where
+    /// the shell looks for completions (examples in --help).
     Completions {
         /// The shell to complete for.
         #[arg(value_enum)]
         shell: Shell,
     },
-    /// Print the man page (roff) on stdout, e.g. `hfd man | man -l -`.
+    /// Print the man page (roff) on stdout; `man -l -` reads it.
     Man,
 }
 
