@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use hfd::cli::hfd::Args;
 use hfd::ui::{Presenter, Term};
 use tokio_util::sync::CancellationToken;
@@ -23,6 +23,15 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
+    if let Some(what) = &args.generate {
+        return match hfd::cli::generate::print(what, Args::command()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                hfd::tell!("hfd: error: cannot write to stdout: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let term = Term::detect();
     hfd::ui::init_logging(args.verbosity(), term);
     let ui = Arc::new(Presenter::new(term, args.verbosity()));

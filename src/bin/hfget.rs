@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::process::ExitCode as ProcessExit;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use hfd::cli::hfget::Args;
 use hfd::cli::input_file::Entries;
 use hfd::engine::{self, DownloadSpec, Outcome, Progress};
@@ -27,6 +27,12 @@ fn main() -> ProcessExit {
             return code.into();
         }
     };
+    if let Some(what) = &args.generate {
+        return match hfd::cli::generate::print(what, Args::command()) {
+            Ok(()) => ExitCode::Ok.into(),
+            Err(e) => fail(ExitCode::Unknown, &format!("cannot write to stdout: {e}")).into(),
+        };
+    }
     ui::init_logging(args.verbosity(), Term::detect());
     let runtime = hfd::cli::runtime();
     runtime.block_on(run(args)).into()

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser};
 
 use super::common::Common;
+use super::generate::Generate;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
@@ -43,6 +44,9 @@ Examples:
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
   hfd gpt2 --endpoint https://hf-mirror.com --endpoint https://mirror.example
                                    every file from both endpoints at once
+  hfd completions bash > ~/.local/share/bash-completion/completions/hfd
+  hfd man | man -l -               the man page (also: completions zsh, fish)
+  hfd -- man                       the repo whose id is \"man\": after --, a word is a repo
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every
@@ -81,11 +85,24 @@ Exit status: 0 done, up to date or dry run, 1 error or incomplete download
 /// over many connections with resume and verification, and keeps its state
 /// in LOCAL_DIR/.hfd/.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "hfd", version, max_term_width = 100, after_help = EXAMPLES)]
+#[command(
+    name = "hfd",
+    version = super::VERSION,
+    max_term_width = 100,
+    after_help = EXAMPLES,
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
 pub struct Args {
-    /// The repo id: ORG/NAME, or a single NAME (e.g. gpt2).
-    #[arg(value_name = "REPO_ID")]
-    pub repo_id: String,
+    /// The repo id: ORG/NAME, or a single NAME (e.g. gpt2). A repo named
+    /// like a command (`man`, `completions`) goes after `--`: `hfd -- man`.
+    #[arg(value_name = "REPO_ID", required = true)]
+    pub repo_id: Option<String>,
+
+    /// Instead of downloading: completions or the man page.
+    #[command(subcommand)]
+    pub generate: Option<Generate>,
 
     /// Keep only paths matching one of these patterns (one or more, until
     /// the next option).
@@ -283,7 +300,8 @@ impl Args {
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
     /// (the process environment in the binary; a map in tests and the demo).
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
-        let repo = RepoId::parse(&self.repo_id)?;
+        let repo_id = self.repo_id.as_deref().ok_or("no REPO_ID given")?;
+        let repo = RepoId::parse(repo_id)?;
         let mut given = self.endpoint_flags()?;
         let (endpoint, mirrors) = if given.is_empty() {
             let endpoint_text = env("HF_ENDPOINT")

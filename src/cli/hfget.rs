@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use url::Url;
 
 use super::common::Common;
+use super::generate::Generate;
 use super::input_file::Entry;
 use super::output_name;
 use crate::engine::{Checksum, DownloadSpec, MAX_CONNECTIONS};
@@ -34,6 +35,8 @@ Examples:
       which mirror is fastest now (nothing is written to disk): time to first
       byte, then the rate over 1 connection and over -x; an -x rate far above
       the 1-connection one means the mirror throttles each connection
+  hfget completions bash > ~/.local/share/bash-completion/completions/hfget
+  hfget man | man -l -             the man page (also: completions zsh, fish)
 
 Interrupted downloads resume when the same command runs again: the progress
 is in NAME.part.ctl next to NAME.part until the file is complete.
@@ -62,12 +65,24 @@ fn exit_codes_help() -> String {
 /// file back. Progress is saved every second: kill it at any moment and run
 /// the same command again to resume without losing or corrupting a byte.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "hfget", version, max_term_width = 100, after_help = EXAMPLES, after_long_help = format!("{EXAMPLES}\n\n{}", exit_codes_help()))]
+#[command(
+    name = "hfget",
+    version = super::VERSION,
+    max_term_width = 100,
+    after_help = EXAMPLES,
+    after_long_help = format!("{EXAMPLES}\n\n{}", exit_codes_help()),
+    args_conflicts_with_subcommands = true,
+    disable_help_subcommand = true
+)]
 pub struct Args {
     /// The file's URL; several URLs are the same file at several places
     /// (mirrors), all used at once.
     #[arg(value_name = "URL")]
     pub urls: Vec<String>,
+
+    /// Instead of downloading: completions or the man page.
+    #[command(subcommand)]
+    pub generate: Option<Generate>,
 
     /// Connections per server, 1 to 64 (aria2c caps this at 16)
     /// [default: adaptive: start with 16, add half as many again every 2 s

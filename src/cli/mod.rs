@@ -3,12 +3,21 @@
 //! the terminal.
 
 pub mod common;
+pub mod generate;
 pub mod hfd;
 pub mod hfget;
 pub mod input_file;
 pub mod output_name;
 
 use tokio_util::sync::CancellationToken;
+
+/// What `--version` prints after the binary's name: the version and the
+/// TLS stack (net::tls), the first thing asked about a network tool's
+/// build. A test checks the rustls version against Cargo.lock.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (TLS: rustls 0.23 with ring; roots: bundled Mozilla set + system store)"
+);
 
 /// The binaries' runtime: a worker per core, at most 4 (the work is I/O;
 /// more threads only contend for the same sockets and the writer).
