@@ -15,7 +15,7 @@ use super::common::Common;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
-use crate::hub::{DEFAULT_ENDPOINT, Endpoint, Options, RepoId, RepoType};
+use crate::hub::{DEFAULT_ENDPOINT, Dest, Endpoint, Options, RepoId, RepoType};
 use crate::net::NetOptions;
 use crate::ui::Verbosity;
 
@@ -129,6 +129,17 @@ pub struct Args {
     #[arg(long = "local-dir", visible_alias = "local_dir", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 
+    /// Download into the Hugging Face cache in DIR (models--ORG--NAME/ with
+    /// blobs, snapshots and refs, as huggingface_hub lays it out), where
+    /// transformers, diffusers and `hf` find the files.
+    #[arg(long = "cache-dir", visible_alias = "cache_dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Download into the default Hugging Face cache: $HF_HUB_CACHE, else
+    /// $HF_HOME/hub, else ~/.cache/huggingface/hub.
+    #[arg(long = "cache")]
+    pub cache: bool,
+
     /// Branch, tag, commit or PR ref (e.g. refs/pr/1).
     #[arg(long = "revision", value_name = "REV", default_value = "main")]
     pub revision: String,
@@ -236,6 +247,44 @@ impl Args {
         )
     }
 
+    /// Where the files go: `--local-dir` (hfd.sh's default when nothing is
+    /// given), `--cache-dir`, or `--cache` (the default cache, found as
+    /// huggingface_hub finds it).
+    fn dest(&self, repo: &RepoId, env: &impl Fn(&str) -> Option<String>) -> Result<Dest, String> {
+        let cache_flag = match (&self.cache_dir, self.cache) {
+            (Some(_), true) => {
+                return Err("--cache-dir DIR and --cache both name a cache; give one".into());
+            }
+            (Some(_), false) => Some("--cache-dir"),
+            (None, true) => Some("--cache"),
+            (None, false) => None,
+        };
+        if let (Some(flag), Some(_)) = (cache_flag, &self.local_dir) {
+            return Err(format!(
+                "{flag} and --local-dir cannot be used together: {flag} puts the files in the \
+                 Hugging Face cache, --local-dir in a plain folder; choose one"
+            ));
+        }
+        let dir = match (&self.cache_dir, self.cache) {
+            (Some(d), _) => d.clone(),
+            (None, true) => crate::hub::cache::default_cache_dir(env)?,
+            (None, false) => {
+                let d = self
+                    .local_dir
+                    .clone()
+                    .unwrap_or_else(|| default_local_dir(repo));
+                if d.as_os_str().is_empty() {
+                    return Err("--local-dir must not be empty".into());
+                }
+                return Ok(Dest::LocalDir(d));
+            }
+        };
+        if dir.as_os_str().is_empty() {
+            return Err("--cache-dir must not be empty".into());
+        }
+        Ok(Dest::Cache(dir))
+    }
+
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
     /// (the process environment in the binary; a map in tests and the demo).
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
@@ -261,13 +310,7 @@ impl Args {
         }
         // Compiled here so a bad pattern fails before any request.
         let filter = crate::hub::filter::Filter::new(&self.include, &self.exclude)?;
-        let local_dir = self
-            .local_dir
-            .clone()
-            .unwrap_or_else(|| default_local_dir(&repo));
-        if local_dir.as_os_str().is_empty() {
-            return Err("--local-dir must not be empty".into());
-        }
+        let dest = self.dest(&repo, &env)?;
         Ok(Options {
             repo,
             repo_type: if self.dataset {
@@ -280,7 +323,7 @@ impl Args {
             mirrors,
             token,
             filter,
-            local_dir,
+            dest,
             connections: self.connections(),
             jobs: self.jobs.map_or(5, usize::from),
             max_jobs: self.max_jobs(),
@@ -319,13 +362,13 @@ mod tests {
             .unwrap();
         assert_eq!((fixed.jobs, fixed.max_jobs), (5, 5));
         assert_eq!(o.revision, "main");
-        assert_eq!(o.local_dir, PathBuf::from("name"));
+        assert_eq!(o.dest, Dest::LocalDir(PathBuf::from("name")));
         assert_eq!(o.endpoint.as_str(), "https://huggingface.co");
         assert_eq!(o.repo_type, RepoType::Model);
         assert!(o.token.is_none());
         assert_eq!(a.tool, "aria2c");
         let g = parse(&["gpt2"]).unwrap().options(no_env).unwrap();
-        assert_eq!(g.local_dir, PathBuf::from("gpt2"));
+        assert_eq!(g.dest, Dest::LocalDir(PathBuf::from("gpt2")));
     }
 
     #[test]
@@ -369,8 +412,35 @@ mod tests {
             .unwrap()
             .options(no_env)
             .unwrap();
-        assert_eq!(o.local_dir, PathBuf::from("x/y"));
+        assert_eq!(o.dest, Dest::LocalDir(PathBuf::from("x/y")));
         assert_eq!(o.revision, "refs/pr/1");
+    }
+
+    #[test]
+    fn cache_destinations() {
+        let env = |k: &str| match k {
+            "HF_HOME" => Some("/hf".to_string()),
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        let dest = |args: &[&str]| parse(args).unwrap().options(env).map(|o| o.dest);
+        assert_eq!(
+            dest(&["a/b", "--cache-dir", "/c"]).unwrap(),
+            Dest::Cache(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            dest(&["a/b", "--cache"]).unwrap(),
+            Dest::Cache(PathBuf::from("/hf/hub"))
+        );
+        for both in [
+            &["a/b", "--cache-dir", "/c", "--local-dir", "x"][..],
+            &["a/b", "--local-dir", "x", "--cache"],
+        ] {
+            let e = dest(both).unwrap_err();
+            assert!(e.contains("--local-dir") && e.contains("--cache"), "{e}");
+        }
+        assert!(dest(&["a/b", "--cache", "--cache-dir", "/c"]).is_err());
+        assert!(parse(&["a/b", "--cache-dir", ""]).is_err());
     }
 
     #[test]

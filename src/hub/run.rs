@@ -42,8 +42,9 @@ use super::file::FileCtx;
 use super::filter::Filter;
 use super::listing::file_list;
 use super::messages::{gated_message, info_error};
+use super::place::{Dest, Place};
 use super::queue::Queue;
-use super::state::{self, Listing, LocalDir, Verified};
+use super::state::{self, Listing, Verified};
 use crate::client::RetryPolicy;
 use crate::engine::limit::RateLimit;
 use crate::net::Net;
@@ -64,7 +65,8 @@ pub struct Options {
     pub token: Option<String>,
     /// `--include` / `--exclude`, compiled once when the options are made.
     pub filter: Filter,
-    pub local_dir: PathBuf,
+    /// A local dir, or the Hugging Face cache.
+    pub dest: Dest,
     /// `-x`: connections per file.
     pub connections: usize,
     /// `-j`: files at a time (at the start, when adaptive).
@@ -138,15 +140,15 @@ pub async fn run(
 }
 
 /// A step of the run: its result, or the verdict that ends the run.
-type Step<'a, T> = Result<T, Verdict<'a>>;
+type Step<T> = Result<T, Verdict>;
 
 /// The steps in order; see the module documentation.
-async fn flow<'a>(
-    opts: &'a Options,
+async fn flow(
+    opts: &Options,
     net: Net,
     cancel: CancellationToken,
     events: &Arc<dyn Events>,
-) -> Step<'a, Verdict<'a>> {
+) -> Step<Verdict> {
     let ev: &dyn Events = events.as_ref();
     let creds = credentials(opts.token.as_deref()).map_err(|e| failed(ev, &e))?;
     ev.event(Event::Started {
@@ -161,11 +163,11 @@ async fn flow<'a>(
         cancel.clone(),
     );
     let info = repo_info(opts, &api, ev).await?;
-    let local = LocalDir::open(&opts.local_dir).map_err(|e| failed(ev, &e))?;
-    if let Err(e) = local.save_metadata(&info.raw) {
+    let place = Place::open(opts, info.sha.as_deref()).map_err(|e| failed(ev, &e))?;
+    if let Err(e) = place.state.save_metadata(&info.raw) {
         ev.event(Event::Warning(&e));
     }
-    let listing = match file_list(opts, &api, &local, &info, ev).await {
+    let listing = match file_list(opts, &api, &place.state, &info, ev).await {
         Ok(l) => l,
         Err(ApiError::Interrupted) => return Err(Verdict::Interrupted),
         Err(e) => {
@@ -173,14 +175,15 @@ async fn flow<'a>(
             return Err(failed(ev, &msg));
         }
     };
-    let sel = select(opts, &listing, &local, ev)?;
+    let sel = select(opts, &listing, &place, ev)?;
     let (check, mut verified) =
-        what_is_here(opts, &local, &sel, &listing, &info, &cancel, ev).await?;
+        what_is_here(opts, &place, &sel, &listing, &info, &cancel, ev).await?;
     if check.need.is_empty() {
-        local.tidy_partials();
+        place.state.tidy_partials();
+        finish(opts, &place, &sel, &verified, info.sha.as_deref(), ev);
         return Ok(Verdict::UpToDate {
             files: sel.files.len(),
-            dir: &opts.local_dir,
+            dir: place.shown().to_path_buf(),
         });
     }
     let downloads = Downloads {
@@ -191,7 +194,22 @@ async fn flow<'a>(
         creds,
         commit: info.sha.clone(),
     };
-    Ok(downloads.run(&local, &sel, check, &mut verified).await)
+    Ok(downloads.run(&place, &sel, check, &mut verified).await)
+}
+
+/// Tells the place which files are here (snapshot links, refs, download
+/// records), saying what went wrong without changing the verdict.
+fn finish(
+    opts: &Options,
+    place: &Place,
+    sel: &Selection<'_>,
+    verified: &Verified,
+    commit: Option<&str>,
+    ev: &dyn Events,
+) {
+    for w in place.finish(opts, sel, verified, commit) {
+        ev.event(Event::Warning(&w));
+    }
 }
 
 /// Step 5, and what it needs besides the local dir and the selection.
@@ -205,17 +223,17 @@ struct Downloads<'a> {
     commit: Option<String>,
 }
 
-impl<'a> Downloads<'a> {
+impl Downloads<'_> {
     /// Downloads what `check` found missing; the verdict.
     async fn run(
         self,
-        local: &LocalDir,
+        place: &Place,
         sel: &Selection<'_>,
         check: Check,
         verified: &mut Verified,
-    ) -> Verdict<'a> {
+    ) -> Verdict {
         let opts = self.opts;
-        let resuming = check.done_files > 0 || local.has_partials();
+        let resuming = check.done_files > 0 || place.state.has_partials();
         let counters = Counters::new(sel.files.len(), sel.bytes);
         counters.files_done.store(check.done_files, Relaxed);
         counters.bytes.add_existing(check.done_bytes);
@@ -224,16 +242,17 @@ impl<'a> Downloads<'a> {
             .collect();
         self.events.event(Event::Downloading {
             files: sel.files.len(),
-            dir: &opts.local_dir,
+            dir: place.shown(),
             resuming,
             endpoints: &endpoints,
             counters: &counters,
         });
         let cancel = self.cancel.clone();
+        let (commit, events) = (self.commit.clone(), self.events.clone());
         let ctx = Arc::new(FileCtx {
             net: self.net,
             opts: opts.clone(),
-            local_dir: local.root().to_path_buf(),
+            root: place.root().to_path_buf(),
             down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
             endpoints,
             url_rev: self.commit.clone().unwrap_or_else(|| opts.revision.clone()),
@@ -247,7 +266,7 @@ impl<'a> Downloads<'a> {
         });
         let queue = Queue {
             ctx,
-            local,
+            place,
             sel,
             verified,
             counters: &counters,
@@ -255,7 +274,15 @@ impl<'a> Downloads<'a> {
             max_jobs: opts.max_jobs,
         };
         let end = queue.run(check.need).await;
-        local.tidy_partials();
+        place.state.tidy_partials();
+        finish(
+            opts,
+            place,
+            sel,
+            verified,
+            commit.as_deref(),
+            events.as_ref(),
+        );
         if cancel.is_cancelled() {
             Verdict::Interrupted
         } else if end.failed > 0 || end.left > 0 {
@@ -267,20 +294,20 @@ impl<'a> Downloads<'a> {
             Verdict::Done {
                 files: sel.files.len(),
                 bytes: sel.bytes,
-                dir: &opts.local_dir,
+                dir: place.shown().to_path_buf(),
             }
         }
     }
 }
 
 /// Says why the run cannot go on.
-fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
+fn failed(events: &dyn Events, msg: &str) -> Verdict {
     events.event(Event::Error(msg));
     Verdict::Failed
 }
 
 /// Step 1: repo info, refused when disabled or gated without a token.
-async fn repo_info(opts: &Options, api: &Api, ev: &dyn Events) -> Step<'static, RepoInfo> {
+async fn repo_info(opts: &Options, api: &Api, ev: &dyn Events) -> Step<RepoInfo> {
     let info = match api.info(opts.repo_type, &opts.repo, &opts.revision).await {
         Ok(i) => i,
         Err(ApiError::Interrupted) => return Err(Verdict::Interrupted),
@@ -314,9 +341,9 @@ pub struct Selection<'a> {
 fn select<'a>(
     opts: &Options,
     listing: &'a Listing,
-    local: &LocalDir,
+    place: &Place,
     ev: &dyn Events,
-) -> Result<Selection<'a>, Verdict<'static>> {
+) -> Result<Selection<'a>, Verdict> {
     let files: Vec<&RepoFile> = listing
         .files
         .iter()
@@ -344,7 +371,10 @@ fn select<'a>(
         );
         return Err(failed(ev, &msg));
     }
-    if let Err(e) = local.save_manifest(&files) {
+    if let Some(why) = place.refusal(&files) {
+        return Err(failed(ev, &why));
+    }
+    if let Err(e) = place.state.save_manifest(&files) {
         ev.event(Event::Warning(&e));
     }
     let bytes = files.iter().fold(0u64, |a, f| a.saturating_add(f.size));
@@ -356,28 +386,28 @@ fn select<'a>(
 /// this time kept for a later `--include`).
 async fn what_is_here(
     opts: &Options,
-    local: &LocalDir,
+    place: &Place,
     sel: &Selection<'_>,
     listing: &Listing,
     info: &RepoInfo,
     cancel: &CancellationToken,
     ev: &dyn Events,
-) -> Step<'static, (Check, Verified)> {
-    let mut verified = local.load_verified();
+) -> Step<(Check, Verified)> {
+    let mut verified = place.state.load_verified();
     let listed: HashSet<&str> = listing.files.iter().map(|f| f.path.as_str()).collect();
     verified
         .files
         .retain(|path, _| listed.contains(path.as_str()));
     let checker = Checker {
         opts,
-        local,
+        place,
         sel,
         commit: info.sha.as_deref(),
         cancel,
         events: ev,
     };
     let checked = checker.run(&mut verified).await;
-    let saved = local.save_verified(&verified);
+    let saved = place.state.save_verified(&verified);
     let Some(check) = checked else {
         return Err(Verdict::Interrupted);
     };

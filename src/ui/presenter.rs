@@ -93,7 +93,7 @@ impl Presenter {
         let _ = std::io::stderr().flush();
     }
 
-    fn verdict(&self, v: &Verdict<'_>) {
+    fn verdict(&self, v: &Verdict) {
         self.stop_live();
         match v {
             Verdict::UpToDate { files, dir } => self.out(

@@ -103,7 +103,9 @@ fn campaign(s: &Setup) -> Campaign {
         );
         let extra: Vec<String> = all_files(&local)
             .into_iter()
-            .filter(|p| !p.starts_with(".hfd/") && !want.iter().any(|(w, _)| w == p))
+            .filter(|p| {
+                !p.starts_with(".hfd/") && !want.iter().any(|(w, _)| w == p || is_hf_record(p, w))
+            })
             .collect();
         assert!(
             extra.is_empty(),

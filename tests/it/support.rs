@@ -84,6 +84,15 @@ pub fn all_files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `p` (relative to a local dir) is one of huggingface_hub's files that
+/// hfd keeps beside the repo file `w`: its download record, or the
+/// folder's `.gitignore` and `CACHEDIR.TAG`.
+pub fn is_hf_record(p: &str, w: &str) -> bool {
+    p == ".cache/huggingface/.gitignore"
+        || p == ".cache/huggingface/CACHEDIR.TAG"
+        || p == format!(".cache/huggingface/download/{w}.metadata")
+}
+
 /// Waits for `child` to exit until `deadline`; `None` if it is still running.
 pub fn wait_until(
     child: &mut std::process::Child,
