@@ -125,7 +125,12 @@ fn campaign(s: &Setup) -> Campaign {
     let args = |round: u64| {
         vec![
             "org/camp".to_string(),
-            if s.cache { "--cache-dir" } else { "--local-dir" }.into(),
+            if s.cache {
+                "--cache-dir"
+            } else {
+                "--local-dir"
+            }
+            .into(),
             format!("r{round}"),
             "-x".into(),
             s.conns.to_string(),
@@ -144,7 +149,11 @@ fn campaign(s: &Setup) -> Campaign {
             }
             c.files_completed += 1;
         }
-        let state = if s.cache { repo_dir(round) } else { local.clone() };
+        let state = if s.cache {
+            repo_dir(round)
+        } else {
+            local.clone()
+        };
         let left: Vec<String> = all_files(&state.join(".hfd/partial"));
         assert!(
             left.is_empty(),
