@@ -28,6 +28,9 @@ Examples:
   hfd meta-llama/Llama-2-7b --hf_token hf_xxx -x 8   a gated repo: the token is enough
   hfd lavita/medical-qa-shared-task-v1-toy --dataset
   hfd bartowski/Phi-3.5-mini-instruct-exl2 --revision 5_0
+  hfd gpt2 --cache                 into the Hugging Face cache (~/.cache/huggingface/hub,
+                                   or $HF_HUB_CACHE / $HF_HOME/hub), where transformers finds it
+  hfd gpt2 --cache-dir /data/hf-cache --revision refs/pr/1
   HF_ENDPOINT=https://hf-mirror.com hfd gpt2
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
   hfd gpt2 --max-overall-download-limit 5M   the whole repo at most 5 MiB/s,
@@ -49,6 +52,12 @@ others) before they get their final name; the token goes only to the
 endpoint (each endpoint, with several), never to the storage host a file
 redirects to, and is never written to disk. Interrupted downloads resume
 when the same command runs again; their state is in LOCAL_DIR/.hfd/.
+A local dir also gets huggingface_hub's download records
+(LOCAL_DIR/.cache/huggingface/), so `hf download --local-dir` finds the files
+current. --cache-dir DIR (or --cache) writes the Hugging Face cache layout
+instead: blobs named by hash (only complete, verified data gets that name),
+snapshots/<commit>/ of links, refs/; a cache huggingface_hub filled is used
+as it is. --cache-dir or --cache with --local-dir is an error.
 
 Several endpoints: the first --endpoint lists the repo, and every file is
 fetched from all of them at once, -x connections each, the work shared in
@@ -62,7 +71,8 @@ Per-connection throttling shows as an -x figure far above the 1-connection
 one. See docs/mirrors.md.
 
 Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
-replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
+replaces it), HF_TOKEN, HF_USERNAME, HF_HUB_CACHE and HF_HOME (--cache),
+NO_COLOR, and the proxy variables
 (http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
 Exit status: 0 done or up to date, 1 error or incomplete download,

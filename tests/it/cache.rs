@@ -434,6 +434,47 @@ fn cache_and_local_dir_together_is_a_clear_error() {
 }
 
 #[test]
+fn include_exclude_and_help_in_the_cache() {
+    let hub = MockHub::start();
+    let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()));
+    let dir = tempdir();
+    let args = [
+        "org/name",
+        "--cache-dir",
+        "c",
+        "--include",
+        "*.json",
+        "sub/*",
+        "--exclude",
+        "*.txt",
+    ];
+    let out = hfd_ok(dir.path(), &hub, &args);
+    assert!(out.contains("Done. 2 files"), "{out}");
+    let repo_dir = dir.path().join("c/models--org--name");
+    let kept: Vec<HubFile> = files()
+        .into_iter()
+        .filter(|f| f.path == "config.json" || f.path == "sub/weights.bin")
+        .collect();
+    assert_layout(&repo_dir, &commit, &kept);
+    let snap = repo_dir.join("snapshots").join(&commit);
+    assert_eq!(all_files(&snap), ["config.json", "sub/weights.bin"]);
+    assert_eq!(served(&hub).0, blob_bytes(&kept));
+    // The rest later: only what is missing, and copy/weights.bin shares a blob.
+    reset(&hub);
+    let out = hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", "c"]);
+    assert!(out.contains("Done. 6 files"), "{out}");
+    assert_eq!(served(&hub).0, blob_bytes(&files()) - blob_bytes(&kept));
+    assert_layout(&repo_dir, &commit, &files());
+
+    let (code, help, _) = run(hfd_bin(dir.path()).arg("--help"));
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("--cache-dir <DIR>") && help.contains("hfd gpt2 --cache "),
+        "{help}"
+    );
+}
+
+#[test]
 fn cache_flag_uses_hf_hub_cache() {
     let hub = MockHub::start();
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()[..2]));
