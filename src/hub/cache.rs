@@ -88,6 +88,45 @@ pub fn is_commit_id(rev: &str) -> bool {
     rev.len() == 40 && rev.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
+/// huggingface_hub's cached listing of a commit (`_tree_cache.py`,
+/// `trees/<commit>.json`): with it, `snapshot_download` skips the tree call
+/// and, offline, tells a complete snapshot from an incomplete one. `None`
+/// when a file lacks what the format needs (a git blob id; an LFS sha256).
+pub fn tree_json(files: &[RepoFile]) -> Option<Vec<u8>> {
+    let mut out = serde_json::Map::new();
+    for f in files {
+        let mut e = serde_json::Map::new();
+        e.insert("size".into(), f.size.into());
+        e.insert("blob_id".into(), f.oid.clone()?.into());
+        if f.lfs {
+            e.insert("lfs_sha256".into(), f.sha256.clone()?.into());
+            e.insert("lfs_size".into(), f.size.into());
+        }
+        out.insert(f.path.clone(), e.into());
+    }
+    let doc = serde_json::json!({ "format_version": 1, "files": out });
+    serde_json::to_vec_pretty(&doc).ok()
+}
+
+/// Writes `trees/<commit>.json` in `folder` unless one is there (it may be
+/// huggingface_hub's own, with more in it).
+pub fn write_tree_in(folder: &Folder, commit: &str, files: &[RepoFile]) -> Result<(), String> {
+    if !is_commit_id(commit) {
+        return Ok(());
+    }
+    let Some(json) = tree_json(files) else {
+        return Ok(());
+    };
+    let trees = folder.sub(Path::new("trees")).map_err(|e| e.to_string())?;
+    let name = format!("{commit}.json");
+    if trees.stat(OsStr::new(&name)).is_some() {
+        return Ok(());
+    }
+    trees
+        .write_replace(OsStr::new(&name), &json)
+        .map_err(|e| e.to_string())
+}
+
 /// One repo's folder in the cache, its sub-folders held open.
 pub struct RepoCache {
     cache_dir: PathBuf,
@@ -192,6 +231,11 @@ impl RepoCache {
         folder
             .write_atomic(name, commit.as_bytes())
             .map_err(|e| e.to_string())
+    }
+
+    /// The commit's listing for huggingface_hub ([`tree_json`]).
+    pub fn write_tree(&self, commit: &str, files: &[RepoFile]) -> Result<(), String> {
+        write_tree_in(&self.repo, commit, files)
     }
 
     /// The commit `refs/<revision>` names, if any.

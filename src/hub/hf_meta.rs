@@ -35,6 +35,7 @@ pub struct Meta {
 /// A local dir's `.cache/huggingface/`.
 pub struct HfLocal {
     root: PathBuf,
+    hf: Folder,
     download: Folder,
 }
 
@@ -60,8 +61,15 @@ impl HfLocal {
         }
         Ok(HfLocal {
             root: root.to_path_buf(),
+            hf,
             download,
         })
+    }
+
+    /// `.cache/huggingface/trees/<commit>.json`, as huggingface_hub keeps
+    /// it for a local dir ([`super::cache::tree_json`]).
+    pub fn write_tree(&self, commit: &str, files: &[super::api::RepoFile]) -> Result<(), String> {
+        super::cache::write_tree_in(&self.hf, commit, files)
     }
 
     /// The folder of `rel`'s record and the record's name.

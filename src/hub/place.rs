@@ -11,7 +11,7 @@ use super::cache::{self, RepoCache, blob_name};
 use super::check::hash_key;
 use super::hf_meta::HfLocal;
 use super::run::{Options, Selection};
-use super::state::{LocalDir, Verified};
+use super::state::{Listing, LocalDir, Verified};
 
 /// Where the user asked for the files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +61,12 @@ impl Place {
                             opts.revision
                         )
                     })?;
+                if !cache::is_commit_id(&commit) {
+                    return Err(format!(
+                        "the endpoint named {commit:?} as the commit, which is not a commit id; \
+                         the cache cannot name a snapshot by it"
+                    ));
+                }
                 let cache = RepoCache::open(dir, opts.repo_type, &opts.repo)?;
                 let state = LocalDir::open_in(dir, cache.repo_rel())?;
                 Ok(Place {
@@ -149,13 +155,18 @@ impl Place {
         &self,
         opts: &Options,
         sel: &Selection<'_>,
+        listing: &Listing,
         verified: &Verified,
         commit: Option<&str>,
     ) -> Vec<String> {
         match &self.kind {
-            Kind::Cache { cache, commit, .. } => link_snapshot(cache, opts, sel, commit),
-            Kind::Local { root } => match commit {
-                Some(c) => record_local(root, sel, verified, c),
+            Kind::Cache { cache, commit, .. } => {
+                let mut w = link_snapshot(cache, opts, sel, commit);
+                w.extend(cache.write_tree(commit, &listing.files).err());
+                w
+            }
+            Kind::Local { root } => match commit.filter(|c| cache::is_commit_id(c)) {
+                Some(c) => record_local(root, sel, listing, verified, c),
                 None => Vec::new(),
             },
         }
@@ -195,6 +206,7 @@ fn link_snapshot(
 fn record_local(
     root: &Path,
     sel: &Selection<'_>,
+    listing: &Listing,
     verified: &Verified,
     commit: &str,
 ) -> Vec<String> {
@@ -202,7 +214,11 @@ fn record_local(
         Ok(h) => h,
         Err(e) => return vec![format!("huggingface_hub's records were not written: {e}")],
     };
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = hf
+        .write_tree(commit, &listing.files)
+        .err()
+        .into_iter()
+        .collect();
     for (f, rel) in sel.files.iter().zip(&sel.rels) {
         let Some(sum) = f.checksum() else { continue };
         let ok = verified

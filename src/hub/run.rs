@@ -180,7 +180,14 @@ async fn flow(
         what_is_here(opts, &place, &sel, &listing, &info, &cancel, ev).await?;
     if check.need.is_empty() {
         place.state.tidy_partials();
-        finish(opts, &place, &sel, &verified, info.sha.as_deref(), ev);
+        finish(
+            opts,
+            &place,
+            (&sel, &listing),
+            &verified,
+            info.sha.as_deref(),
+            ev,
+        );
         return Ok(Verdict::UpToDate {
             files: sel.files.len(),
             dir: place.shown().to_path_buf(),
@@ -194,7 +201,16 @@ async fn flow(
         creds,
         commit: info.sha.clone(),
     };
-    Ok(downloads.run(&place, &sel, check, &mut verified).await)
+    let verdict = downloads.run(&place, &sel, check, &mut verified).await;
+    finish(
+        opts,
+        &place,
+        (&sel, &listing),
+        &verified,
+        info.sha.as_deref(),
+        ev,
+    );
+    Ok(verdict)
 }
 
 /// Tells the place which files are here (snapshot links, refs, download
@@ -202,12 +218,12 @@ async fn flow(
 fn finish(
     opts: &Options,
     place: &Place,
-    sel: &Selection<'_>,
+    (sel, listing): (&Selection<'_>, &Listing),
     verified: &Verified,
     commit: Option<&str>,
     ev: &dyn Events,
 ) {
-    for w in place.finish(opts, sel, verified, commit) {
+    for w in place.finish(opts, sel, listing, verified, commit) {
         ev.event(Event::Warning(&w));
     }
 }
@@ -248,7 +264,6 @@ impl Downloads<'_> {
             counters: &counters,
         });
         let cancel = self.cancel.clone();
-        let (commit, events) = (self.commit.clone(), self.events.clone());
         let ctx = Arc::new(FileCtx {
             net: self.net,
             opts: opts.clone(),
@@ -275,14 +290,6 @@ impl Downloads<'_> {
         };
         let end = queue.run(check.need).await;
         place.state.tidy_partials();
-        finish(
-            opts,
-            place,
-            sel,
-            verified,
-            commit.as_deref(),
-            events.as_ref(),
-        );
         if cancel.is_cancelled() {
             Verdict::Interrupted
         } else if end.failed > 0 || end.left > 0 {

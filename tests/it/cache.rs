@@ -240,6 +240,25 @@ fn hfd_fills_a_cache_that_huggingface_hub_reads_and_reruns_fetch_nothing() {
         "revisions": [[commit, ["main"], 6]],
     }]);
     assert_eq!(repos, want);
+
+    // Online, huggingface_hub asks for the commit and nothing else: the
+    // file list is hfd's trees/<commit>.json, every file is in the snapshot.
+    reset(&hub);
+    let (code, out, err) = run_python(
+        &py,
+        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
+        &["org/name", &path_str(&cache)],
+        &[("HF_ENDPOINT", &hub.endpoint())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(served(&hub), (0, 0));
+    let paths: Vec<String> = hub
+        .hub()
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(paths, ["/api/models/org/name/revision/main"]);
 }
 
 #[test]
@@ -535,6 +554,14 @@ fn local_dir_records_work_both_ways() {
     reset(&hub);
     official("l");
     assert_eq!(served(&hub), (0, 0), "huggingface_hub downloaded again");
+    // hfd's trees/<commit>.json served as the file list.
+    let paths: Vec<String> = hub
+        .hub()
+        .requests()
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert!(paths.iter().all(|p| !p.contains("/tree/")), "{paths:?}");
     for f in files() {
         assert_eq!(
             sha256_file(&dir.path().join("l").join(&f.path)),
