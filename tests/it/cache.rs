@@ -494,6 +494,37 @@ fn include_exclude_and_help_in_the_cache() {
 }
 
 #[test]
+fn blobs_are_trusted_by_name_and_verify_hashes_them() {
+    let hub = MockHub::start();
+    let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()));
+    let dir = tempdir();
+    hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", "c"]);
+    // Bit rot in a blob: same size, other bytes.
+    let big = &files()[3];
+    let repo_dir = dir.path().join("c/models--org--name");
+    let blob = repo_dir.join("blobs").join(etag(big));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    reset(&hub);
+    let out = hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", "c"]);
+    assert!(
+        out.contains("Up to date"),
+        "a blob's name is its verified hash: {out}"
+    );
+    assert_eq!(served(&hub), (0, 0));
+    let out = hfd_ok(
+        dir.path(),
+        &hub,
+        &["org/name", "--cache-dir", "c", "--verify"],
+    );
+    assert!(out.contains("Done. 6 files"), "{out}");
+    assert_eq!(served(&hub), (big.spec.len(), 1));
+    assert_eq!(sha256_file(&blob), big.spec.sha256_hex());
+    assert_layout(&repo_dir, &commit, &files());
+}
+
+#[test]
 fn cache_flag_uses_hf_hub_cache() {
     let hub = MockHub::start();
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()[..2]));
