@@ -324,4 +324,30 @@ mod tests {
         assert!(c.write_ref("../x", &commit).is_err());
         assert!(dir.path().join("CACHEDIR.TAG").is_file());
     }
+
+    #[test]
+    fn tree_json_is_huggingface_hubs_format() {
+        let git = RepoFile {
+            path: "a.txt".into(),
+            size: 3,
+            oid: Some("1".repeat(40)),
+            lfs: false,
+            sha256: None,
+        };
+        let lfs = RepoFile {
+            path: "w.bin".into(),
+            size: 9,
+            oid: Some("2".repeat(40)),
+            lfs: true,
+            sha256: Some("3".repeat(64)),
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(&tree_json(&[git.clone(), lfs.clone()]).unwrap()).unwrap();
+        assert_eq!(v["format_version"], 1);
+        assert_eq!(v["files"]["a.txt"], serde_json::json!({"size": 3, "blob_id": "1".repeat(40)}));
+        assert_eq!(v["files"]["w.bin"]["lfs_sha256"], "3".repeat(64));
+        assert_eq!(v["files"]["w.bin"]["lfs_size"], 9);
+        let no_oid = RepoFile { oid: None, ..git };
+        assert!(tree_json(&[no_oid, lfs]).is_none());
+    }
 }

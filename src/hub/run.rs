@@ -10,12 +10,21 @@
 //! 3. Selection (hfd.sh's include/exclude), then a refusal of any name that
 //!    would leave the local dir, before a byte is written.
 //! 4. The local check: files whose fingerprint and hash are on record are
-//!    done; files of the right size without a record are hashed (and adopted
+//!    done (in the cache: blobs of the right size, named by their hash);
+//!    files of the right size without a record are hashed (and adopted
 //!    when they match); the rest are downloaded.
 //! 5. Downloads, `-j` files at a time with up to `-x` connections each, by
 //!    the engine: resolve once per file from the commit (so every file comes
 //!    from the same commit even if the branch moves meanwhile), data into
 //!    `.hfd/partial/`, checksum, then rename into place.
+//! 6. The finish: the place ([`super::place`]) makes what is here visible
+//!    the way huggingface_hub looks for it: snapshot links and the ref in
+//!    the cache, download records in a local dir (also when nothing needed
+//!    downloading, and after a failure or a stop, for what did arrive).
+//!
+//! Where files go (a local dir or the Hugging Face cache) is the place's
+//! business alone: the steps ask it where a file ends up and where its
+//! partial data lives.
 //!
 //! With several endpoints (`--endpoint` more than once) the first one
 //! answers steps 1 and 2, and each file's resolve URL on every endpoint is a
