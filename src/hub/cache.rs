@@ -344,7 +344,10 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_slice(&tree_json(&[git.clone(), lfs.clone()]).unwrap()).unwrap();
         assert_eq!(v["format_version"], 1);
-        assert_eq!(v["files"]["a.txt"], serde_json::json!({"size": 3, "blob_id": "1".repeat(40)}));
+        assert_eq!(
+            v["files"]["a.txt"],
+            serde_json::json!({"size": 3, "blob_id": "1".repeat(40)})
+        );
         assert_eq!(v["files"]["w.bin"]["lfs_sha256"], "3".repeat(64));
         assert_eq!(v["files"]["w.bin"]["lfs_size"], 9);
         let no_oid = RepoFile { oid: None, ..git };

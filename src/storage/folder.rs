@@ -346,10 +346,16 @@ mod tests {
         std::fs::write(dir.path().join("blob"), b"data").unwrap();
         std::fs::write(dir.path().join("name"), b"a copy").unwrap();
         f.symlink(Path::new("blob"), OsStr::new("name")).unwrap();
-        assert_eq!(f.read_link(OsStr::new("name")).unwrap(), PathBuf::from("blob"));
+        assert_eq!(
+            f.read_link(OsStr::new("name")).unwrap(),
+            PathBuf::from("blob")
+        );
         assert_eq!(std::fs::read(dir.path().join("name")).unwrap(), b"data");
         assert!(f.read_link(OsStr::new("blob")).is_none());
-        assert!(f.read_small(OsStr::new("name"), 100).is_none(), "a link was followed");
+        assert!(
+            f.read_small(OsStr::new("name"), 100).is_none(),
+            "a link was followed"
+        );
         assert_eq!(f.read_small(OsStr::new("blob"), 100).unwrap(), b"data");
         assert!(f.read_small(OsStr::new("blob"), 3).is_none());
         f.write_replace(OsStr::new("rec"), b"x").unwrap();
@@ -359,6 +365,10 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         names.sort();
-        assert_eq!(names, ["blob", "name", "rec"], "temporary names left behind");
+        assert_eq!(
+            names,
+            ["blob", "name", "rec"],
+            "temporary names left behind"
+        );
     }
 }
