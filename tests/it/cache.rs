@@ -525,6 +525,23 @@ fn blobs_are_trusted_by_name_and_verify_hashes_them() {
 }
 
 #[test]
+fn links_planted_in_the_cache_are_refused_not_written_through() {
+    let hub = MockHub::start();
+    hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()));
+    let dir = tempdir();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let repo_dir = dir.path().join("c/models--org--name");
+    std::fs::create_dir_all(&repo_dir).unwrap();
+    std::os::unix::fs::symlink(&outside, repo_dir.join("blobs")).unwrap();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/name", "--cache-dir", "c"]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("link"), "{err}");
+    assert!(all_files(&outside).is_empty(), "written through the link");
+    assert_eq!(served(&hub), (0, 0));
+}
+
+#[test]
 fn cache_flag_uses_hf_hub_cache() {
     let hub = MockHub::start();
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()[..2]));
