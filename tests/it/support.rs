@@ -85,10 +85,14 @@ pub fn all_files(dir: &Path) -> Vec<String> {
 }
 
 /// `p` (relative to a local dir) is one of huggingface_hub's files that
-/// hfd keeps beside the repo file `w`: its download record, or the
-/// folder's `.gitignore` and `CACHEDIR.TAG`.
+/// hfd keeps beside the repo file `w`: its download record, the folder's
+/// `.gitignore` and `CACHEDIR.TAG`, or a commit's `trees/<commit>.json`.
 pub fn is_hf_record(p: &str, w: &str) -> bool {
-    p == ".cache/huggingface/.gitignore"
+    let tree = p
+        .strip_prefix(".cache/huggingface/trees/")
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+    tree || p == ".cache/huggingface/.gitignore"
         || p == ".cache/huggingface/CACHEDIR.TAG"
         || p == format!(".cache/huggingface/download/{w}.metadata")
 }
