@@ -16,7 +16,7 @@ use super::generate::Generate;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
-use crate::hub::{DEFAULT_ENDPOINT, Endpoint, Options, RepoId, RepoType};
+use crate::hub::{DEFAULT_ENDPOINT, Dest, Endpoint, Options, RepoId, RepoType};
 use crate::net::NetOptions;
 use crate::ui::Verbosity;
 
@@ -29,6 +29,9 @@ Examples:
   hfd meta-llama/Llama-2-7b --hf_token hf_xxx -x 8   a gated repo: the token is enough
   hfd lavita/medical-qa-shared-task-v1-toy --dataset
   hfd bartowski/Phi-3.5-mini-instruct-exl2 --revision 5_0
+  hfd gpt2 --cache                 into the Hugging Face cache (~/.cache/huggingface/hub,
+                                   or $HF_HUB_CACHE / $HF_HOME/hub), where transformers finds it
+  hfd gpt2 --cache-dir /data/hf-cache --revision refs/pr/1
   HF_ENDPOINT=https://hf-mirror.com hfd gpt2
   hfd gpt2 --all-proxy socks5h://127.0.0.1:7890
   hfd gpt2 --max-overall-download-limit 5M   the whole repo at most 5 MiB/s,
@@ -59,6 +62,12 @@ others) before they get their final name; the token goes only to the
 endpoint (each endpoint, with several), never to the storage host a file
 redirects to, and is never written to disk. Interrupted downloads resume
 when the same command runs again; their state is in LOCAL_DIR/.hfd/.
+A local dir also gets huggingface_hub's download records
+(LOCAL_DIR/.cache/huggingface/), so `hf download --local-dir` finds the files
+current. --cache-dir DIR (or --cache) writes the Hugging Face cache layout
+instead: blobs named by hash (only complete, verified data gets that name),
+snapshots/<commit>/ of links, refs/; a cache huggingface_hub filled is used
+as it is. --cache-dir or --cache with --local-dir is an error.
 
 Several endpoints: the first --endpoint lists the repo, and every file is
 fetched from all of them at once, -x connections each, the work shared in
@@ -72,7 +81,8 @@ Per-connection throttling shows as an -x figure far above the 1-connection
 one. See docs/mirrors.md.
 
 Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
-replaces it), HF_TOKEN, HF_USERNAME, NO_COLOR, and the proxy variables
+replaces it), HF_TOKEN, HF_USERNAME, HF_HUB_CACHE and HF_HOME (--cache),
+NO_COLOR, and the proxy variables
 (http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
 Exit status: 0 done, up to date or dry run, 1 error or incomplete download
@@ -152,6 +162,17 @@ pub struct Args {
     /// Where to put the files [default: the part of REPO_ID after the first '/'].
     #[arg(long = "local-dir", visible_alias = "local_dir", value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
+
+    /// Download into the Hugging Face cache in DIR (models--ORG--NAME/ with
+    /// blobs, snapshots and refs, as huggingface_hub lays it out), where
+    /// transformers, diffusers and `hf` find the files.
+    #[arg(long = "cache-dir", visible_alias = "cache_dir", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Download into the default Hugging Face cache: $HF_HUB_CACHE, else
+    /// $HF_HOME/hub, else ~/.cache/huggingface/hub.
+    #[arg(long = "cache")]
+    pub cache: bool,
 
     /// Branch, tag, commit or PR ref (e.g. refs/pr/1).
     #[arg(long = "revision", value_name = "REV", default_value = "main")]
@@ -297,6 +318,44 @@ impl Args {
         )
     }
 
+    /// Where the files go: `--local-dir` (hfd.sh's default when nothing is
+    /// given), `--cache-dir`, or `--cache` (the default cache, found as
+    /// huggingface_hub finds it).
+    fn dest(&self, repo: &RepoId, env: &impl Fn(&str) -> Option<String>) -> Result<Dest, String> {
+        let cache_flag = match (&self.cache_dir, self.cache) {
+            (Some(_), true) => {
+                return Err("--cache-dir DIR and --cache both name a cache; give one".into());
+            }
+            (Some(_), false) => Some("--cache-dir"),
+            (None, true) => Some("--cache"),
+            (None, false) => None,
+        };
+        if let (Some(flag), Some(_)) = (cache_flag, &self.local_dir) {
+            return Err(format!(
+                "{flag} and --local-dir cannot be used together: {flag} puts the files in the \
+                 Hugging Face cache, --local-dir in a plain folder; choose one"
+            ));
+        }
+        let dir = match (&self.cache_dir, self.cache) {
+            (Some(d), _) => d.clone(),
+            (None, true) => crate::hub::cache::default_cache_dir(env)?,
+            (None, false) => {
+                let d = self
+                    .local_dir
+                    .clone()
+                    .unwrap_or_else(|| default_local_dir(repo));
+                if d.as_os_str().is_empty() {
+                    return Err("--local-dir must not be empty".into());
+                }
+                return Ok(Dest::LocalDir(d));
+            }
+        };
+        if dir.as_os_str().is_empty() {
+            return Err("--cache-dir must not be empty".into());
+        }
+        Ok(Dest::Cache(dir))
+    }
+
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
     /// (the process environment in the binary; a map in tests and the demo).
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
@@ -323,13 +382,7 @@ impl Args {
         }
         // Compiled here so a bad pattern fails before any request.
         let filter = crate::hub::filter::Filter::new(&self.include, &self.exclude)?;
-        let local_dir = self
-            .local_dir
-            .clone()
-            .unwrap_or_else(|| default_local_dir(&repo));
-        if local_dir.as_os_str().is_empty() {
-            return Err("--local-dir must not be empty".into());
-        }
+        let dest = self.dest(&repo, &env)?;
         Ok(Options {
             repo,
             repo_type: if self.dataset {
@@ -342,7 +395,7 @@ impl Args {
             mirrors,
             token,
             filter,
-            local_dir,
+            dest,
             connections: self.connections(),
             jobs: self.jobs.map_or(5, usize::from),
             max_jobs: self.max_jobs(),
@@ -383,13 +436,13 @@ mod tests {
             .unwrap();
         assert_eq!((fixed.jobs, fixed.max_jobs), (5, 5));
         assert_eq!(o.revision, "main");
-        assert_eq!(o.local_dir, PathBuf::from("name"));
+        assert_eq!(o.dest, Dest::LocalDir(PathBuf::from("name")));
         assert_eq!(o.endpoint.as_str(), "https://huggingface.co");
         assert_eq!(o.repo_type, RepoType::Model);
         assert!(o.token.is_none());
         assert_eq!(a.tool, "aria2c");
         let g = parse(&["gpt2"]).unwrap().options(no_env).unwrap();
-        assert_eq!(g.local_dir, PathBuf::from("gpt2"));
+        assert_eq!(g.dest, Dest::LocalDir(PathBuf::from("gpt2")));
     }
 
     #[test]
@@ -433,8 +486,35 @@ mod tests {
             .unwrap()
             .options(no_env)
             .unwrap();
-        assert_eq!(o.local_dir, PathBuf::from("x/y"));
+        assert_eq!(o.dest, Dest::LocalDir(PathBuf::from("x/y")));
         assert_eq!(o.revision, "refs/pr/1");
+    }
+
+    #[test]
+    fn cache_destinations() {
+        let env = |k: &str| match k {
+            "HF_HOME" => Some("/hf".to_string()),
+            "HOME" => Some("/home/u".to_string()),
+            _ => None,
+        };
+        let dest = |args: &[&str]| parse(args).unwrap().options(env).map(|o| o.dest);
+        assert_eq!(
+            dest(&["a/b", "--cache-dir", "/c"]).unwrap(),
+            Dest::Cache(PathBuf::from("/c"))
+        );
+        assert_eq!(
+            dest(&["a/b", "--cache"]).unwrap(),
+            Dest::Cache(PathBuf::from("/hf/hub"))
+        );
+        for both in [
+            &["a/b", "--cache-dir", "/c", "--local-dir", "x"][..],
+            &["a/b", "--local-dir", "x", "--cache"],
+        ] {
+            let e = dest(both).unwrap_err();
+            assert!(e.contains("--local-dir") && e.contains("--cache"), "{e}");
+        }
+        assert!(dest(&["a/b", "--cache", "--cache-dir", "/c"]).is_err());
+        assert!(parse(&["a/b", "--cache-dir", ""]).is_err());
     }
 
     #[test]

@@ -2,14 +2,17 @@
 //! on record are done; files of the right size without a record are hashed
 //! (and adopted when they match); the rest are downloaded.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::api::RepoFile;
 use super::events::{Event, Events};
+use super::place::Place;
 use super::run::{Options, Selection};
-use super::state::{self, LocalDir, Record, Verified};
+use super::state::{self, Record, Verified};
 use crate::engine::{self, Checksum};
 
 /// The verdict of the local check.
@@ -25,10 +28,11 @@ pub struct Check {
 
 impl Check {
     /// A file that is on disk and verified: counted, its leftovers tidied.
-    fn done(&mut self, local: &LocalDir, rel: &Path, size: u64) {
+    fn done(&mut self, place: &Place, f: &RepoFile, rel: &Path) {
         if self.leftovers {
-            local.forget_partial(rel);
+            place.forget_partial(f, rel);
         }
+        let size = f.size;
         self.done_files += 1;
         self.done_bytes = self.done_bytes.saturating_add(size);
     }
@@ -41,7 +45,7 @@ pub fn hash_key(c: &Checksum) -> String {
 /// What the check works with.
 pub struct Checker<'a> {
     pub opts: &'a Options,
-    pub local: &'a LocalDir,
+    pub place: &'a Place,
     pub sel: &'a Selection<'a>,
     pub commit: Option<&'a str>,
     pub cancel: &'a CancellationToken,
@@ -56,7 +60,7 @@ impl Checker<'_> {
             need: Vec::new(),
             done_files: 0,
             done_bytes: 0,
-            leftovers: self.local.has_partials(),
+            leftovers: self.place.state.has_partials(),
         };
         let to_hash = self.sort(verified, &mut check);
         if !to_hash.is_empty() {
@@ -72,19 +76,43 @@ impl Checker<'_> {
     }
 
     /// Files of the wrong size (or missing) are needed; those whose record
-    /// still holds are done; the rest are returned, to be hashed.
+    /// still holds are done; the rest are returned, to be hashed. In the
+    /// cache a blob of the right size is done (its name is its verified
+    /// hash), and a blob two files share is downloaded once.
     fn sort(&self, verified: &mut Verified, check: &mut Check) -> Vec<usize> {
         let (files, rels) = (&self.sel.files, &self.sel.rels);
+        let by_name = self.place.content_addressed();
         let mut to_hash = Vec::new();
+        let mut needed: HashSet<PathBuf> = HashSet::new();
         for (i, f) in files.iter().enumerate() {
-            let meta = match std::fs::metadata(self.local.output(&rels[i])) {
-                Ok(m) if m.is_file() && m.len() == f.size => m,
+            let out = self.place.output(f, &rels[i]);
+            // A blob is ours: a link there is not one (a local file may be
+            // the user's link to their copy).
+            let stat = |p: &PathBuf| {
+                if by_name {
+                    std::fs::symlink_metadata(p)
+                } else {
+                    std::fs::metadata(p)
+                }
+            };
+            let meta = match out.as_ref().map(stat) {
+                Some(Ok(m)) if m.is_file() && m.len() == f.size => m,
                 _ => {
                     verified.files.remove(&f.path);
-                    check.need.push(i);
+                    match out {
+                        // The same blob as a file already needed: it comes with it.
+                        Some(o) if by_name && !needed.insert(o.clone()) => {
+                            check.done(self.place, f, &rels[i])
+                        }
+                        _ => check.need.push(i),
+                    }
                     continue;
                 }
             };
+            if by_name && !self.opts.verify_all {
+                check.done(self.place, f, &rels[i]);
+                continue;
+            }
             let fp = state::fingerprint(&meta);
             let expected = f.checksum().map(|c| hash_key(&c));
             let record_ok = verified.files.get(&f.path).is_some_and(|r| {
@@ -93,7 +121,7 @@ impl Checker<'_> {
                     && expected.as_ref().is_none_or(|h| r.hash == *h)
             });
             if record_ok && !self.opts.verify_all {
-                check.done(self.local, &rels[i], f.size);
+                check.done(self.place, f, &rels[i]);
             } else if f.checksum().is_some() {
                 to_hash.push(i);
             } else {
@@ -118,7 +146,9 @@ impl Checker<'_> {
                 let sum = self.sel.files[i]
                     .checksum()
                     .expect("only files with a checksum are hashed");
-                let out = self.local.output(&self.sel.rels[i]);
+                let Some(out) = self.place.output(self.sel.files[i], &self.sel.rels[i]) else {
+                    continue;
+                };
                 running.spawn_blocking(move || {
                     let before = std::fs::metadata(&out).ok().map(|m| state::fingerprint(&m));
                     let got = engine::verify::digest_file(&out, &sum).ok();
@@ -169,6 +199,6 @@ impl Checker<'_> {
             fingerprint,
         };
         verified.files.insert(f.path.clone(), record);
-        check.done(self.local, &self.sel.rels[i], f.size);
+        check.done(self.place, f, &self.sel.rels[i]);
     }
 }

@@ -5,7 +5,7 @@
 //! Byte progress is not an event: the engine bumps [`Counters`] and the
 //! presenter samples them as often as it draws.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
@@ -73,7 +73,7 @@ pub enum Event<'a> {
     /// Why the run cannot go on (a bad repo, revision, access, ...).
     Error(&'a str),
     /// The verdict.
-    Finished(&'a Verdict<'a>),
+    Finished(&'a Verdict),
 }
 
 /// One selected file of a dry run.
@@ -86,21 +86,22 @@ pub struct Planned<'a> {
 }
 
 /// How a run ended, with what the user is told about it.
-pub enum Verdict<'a> {
+pub enum Verdict {
     /// `--dry-run`: what a run would download (`need` of `files`, `bytes`).
     DryRun {
         files: usize,
         need: usize,
         bytes: u64,
     },
+    /// `dir`: the local dir, or the snapshot folder in the cache.
     UpToDate {
         files: usize,
-        dir: &'a Path,
+        dir: PathBuf,
     },
     Done {
         files: usize,
         bytes: u64,
-        dir: &'a Path,
+        dir: PathBuf,
     },
     Incomplete {
         failed: usize,
@@ -111,7 +112,7 @@ pub enum Verdict<'a> {
     Failed,
 }
 
-impl Verdict<'_> {
+impl Verdict {
     pub fn status(&self) -> Status {
         match self {
             Verdict::UpToDate { .. } => Status::UpToDate,

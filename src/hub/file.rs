@@ -38,8 +38,9 @@ pub const ATTEMPTS_PER_FILE: u32 = 3;
 pub struct FileCtx {
     pub net: Net,
     pub opts: Options,
-    /// The local dir: no link below it is followed.
-    pub local_dir: PathBuf,
+    /// The folder the user named (local dir or cache): no link below it
+    /// is followed.
+    pub root: PathBuf,
     /// The listing's endpoint first, then `--endpoint`'s others.
     pub endpoints: Vec<Endpoint>,
     /// Endpoints that stopped answering during this run: later files do
@@ -169,9 +170,9 @@ fn spec_for(
     let mut spec = DownloadSpec::new(urls[0].clone(), out);
     spec.headers = ctx.creds.clone();
     spec.part_path = Some(part);
-    // No link below the local dir is followed: a repo's folder that is a
-    // link out of it is refused, not written through.
-    spec.root = Some(ctx.local_dir.clone());
+    // No link below the folder the user named is followed: a repo's folder
+    // that is a link out of it is refused, not written through.
+    spec.root = Some(ctx.root.clone());
     spec.per_source = ctx.opts.connections;
     spec.retry = ctx.retry.clone();
     spec.checksum = f.checksum();

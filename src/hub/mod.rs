@@ -5,6 +5,8 @@
 //! - [`filter`]: hfd.sh's `--include`/`--exclude` semantics;
 //! - [`api`]: repo info, tree size, the paginated tree, error answers;
 //! - [`state`]: the local dir's `.hfd/` folder, path safety, fingerprints;
+//! - [`place`]: where files go: a local dir (with huggingface_hub's
+//!   records, [`hf_meta`]) or the Hugging Face cache ([`cache`]);
 //! - [`run`]: one run from repo info to the verdict, in steps:
 //!   [`listing`] (the file list), [`check`] (what is already here),
 //!   [`queue`] (`-j` files at a time), [`file`] (one file, its endpoints
@@ -19,18 +21,22 @@
 
 pub mod api;
 pub mod bench;
+pub mod cache;
 mod check;
 pub mod endpoint;
 pub mod events;
 mod file;
 pub mod filter;
+pub mod hf_meta;
 pub mod identity;
 mod listing;
 pub mod messages;
 mod origin;
+pub mod place;
 mod queue;
 pub mod run;
 pub mod state;
 
 pub use endpoint::{DEFAULT_ENDPOINT, Endpoint, RepoId, RepoType};
+pub use place::Dest;
 pub use run::{Options, Status, run};

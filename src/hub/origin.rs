@@ -26,7 +26,7 @@ pub async fn info(
     ep: &Endpoint,
     mirror: &RepoInfo,
     ev: &dyn Events,
-) -> Result<RepoInfo, Verdict<'static>> {
+) -> Result<RepoInfo, Verdict> {
     let info = match api.info(opts.repo_type, &opts.repo, &opts.revision).await {
         Ok(i) => i,
         Err(ApiError::Interrupted) => return Err(Verdict::Interrupted),

@@ -10,8 +10,9 @@ use tokio::task::JoinSet;
 
 use super::events::{Counters, Event, FileError};
 use super::file::{FileCtx, FileResult, download_file};
+use super::place::Place;
 use super::run::Selection;
-use super::state::{LocalDir, Verified};
+use super::state::Verified;
 use crate::engine::adaptive::{Adaptive, Growth};
 
 /// How the queue ended.
@@ -24,7 +25,7 @@ pub struct QueueEnd {
 /// Everything the queue works on.
 pub struct Queue<'a> {
     pub ctx: Arc<FileCtx>,
-    pub local: &'a LocalDir,
+    pub place: &'a Place,
     pub sel: &'a Selection<'a>,
     pub verified: &'a mut Verified,
     pub counters: &'a Counters,
@@ -62,8 +63,13 @@ impl Queue<'_> {
                 permit = ctx.permits.clone().acquire_owned(), if want_more => {
                     let (Ok(permit), Some(i)) = (permit, queue.next()) else { continue };
                     let (f, rel) = (self.sel.files[i].clone(), &self.sel.rels[i]);
-                    let (out, part) = (self.local.output(rel), self.local.partial(rel));
-                    running.spawn(download_file(ctx.clone(), f, out, part, permit));
+                    match (self.place.output(&f, rel), self.place.partial(&f, rel)) {
+                        (Some(out), Some(part)) => {
+                            running.spawn(download_file(ctx.clone(), f, out, part, permit));
+                        }
+                        // Refused before the queue (`Place::refusal`); never here.
+                        _ => failed += 1,
+                    }
                     continue;
                 }
                 _ = grow_tick.tick(), if want_more && growth.as_ref().is_some_and(|g| !g.stopped()) => {
@@ -152,7 +158,7 @@ impl Queue<'_> {
     }
 
     fn save(&self) {
-        if let Err(e) = self.local.save_verified(self.verified) {
+        if let Err(e) = self.place.state.save_verified(self.verified) {
             self.ctx.events.event(Event::Warning(&e));
         }
     }

@@ -10,12 +10,21 @@
 //! 3. Selection (hfd.sh's include/exclude), then a refusal of any name that
 //!    would leave the local dir, before a byte is written.
 //! 4. The local check: files whose fingerprint and hash are on record are
-//!    done; files of the right size without a record are hashed (and adopted
+//!    done (in the cache: blobs of the right size, named by their hash);
+//!    files of the right size without a record are hashed (and adopted
 //!    when they match); the rest are downloaded.
 //! 5. Downloads, `-j` files at a time with up to `-x` connections each, by
 //!    the engine: resolve once per file from the commit (so every file comes
 //!    from the same commit even if the branch moves meanwhile), data into
 //!    `.hfd/partial/`, checksum, then rename into place.
+//! 6. The finish: the place ([`super::place`]) makes what is here visible
+//!    the way huggingface_hub looks for it: snapshot links and the ref in
+//!    the cache, download records in a local dir (also when nothing needed
+//!    downloading, and after a failure or a stop, for what did arrive).
+//!
+//! Where files go (a local dir or the Hugging Face cache) is the place's
+//! business alone: the steps ask it where a file ends up and where its
+//! partial data lives.
 //!
 //! With several endpoints (`--endpoint` more than once) the first one
 //! answers steps 1 and 2, and each file's resolve URL on every endpoint is a
@@ -42,8 +51,9 @@ use super::file::FileCtx;
 use super::filter::Filter;
 use super::listing::file_list;
 use super::messages::{gated_message, info_error};
+use super::place::{Dest, Place};
 use super::queue::Queue;
-use super::state::{self, Listing, LocalDir, Verified};
+use super::state::{self, Listing, Verified};
 use crate::client::RetryPolicy;
 use crate::engine::limit::RateLimit;
 use crate::net::Net;
@@ -64,7 +74,8 @@ pub struct Options {
     pub token: Option<String>,
     /// `--include` / `--exclude`, compiled once when the options are made.
     pub filter: Filter,
-    pub local_dir: PathBuf,
+    /// A local dir, or the Hugging Face cache.
+    pub dest: Dest,
     /// `-x`: connections per file.
     pub connections: usize,
     /// `-j`: files at a time (at the start, when adaptive).
@@ -146,15 +157,15 @@ pub async fn run(
 }
 
 /// A step of the run: its result, or the verdict that ends the run.
-type Step<'a, T> = Result<T, Verdict<'a>>;
+type Step<T> = Result<T, Verdict>;
 
 /// The steps in order; see the module documentation.
-async fn flow<'a>(
-    opts: &'a Options,
+async fn flow(
+    opts: &Options,
     net: Net,
     cancel: CancellationToken,
     events: &Arc<dyn Events>,
-) -> Step<'a, Verdict<'a>> {
+) -> Step<Verdict> {
     let ev: &dyn Events = events.as_ref();
     let creds = credentials(opts.token.as_deref()).map_err(|e| failed(ev, &e))?;
     ev.event(Event::Started {
@@ -186,15 +197,11 @@ async fn flow<'a>(
             (o_api, o_info)
         }
     };
-    let local = if opts.dry_run {
-        LocalDir::peek(&opts.local_dir)
-    } else {
-        LocalDir::open(&opts.local_dir).map_err(|e| failed(ev, &e))?
-    };
-    if let Err(e) = local.save_metadata(&info.raw) {
+    let place = Place::open(opts, info.sha.as_deref()).map_err(|e| failed(ev, &e))?;
+    if let Err(e) = place.state.save_metadata(&info.raw) {
         ev.event(Event::Warning(&e));
     }
-    let listing = match file_list(opts, &api, &local, &info, ev).await {
+    let listing = match file_list(opts, &api, &place.state, &info, ev).await {
         Ok(l) => l,
         Err(ApiError::Interrupted) => return Err(Verdict::Interrupted),
         Err(e) => {
@@ -202,17 +209,25 @@ async fn flow<'a>(
             return Err(failed(ev, &msg));
         }
     };
-    let sel = select(opts, &listing, &local, ev)?;
+    let sel = select(opts, &listing, &place, ev)?;
     let (check, mut verified) =
-        what_is_here(opts, &local, &sel, &listing, &info, &cancel, ev).await?;
+        what_is_here(opts, &place, &sel, &listing, &info, &cancel, ev).await?;
     if opts.dry_run {
-        return Ok(plan(opts, &sel, &check, ev));
+        return Ok(plan(&place, &sel, &check, ev));
     }
     if check.need.is_empty() {
-        local.tidy_partials();
+        place.state.tidy_partials();
+        finish(
+            opts,
+            &place,
+            (&sel, &listing),
+            &verified,
+            info.sha.as_deref(),
+            ev,
+        );
         return Ok(Verdict::UpToDate {
             files: sel.files.len(),
-            dir: &opts.local_dir,
+            dir: place.shown().to_path_buf(),
         });
     }
     let downloads = Downloads {
@@ -223,7 +238,31 @@ async fn flow<'a>(
         creds,
         commit: info.sha.clone(),
     };
-    Ok(downloads.run(&local, &sel, check, &mut verified).await)
+    let verdict = downloads.run(&place, &sel, check, &mut verified).await;
+    finish(
+        opts,
+        &place,
+        (&sel, &listing),
+        &verified,
+        info.sha.as_deref(),
+        ev,
+    );
+    Ok(verdict)
+}
+
+/// Tells the place which files are here (snapshot links, refs, download
+/// records), saying what went wrong without changing the verdict.
+fn finish(
+    opts: &Options,
+    place: &Place,
+    (sel, listing): (&Selection<'_>, &Listing),
+    verified: &Verified,
+    commit: Option<&str>,
+    ev: &dyn Events,
+) {
+    for w in place.finish(opts, sel, listing, verified, commit) {
+        ev.event(Event::Warning(&w));
+    }
 }
 
 /// Step 5, and what it needs besides the local dir and the selection.
@@ -237,17 +276,17 @@ struct Downloads<'a> {
     commit: Option<String>,
 }
 
-impl<'a> Downloads<'a> {
+impl Downloads<'_> {
     /// Downloads what `check` found missing; the verdict.
     async fn run(
         self,
-        local: &LocalDir,
+        place: &Place,
         sel: &Selection<'_>,
         check: Check,
         verified: &mut Verified,
-    ) -> Verdict<'a> {
+    ) -> Verdict {
         let opts = self.opts;
-        let resuming = check.done_files > 0 || local.has_partials();
+        let resuming = check.done_files > 0 || place.state.has_partials();
         let counters = Counters::new(sel.files.len(), sel.bytes);
         counters.files_done.store(check.done_files, Relaxed);
         counters.bytes.add_existing(check.done_bytes);
@@ -256,7 +295,7 @@ impl<'a> Downloads<'a> {
             .collect();
         self.events.event(Event::Downloading {
             files: sel.files.len(),
-            dir: &opts.local_dir,
+            dir: place.shown(),
             resuming,
             endpoints: &endpoints,
             verify_origin: opts.verify_origin.as_ref(),
@@ -266,7 +305,7 @@ impl<'a> Downloads<'a> {
         let ctx = Arc::new(FileCtx {
             net: self.net,
             opts: opts.clone(),
-            local_dir: local.root().to_path_buf(),
+            root: place.root().to_path_buf(),
             down: endpoints.iter().map(|_| AtomicBool::new(false)).collect(),
             endpoints,
             url_rev: self.commit.clone().unwrap_or_else(|| opts.revision.clone()),
@@ -280,7 +319,7 @@ impl<'a> Downloads<'a> {
         });
         let queue = Queue {
             ctx,
-            local,
+            place,
             sel,
             verified,
             counters: &counters,
@@ -288,7 +327,7 @@ impl<'a> Downloads<'a> {
             max_jobs: opts.max_jobs,
         };
         let end = queue.run(check.need).await;
-        local.tidy_partials();
+        place.state.tidy_partials();
         if cancel.is_cancelled() {
             Verdict::Interrupted
         } else if end.failed > 0 || end.left > 0 {
@@ -300,7 +339,7 @@ impl<'a> Downloads<'a> {
             Verdict::Done {
                 files: sel.files.len(),
                 bytes: sel.bytes,
-                dir: &opts.local_dir,
+                dir: place.shown().to_path_buf(),
             }
         }
     }
@@ -308,7 +347,7 @@ impl<'a> Downloads<'a> {
 
 /// `--dry-run`'s end: each selected file, whether the local check found it
 /// current, and what a run would fetch.
-fn plan<'a>(opts: &'a Options, sel: &Selection<'_>, check: &Check, ev: &dyn Events) -> Verdict<'a> {
+fn plan(place: &Place, sel: &Selection<'_>, check: &Check, ev: &dyn Events) -> Verdict {
     let mut current = vec![true; sel.files.len()];
     for &i in &check.need {
         current[i] = false;
@@ -325,7 +364,7 @@ fn plan<'a>(opts: &'a Options, sel: &Selection<'_>, check: &Check, ev: &dyn Even
         .collect();
     ev.event(Event::Plan {
         files: &files,
-        dir: &opts.local_dir,
+        dir: place.shown(),
     });
     let bytes = check
         .need
@@ -339,13 +378,13 @@ fn plan<'a>(opts: &'a Options, sel: &Selection<'_>, check: &Check, ev: &dyn Even
 }
 
 /// Says why the run cannot go on.
-pub(super) fn failed(events: &dyn Events, msg: &str) -> Verdict<'static> {
+pub(super) fn failed(events: &dyn Events, msg: &str) -> Verdict {
     events.event(Event::Error(msg));
     Verdict::Failed
 }
 
 /// Step 1: repo info, refused when disabled or gated without a token.
-async fn repo_info(opts: &Options, api: &Api, ev: &dyn Events) -> Step<'static, RepoInfo> {
+async fn repo_info(opts: &Options, api: &Api, ev: &dyn Events) -> Step<RepoInfo> {
     let info = match api.info(opts.repo_type, &opts.repo, &opts.revision).await {
         Ok(i) => i,
         Err(ApiError::Interrupted) => return Err(Verdict::Interrupted),
@@ -379,9 +418,9 @@ pub struct Selection<'a> {
 fn select<'a>(
     opts: &Options,
     listing: &'a Listing,
-    local: &LocalDir,
+    place: &Place,
     ev: &dyn Events,
-) -> Result<Selection<'a>, Verdict<'static>> {
+) -> Result<Selection<'a>, Verdict> {
     let files: Vec<&RepoFile> = listing
         .files
         .iter()
@@ -409,7 +448,10 @@ fn select<'a>(
         );
         return Err(failed(ev, &msg));
     }
-    if let Err(e) = local.save_manifest(&files) {
+    if let Some(why) = place.refusal(&files) {
+        return Err(failed(ev, &why));
+    }
+    if let Err(e) = place.state.save_manifest(&files) {
         ev.event(Event::Warning(&e));
     }
     let bytes = files.iter().fold(0u64, |a, f| a.saturating_add(f.size));
@@ -421,28 +463,28 @@ fn select<'a>(
 /// this time kept for a later `--include`).
 async fn what_is_here(
     opts: &Options,
-    local: &LocalDir,
+    place: &Place,
     sel: &Selection<'_>,
     listing: &Listing,
     info: &RepoInfo,
     cancel: &CancellationToken,
     ev: &dyn Events,
-) -> Step<'static, (Check, Verified)> {
-    let mut verified = local.load_verified();
+) -> Step<(Check, Verified)> {
+    let mut verified = place.state.load_verified();
     let listed: HashSet<&str> = listing.files.iter().map(|f| f.path.as_str()).collect();
     verified
         .files
         .retain(|path, _| listed.contains(path.as_str()));
     let checker = Checker {
         opts,
-        local,
+        place,
         sel,
         commit: info.sha.as_deref(),
         cancel,
         events: ev,
     };
     let checked = checker.run(&mut verified).await;
-    let saved = local.save_verified(&verified);
+    let saved = place.state.save_verified(&verified);
     let Some(check) = checked else {
         return Err(Verdict::Interrupted);
     };

@@ -141,9 +141,16 @@ impl LocalDir {
     /// Creates `root/.hfd/` and takes its lock; a second hfd on the same
     /// folder is refused rather than left to fight over the state files.
     pub fn open(root: &Path) -> Result<LocalDir, String> {
-        let hfd = root.join(HFD_DIR);
+        LocalDir::open_in(root, Path::new(""))
+    }
+
+    /// The state in `root/base/.hfd/`: `root` is the folder the user named
+    /// (followed), `base` a folder of ours below it (not followed), as the
+    /// repo's folder in the Hugging Face cache.
+    pub fn open_in(root: &Path, base: &Path) -> Result<LocalDir, String> {
+        let hfd = root.join(base).join(HFD_DIR);
         let hfd_dir = Folder::open(root)
-            .and_then(|top| top.sub(Path::new(HFD_DIR)))
+            .and_then(|top| top.sub(&base.join(HFD_DIR)))
             .and_then(|d| d.sub(Path::new("partial")).map(|_| d))
             .map_err(|e| e.to_string())?;
         let lock_path = hfd.join("lock");
@@ -155,7 +162,7 @@ impl LocalDir {
             Err(rustix::io::Errno::WOULDBLOCK) => {
                 return Err(format!(
                     "another hfd is already downloading into {}; wait for it to finish",
-                    root.display()
+                    root.join(base).display()
                 ));
             }
             Err(e) => return Err(format!("cannot lock {}: {e}", lock_path.display())),

@@ -210,6 +210,65 @@ impl Folder {
         res
     }
 
+    /// Writes `name` whole through a temporary file and a rename, without
+    /// syncing: for small records whose loss costs only a recomputation
+    /// (a reader never sees a torn file, but a power cut may lose it).
+    pub fn write_replace(&self, name: &OsStr, bytes: &[u8]) -> Result<(), StorageError> {
+        use std::io::Write as _;
+        let mut tmp = name.to_owned();
+        tmp.push(".tmp");
+        let res = (|| {
+            let mut f = self.open_file(&tmp, Open::Truncate)?;
+            f.write_all(bytes)
+                .map_err(|e| StorageError::io(self.path_of(&tmp), "write", e))?;
+            self.rename(&tmp, self, name)
+                .map_err(|e| StorageError::io(self.path_of(name), "rename into place", e))
+        })();
+        if res.is_err() {
+            let _ = self.remove(&tmp);
+        }
+        res
+    }
+
+    /// The content of the regular file `name`, at most `max` bytes; `None`
+    /// when it is missing, larger, or a link (not followed).
+    pub fn read_small(&self, name: &OsStr, max: u64) -> Option<Vec<u8>> {
+        use std::io::Read as _;
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(self.fd.as_fd(), name, flags, Mode::empty()).ok()?;
+        let mut f = File::from(fd);
+        if f.metadata().ok()?.len() > max {
+            return None;
+        }
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).ok()?;
+        Some(v)
+    }
+
+    /// Where the link `name` points; `None` when it is not a link.
+    pub fn read_link(&self, name: &OsStr) -> Option<PathBuf> {
+        let t = rustix::fs::readlinkat(self.fd.as_fd(), name, Vec::new()).ok()?;
+        let bytes: Vec<u8> = t.into_bytes();
+        Some(PathBuf::from(
+            <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(bytes),
+        ))
+    }
+
+    /// Makes `name` a symbolic link to `target`, replacing whatever file or
+    /// link had that name in one rename (a reader sees the old entry or the
+    /// new link, never nothing). A folder of that name is not replaced.
+    pub fn symlink(&self, target: &Path, name: &OsStr) -> Result<(), StorageError> {
+        let mut tmp = name.to_owned();
+        tmp.push(".hfd-link");
+        let _ = self.remove(&tmp);
+        rustix::fs::symlinkat(target, self.fd.as_fd(), &tmp)
+            .map_err(|e| StorageError::io(self.path_of(name), "create a link", e.into()))?;
+        self.rename(&tmp, self, name).map_err(|e| {
+            let _ = self.remove(&tmp);
+            StorageError::io(self.path_of(name), "create a link", e)
+        })
+    }
+
     /// Makes creates, renames and removals in this folder durable.
     pub fn sync(&self) -> io::Result<()> {
         rustix::fs::fsync(self.fd.as_fd()).map_err(Into::into)
@@ -278,5 +337,38 @@ mod tests {
         assert!(f.stat(OsStr::new("f.part")).is_some_and(|e| !e.is_file));
         f.remove(OsStr::new("y")).unwrap();
         f.remove(OsStr::new("y")).unwrap();
+    }
+
+    #[test]
+    fn links_replace_entries_and_small_reads_do_not_follow() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Folder::open(dir.path()).unwrap();
+        std::fs::write(dir.path().join("blob"), b"data").unwrap();
+        std::fs::write(dir.path().join("name"), b"a copy").unwrap();
+        f.symlink(Path::new("blob"), OsStr::new("name")).unwrap();
+        assert_eq!(
+            f.read_link(OsStr::new("name")).unwrap(),
+            PathBuf::from("blob")
+        );
+        assert_eq!(std::fs::read(dir.path().join("name")).unwrap(), b"data");
+        assert!(f.read_link(OsStr::new("blob")).is_none());
+        assert!(
+            f.read_small(OsStr::new("name"), 100).is_none(),
+            "a link was followed"
+        );
+        assert_eq!(f.read_small(OsStr::new("blob"), 100).unwrap(), b"data");
+        assert!(f.read_small(OsStr::new("blob"), 3).is_none());
+        f.write_replace(OsStr::new("rec"), b"x").unwrap();
+        assert_eq!(std::fs::read(dir.path().join("rec")).unwrap(), b"x");
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["blob", "name", "rec"],
+            "temporary names left behind"
+        );
     }
 }

@@ -113,7 +113,7 @@ impl Presenter {
         }
     }
 
-    fn verdict(&self, v: &Verdict<'_>) {
+    fn verdict(&self, v: &Verdict) {
         self.stop_live();
         match v {
             Verdict::UpToDate { files, dir } => self.out(

@@ -4,13 +4,22 @@
 //! checked by sha256 and a fresh local dir starts the next round; at the end
 //! the bytes the servers sent twice are counted.
 //!
-//! CI runs a short campaign (30 kills). The full one is
+//! With `cache` set, the same into the Hugging Face cache (`--cache-dir`):
+//! after every kill, every file under `blobs/` must have the hash that is
+//! its name (nothing half-written ever gets a blob's name).
+//!
+//! CI runs a short campaign (30 kills, and 15 into the cache). The full one is
 //! `HFD_CAMPAIGN_KILLS=500 cargo test --release --test it -- --ignored --nocapture hfd_crash_campaign_full`
 //! (see `benches/crash_campaign_hfd.sh`); its results are in docs/reliability.md.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use std::collections::HashSet;
+use std::path::Path;
+
+use hfd::engine::Checksum;
+use hfd::engine::verify::digest_file;
 use hfd_testserver::hub::{MockHub, RepoSpec};
 
 use crate::crash::{Campaign, campaign_seed, env_u64, report};
@@ -31,6 +40,35 @@ struct Setup {
     per_conn: u64,
     /// Kill times, ms after the start, uniform in this range.
     window: (u64, u64),
+    /// Into the Hugging Face cache (`--cache-dir`) instead of a local dir.
+    cache: bool,
+}
+
+/// Files under `blobs/` of a cache repo folder whose content is not the
+/// hash their name says (or that have no hash for a name): each is
+/// counted, and named on stderr. `seen` holds blobs already checked.
+fn bad_blobs(repo: &Path, seen: &mut HashSet<String>) -> u64 {
+    let mut bad = 0;
+    for name in all_files(&repo.join("blobs")) {
+        if seen.contains(&name) {
+            continue;
+        }
+        let sum = match name.len() {
+            64 => Checksum::sha256(&name),
+            40 => Checksum::git_blob_sha1(&name),
+            _ => Err(String::new()),
+        };
+        let ok = sum.is_ok_and(|c| {
+            digest_file(&repo.join("blobs").join(&name), &c).is_ok_and(|h| h == c.hex())
+        });
+        if ok {
+            seen.insert(name);
+        } else {
+            eprintln!("blobs/{name} is not what its name says: CORRUPTED");
+            bad += 1;
+        }
+    }
+    bad
 }
 
 /// Bytes of repo files the servers sent: LFS bytes from the CDN and git
@@ -57,8 +95,18 @@ fn campaign(s: &Setup) -> Campaign {
         .map(|f| (f.path.clone(), f.spec.sha256_hex()))
         .collect();
     let round_bytes: u64 = repo.files.iter().map(|f| f.spec.len()).sum();
-    hub.add_repo(repo);
+    let commit = hub.add_repo(repo);
     let dir = tempdir();
+    // Where round `r`'s files are, and (in the cache) the repo's folder.
+    let repo_dir = |round: u64| dir.path().join(format!("r{round}/models--org--camp"));
+    let files_dir = |round: u64| {
+        if s.cache {
+            repo_dir(round).join("snapshots").join(&commit)
+        } else {
+            dir.path().join(format!("r{round}"))
+        }
+    };
+    let mut seen_blobs = HashSet::new();
     let log = dir.path().join("stderr.log");
     let mut rng = fastrand::Rng::with_seed(seed);
     let started = Instant::now();
@@ -77,7 +125,12 @@ fn campaign(s: &Setup) -> Campaign {
     let args = |round: u64| {
         vec![
             "org/camp".to_string(),
-            "--local-dir".into(),
+            if s.cache {
+                "--cache-dir"
+            } else {
+                "--local-dir"
+            }
+            .into(),
             format!("r{round}"),
             "-x".into(),
             s.conns.to_string(),
@@ -87,8 +140,8 @@ fn campaign(s: &Setup) -> Campaign {
         ]
     };
     // A whole repo is in place: check it, then start the next round afresh.
-    let check = |round: u64, c: &mut Campaign| {
-        let local = dir.path().join(format!("r{round}"));
+    let check = |round: u64, c: &mut Campaign, seen: &mut HashSet<String>| {
+        let local = files_dir(round);
         for (path, sha) in &want {
             if sha256_file(&local.join(path)) != *sha {
                 c.corrupted += 1;
@@ -96,14 +149,31 @@ fn campaign(s: &Setup) -> Campaign {
             }
             c.files_completed += 1;
         }
-        let left: Vec<String> = all_files(&local.join(".hfd/partial"));
+        let state = if s.cache {
+            repo_dir(round)
+        } else {
+            local.clone()
+        };
+        let left: Vec<String> = all_files(&state.join(".hfd/partial"));
         assert!(
             left.is_empty(),
             "seed {seed}: round {round}: leftovers {left:?}"
         );
+        if s.cache {
+            c.corrupted += bad_blobs(&repo_dir(round), seen);
+            // Every file has its blob (their contents all differ), and
+            // nothing else is there.
+            let blobs = all_files(&repo_dir(round).join("blobs"));
+            assert_eq!(blobs.len(), want.len(), "seed {seed}: {blobs:?}");
+            seen.clear();
+            std::fs::remove_dir_all(dir.path().join(format!("r{round}"))).unwrap();
+            return;
+        }
         let extra: Vec<String> = all_files(&local)
             .into_iter()
-            .filter(|p| !p.starts_with(".hfd/") && !want.iter().any(|(w, _)| w == p))
+            .filter(|p| {
+                !p.starts_with(".hfd/") && !want.iter().any(|(w, _)| w == p || is_hf_record(p, w))
+            })
             .collect();
         assert!(
             extra.is_empty(),
@@ -129,7 +199,7 @@ fn campaign(s: &Setup) -> Campaign {
                     "seed {seed}: hfd failed: {}",
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
-                check(round, &mut c);
+                check(round, &mut c, &mut seen_blobs);
                 rounds_done += 1;
                 round += 1;
             }
@@ -138,6 +208,9 @@ fn campaign(s: &Setup) -> Campaign {
                 child.wait().unwrap();
                 busy += t0.elapsed();
                 c.kills += 1;
+                if s.cache {
+                    c.corrupted += bad_blobs(&repo_dir(round), &mut seen_blobs);
+                }
             }
         }
     }
@@ -148,7 +221,7 @@ fn campaign(s: &Setup) -> Campaign {
     let (code, out, err) = run(&mut cmd);
     busy += t0.elapsed();
     assert_eq!(code, 0, "seed {seed}: {out}{err}");
-    check(round, &mut c);
+    check(round, &mut c, &mut seen_blobs);
     rounds_done += 1;
     let served = file_bytes_served(&hub);
     c.fetched_twice = served.saturating_sub(rounds_done * round_bytes);
@@ -168,6 +241,7 @@ fn hfd_crash_campaign_short() {
         jobs: 4,
         per_conn: 2 << 20,
         window: (100, 2000),
+        cache: false,
     });
     let lost = report(&c);
     assert_eq!(c.corrupted, 0, "seed {}", c.seed);
@@ -188,8 +262,31 @@ fn hfd_crash_campaign_full() {
         jobs: 4,
         per_conn: 2 << 20,
         window: (50, 3000),
+        cache: false,
     });
     let lost = report(&c);
     assert_eq!(c.corrupted, 0, "seed {}", c.seed);
+    assert!(lost <= 2.5, "seed {}: {lost:.2} s lost per kill", c.seed);
+}
+
+/// `kill -9` into the Hugging Face cache: every round ends with every file
+/// byte-exact behind its snapshot link, and no kill ever leaves a file
+/// under `blobs/` that is not complete and verified.
+#[test]
+fn hfd_crash_campaign_into_the_cache() {
+    let c = campaign(&Setup {
+        kills: 15,
+        max_time: Duration::from_secs(30),
+        files: 10,
+        sizes: (1 << 20)..(3 << 20),
+        conns: 4,
+        jobs: 4,
+        per_conn: 2 << 20,
+        window: (100, 1500),
+        cache: true,
+    });
+    let lost = report(&c);
+    assert_eq!(c.corrupted, 0, "seed {}", c.seed);
+    assert!(c.kills >= 5, "seed {}: only {} kills", c.seed, c.kills);
     assert!(lost <= 2.5, "seed {}: {lost:.2} s lost per kill", c.seed);
 }

@@ -34,14 +34,15 @@ fn hfd(dir: &Path, hub: &MockHub) -> Command {
     c
 }
 
-/// Files under `dir` (relative, sorted), `.hfd/` left out.
-fn tree(dir: &Path) -> Vec<String> {
+/// Files under `dir` (relative, sorted), `.hfd/` and huggingface_hub's
+/// `.cache/` (its download records, checked in `cache.rs`) left out.
+pub fn tree(dir: &Path) -> Vec<String> {
     fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
         for e in std::fs::read_dir(d).unwrap() {
             let e = e.unwrap();
             let p = e.path();
             if e.file_type().unwrap().is_dir() {
-                if p.file_name().is_some_and(|n| n == ".hfd") && d == base {
+                if p.file_name().is_some_and(|n| n == ".hfd" || n == ".cache") && d == base {
                     continue;
                 }
                 walk(base, &p, out);

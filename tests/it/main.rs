@@ -2,6 +2,7 @@
 //! Every test talks only to servers it starts on loopback.
 
 mod adaptive;
+mod cache;
 mod cli;
 mod control;
 mod crash;

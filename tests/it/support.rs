@@ -84,6 +84,19 @@ pub fn all_files(dir: &Path) -> Vec<String> {
     out
 }
 
+/// `p` (relative to a local dir) is one of huggingface_hub's files that
+/// hfd keeps beside the repo file `w`: its download record, the folder's
+/// `.gitignore` and `CACHEDIR.TAG`, or a commit's `trees/<commit>.json`.
+pub fn is_hf_record(p: &str, w: &str) -> bool {
+    let tree = p
+        .strip_prefix(".cache/huggingface/trees/")
+        .and_then(|n| n.strip_suffix(".json"))
+        .is_some_and(|c| c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()));
+    tree || p == ".cache/huggingface/.gitignore"
+        || p == ".cache/huggingface/CACHEDIR.TAG"
+        || p == format!(".cache/huggingface/download/{w}.metadata")
+}
+
 /// Waits for `child` to exit until `deadline`; `None` if it is still running.
 pub fn wait_until(
     child: &mut std::process::Child,

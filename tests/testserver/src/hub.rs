@@ -521,8 +521,10 @@ impl MockHub {
                         sha256: None,
                         location: cache_path(kind, repo, commit, &f.path),
                     };
-                    self.hub
-                        .add_file(&stored.location, git_file_spec(&f.spec, token));
+                    self.hub.add_file(
+                        &stored.location,
+                        git_file_spec(&f.spec, &stored.oid, commit, token),
+                    );
                     stored
                 }
             })
@@ -542,7 +544,12 @@ impl MockHub {
         let location = cache_path(kind, repo, commit, &f.path);
         self.hub.add_file(
             &location,
-            git_file_spec(&FileSpec::new(view.body), self.needs_token(repo).as_deref()),
+            git_file_spec(
+                &FileSpec::new(view.body),
+                &f.oid,
+                commit,
+                self.needs_token(repo).as_deref(),
+            ),
         );
         Stored { location, ..f }
     }
@@ -557,9 +564,14 @@ impl MockHub {
     }
 }
 
-fn git_file_spec(spec: &FileSpec, token: Option<&str>) -> FileSpec {
+/// A git file's bytes as the Hub's resolve cache serves them: its ETag is
+/// the git blob id and `X-Repo-Commit` names the commit, which is what
+/// huggingface_hub reads after following the relative 307 there.
+fn git_file_spec(spec: &FileSpec, oid: &str, commit: &str, token: Option<&str>) -> FileSpec {
     let mut s = spec
         .clone()
+        .etag(format!("\"{oid}\""))
+        .header("x-repo-commit", commit)
         .header("content-type", "text/plain; charset=utf-8");
     if let Some(t) = token {
         s = s.require_header("authorization", format!("Bearer {t}"));
