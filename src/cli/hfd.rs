@@ -9,9 +9,10 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 
 use super::common::Common;
+use super::serve::ServeArgs;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
@@ -75,10 +76,14 @@ Exit status: 0 done or up to date, 1 error or incomplete download,
 /// in LOCAL_DIR/.hfd/.
 #[derive(Parser, Debug, Clone)]
 #[command(name = "hfd", version, max_term_width = 100, after_help = EXAMPLES)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The repo id: ORG/NAME, or a single NAME (e.g. gpt2).
-    #[arg(value_name = "REPO_ID")]
-    pub repo_id: String,
+    #[arg(value_name = "REPO_ID", required = true)]
+    pub repo_id: Option<String>,
 
     /// Keep only paths matching one of these patterns (one or more, until
     /// the next option).
@@ -148,6 +153,12 @@ pub struct Args {
 
     #[command(flatten)]
     pub common: Common,
+}
+
+/// What hfd does instead of downloading a repo.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    Serve(ServeArgs),
 }
 
 impl Args {
@@ -239,7 +250,7 @@ impl Args {
     /// The run's options, reading `HF_ENDPOINT` and `HF_TOKEN` through `env`
     /// (the process environment in the binary; a map in tests and the demo).
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
-        let repo = RepoId::parse(&self.repo_id)?;
+        let repo = RepoId::parse(self.repo_id.as_deref().unwrap_or_default())?;
         let mut given = self.endpoint_flags()?;
         let (endpoint, mirrors) = if given.is_empty() {
             let endpoint_text = env("HF_ENDPOINT")
