@@ -17,5 +17,6 @@ mod mirrors;
 mod pipelining;
 mod proxy;
 mod security;
+mod serve;
 mod support;
 mod tls;

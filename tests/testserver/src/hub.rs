@@ -12,7 +12,9 @@
 //!   *relative* `Location` to `/api/resolve-cache/…` for files stored in git
 //!   (served here, content = the git blob), **302** to the second server
 //!   (the "CDN") with an expiring signed URL for LFS files; both with
-//!   `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`;
+//!   `X-Repo-Commit`, `X-Linked-Etag` and `X-Linked-Size`; the resolve
+//!   cache's answer has the git blob id as `ETag` and `X-Repo-Commit`
+//!   (huggingface_hub 2.x refuses a final answer without it);
 //! * errors as the Hub words them: private or missing repos 401
 //!   (`Invalid username or password.`), gated repos 401 `GatedRepo` on
 //!   file requests without a token, `RevisionNotFound` and `EntryNotFound`
@@ -513,8 +515,10 @@ impl MockHub {
                         sha256: None,
                         location: cache_path(kind, repo, commit, &f.path),
                     };
-                    self.hub
-                        .add_file(&stored.location, git_file_spec(&f.spec, token));
+                    self.hub.add_file(
+                        &stored.location,
+                        git_file_spec(&f.spec, token, commit, &stored.oid),
+                    );
                     stored
                 }
             })
@@ -534,7 +538,12 @@ impl MockHub {
         let location = cache_path(kind, repo, commit, &f.path);
         self.hub.add_file(
             &location,
-            git_file_spec(&FileSpec::new(view.body), self.needs_token(repo).as_deref()),
+            git_file_spec(
+                &FileSpec::new(view.body),
+                self.needs_token(repo).as_deref(),
+                commit,
+                &f.oid,
+            ),
         );
         Stored { location, ..f }
     }
@@ -549,9 +558,14 @@ impl MockHub {
     }
 }
 
-fn git_file_spec(spec: &FileSpec, token: Option<&str>) -> FileSpec {
+/// A git file as the resolve cache serves it: the git blob id as its
+/// `ETag` and the commit in `X-Repo-Commit` (huggingface_hub reads both
+/// from the answer its HEAD ends on, after the relative redirect).
+fn git_file_spec(spec: &FileSpec, token: Option<&str>, commit: &str, oid: &str) -> FileSpec {
     let mut s = spec
         .clone()
+        .etag(format!("\"{oid}\""))
+        .header("x-repo-commit", commit)
         .header("content-type", "text/plain; charset=utf-8");
     if let Some(t) = token {
         s = s.require_header("authorization", format!("Bearer {t}"));
