@@ -232,7 +232,17 @@ fn resolve(ctx: &Ctx, req: &Request, kind: Kind, segs: &[&str]) -> Result<Respon
     let snap = snapshot(&repo, rev)?;
     let path = path.join("/");
     let blob = snap.open(&path).ok_or(ApiError::EntryNotFound)?;
-    file_response(req, &snap.commit, blob)
+    let resp = file_response(req, &snap.commit, blob)?;
+    // A commit's file never changes; a branch may move: a cache in front
+    // (docs/fleet.md) keeps the first for good and the second briefly.
+    Ok(resp.header(
+        "Cache-Control",
+        if super::cache::is_commit(rev) {
+            "public, max-age=31536000, immutable"
+        } else {
+            "public, max-age=60"
+        },
+    ))
 }
 
 fn file_response(

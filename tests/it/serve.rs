@@ -592,34 +592,10 @@ fn hfd_with_8_connections_downloads_byte_exact_from_hfd_serve() {
 fn serve_binary_prints_its_url_logs_requests_and_stops_on_sigterm() {
     let dir = tempdir();
     let (cache, _, data) = hand_made_cache(dir.path(), 1000);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hfd"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--offline",
-            "-v",
-            "--cache-dir",
-        ])
-        .arg(&cache)
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-    let addr: SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    let (child, addr) = serve_binary(&cache);
     assert_eq!(get(addr, "/org/m/resolve/main/w.bin", "").body, data);
-    // SAFETY: kill(2) on the child we started.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{err}");
+    let (status, err) = stop_binary(child);
+    assert_eq!(status, Some(0), "{err}");
     assert!(
         err.contains("\"GET /org/m/resolve/main/w.bin\" 200 1000"),
         "{err}"
@@ -700,4 +676,144 @@ fn client(addr: SocketAddr, data: &[u8], seed: u64, deadline: Instant) -> (u64, 
         bytes += n as u64;
     }
     (bytes, lat)
+}
+
+/// `hfd serve -v` started as the binary; returns the child, its address
+/// and its stderr reader thread's output (joined after the child ends).
+fn serve_binary(cache: &Path) -> (std::process::Child, SocketAddr) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hfd"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--offline",
+            "-v",
+            "--cache-dir",
+        ])
+        .arg(cache)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    (child, url.trim_start_matches("http://").parse().unwrap())
+}
+
+/// SIGTERM, then the exit status and what it logged.
+fn stop_binary(child: std::process::Child) -> (Option<i32>, String) {
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// nginx with docs/fleet/nginx-hfd-cache.conf in front of `hfd serve`:
+/// four clients at once fetch a cold 3-slice file through it, then four
+/// more ask for ranges; hfd serve's own log shows each slice fetched once.
+#[test]
+fn nginx_in_front_fetches_each_slice_once() {
+    if std::process::Command::new("nginx")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: nginx is not installed");
+        return;
+    }
+    let dir = tempdir();
+    let slice = 8 << 20;
+    let (cache, _, data) = hand_made_cache(dir.path(), 2 * slice + 12_345);
+    let (hfd, hfd_addr) = serve_binary(&cache);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let snippet = include_str!("../../docs/fleet/nginx-hfd-cache.conf");
+    let ngx = dir.path().join("nginx");
+    std::fs::create_dir_all(&ngx).unwrap();
+    let cache_dir = ngx.join("cache");
+    let changed = [
+        ("/var/cache/nginx/hfd", support::path_str(&cache_dir)),
+        ("10.0.0.5:8080", hfd_addr.to_string()),
+        ("listen 8080;", format!("listen 127.0.0.1:{port};")),
+    ];
+    let mut conf = snippet.to_string();
+    for (from, to) in &changed {
+        assert_eq!(conf.matches(from).count(), 1, "{from} once in the config");
+        conf = conf.replace(from, to);
+    }
+    std::fs::write(ngx.join("hfd.conf"), conf).unwrap();
+    let user = if unsafe { libc::geteuid() } == 0 {
+        "user root;"
+    } else {
+        ""
+    };
+    let n = support::path_str(&ngx);
+    std::fs::write(
+        ngx.join("nginx.conf"),
+        format!(
+            "{user}\nworker_processes 2;\npid {n}/nginx.pid;\nerror_log {n}/error.log;\n\
+             events {{ worker_connections 256; }}\nhttp {{\n access_log off;\n\
+             client_body_temp_path {n}/body; proxy_temp_path {n}/proxy;\n\
+             fastcgi_temp_path {n}/fcgi; uwsgi_temp_path {n}/uwsgi; scgi_temp_path {n}/scgi;\n\
+             include {n}/hfd.conf;\n}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(std::process::Command::new("nginx")
+        .args(["-p", &n, "-e", &format!("{n}/error.log"), "-c"])
+        .arg(ngx.join("nginx.conf")));
+    assert_eq!(code, 0, "nginx: {out}{err}");
+    let front: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let url = "/org/m/resolve/main/w.bin";
+
+    let whole: Vec<Answer> = std::thread::scope(|s| {
+        let h: Vec<_> = (0..4).map(|_| s.spawn(|| get(front, url, ""))).collect();
+        h.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let ranges: Vec<(Answer, usize)> = std::thread::scope(|s| {
+        let h: Vec<_> = (0..4usize)
+            .map(|i| {
+                s.spawn(move || {
+                    let start = i * 5_000_000;
+                    let r = format!("Range: bytes={start}-{}\r\n", start + 999_999);
+                    (get(front, url, &r), start)
+                })
+            })
+            .collect();
+        h.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let pid = std::fs::read_to_string(ngx.join("nginx.pid")).unwrap();
+    // SAFETY: kill(2) on the nginx master we started.
+    unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGTERM) };
+    let (status, log) = stop_binary(hfd);
+    assert_eq!(status, Some(0), "{log}");
+
+    for a in &whole {
+        assert_eq!(a.status, 200, "{}", a.head);
+        assert!(a.body == data, "a client got other bytes through nginx");
+    }
+    for (a, start) in &ranges {
+        assert_eq!(a.status, 206, "{}", a.head);
+        assert!(a.body == data[*start..start + 1_000_000]);
+        assert_eq!(a.header("x-cache-status").as_deref(), Some("HIT"));
+    }
+    // What hfd serve sent: each slice once, the file's bytes once in all.
+    let fetches: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains(&format!("\"GET {url}\"")))
+        .map(|l| l.split(' ').rev().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(fetches.len(), 3, "{log}");
+    assert_eq!(fetches.iter().sum::<u64>(), data.len() as u64, "{log}");
 }
