@@ -38,6 +38,8 @@ Examples:
   hfd gpt2 --bench --endpoint https://hf-mirror.com --endpoint https://mirror.example --json
   hfd gpt2 --endpoint https://hf-mirror.com --endpoint https://mirror.example
                                    every file from both endpoints at once
+  hfd serve --listen 0.0.0.0:8080 --cache    serve the local Hugging Face cache
+                                   to the LAN (hfd serve --help)
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every
@@ -314,6 +316,36 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_not_a_repo_id() {
+        let a = parse(&[
+            "serve",
+            "--cache-dir",
+            "/c",
+            "--listen",
+            "0.0.0.0:9000",
+            "-v",
+        ])
+        .unwrap();
+        let Some(Command::Serve(s)) = &a.command else {
+            panic!("not the serve subcommand: {a:?}");
+        };
+        let o = s.options(no_env).unwrap();
+        assert_eq!((o.listen.port(), o.log_requests), (9000, true));
+        assert_eq!(o.cache_dir, PathBuf::from("/c"));
+        // One of --cache-dir / --cache is required, not both.
+        assert!(parse(&["serve"]).is_err());
+        assert!(parse(&["serve", "--cache", "--cache-dir", "/c"]).is_err());
+        // Download flags do not go with the subcommand.
+        assert!(parse(&["serve", "--cache", "-x", "4"]).is_err());
+        // A repo id still needs no subcommand, and is still required.
+        assert_eq!(
+            parse(&["org/name"]).unwrap().repo_id.as_deref(),
+            Some("org/name")
+        );
+        assert!(parse(&[]).is_err());
     }
 
     #[test]
