@@ -14,7 +14,7 @@ Examples:
   hfd serve --listen 0.0.0.0:8080 --cache-dir /data/hf-cache -v
                                              the whole LAN; one log line per request
   HF_ENDPOINT=http://server:8080 hfd gpt2 -x 8       a client, with hfd
-  HF_ENDPOINT=http://server:8080 python -c 'import huggingface_hub as h; h.snapshot_download(\"gpt2\")'
+  HF_ENDPOINT=http://server:8080 hf download gpt2    a client, with huggingface_hub
 
 The cache is the folder huggingface_hub fills (models--ORG--NAME/,
 datasets--ORG--NAME/ with blobs/, refs/ and snapshots/); fill it with

@@ -85,6 +85,16 @@ pub async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Result<R
         read_more(stream, buf, limit).await?;
     };
     buf.drain(..head_len);
+    if body_len > buf.len()
+        && req
+            .header("expect")
+            .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+    {
+        // curl waits a second for this before sending a larger body.
+        timed(stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n"))
+            .await
+            .map_err(|_| ReadError::Gone)?;
+    }
     while buf.len() < body_len {
         read_more(stream, buf, HEAD_TIMEOUT).await?;
     }

@@ -243,6 +243,37 @@ fn ranges_if_range_and_head_as_the_hub_answers() {
 }
 
 #[test]
+fn paths_info_takes_a_form_after_100_continue() {
+    let dir = tempdir();
+    let (cache, _, _) = hand_made_cache(dir.path(), 10);
+    let srv = Serving::start(&cache, 1000);
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = "paths=w.bin&paths=sub&paths=nope&expand=True";
+    write!(
+        s,
+        "POST /api/models/org/m/paths-info/main HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Expect: 100-continue\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    assert_eq!(read_answer(&mut r, true).unwrap().status, 100);
+    s.write_all(body.as_bytes()).unwrap();
+    let a = read_answer(&mut r, false).unwrap();
+    assert_eq!(a.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
+    let paths: Vec<(&str, &str)> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].as_str().unwrap(), e["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(paths, [("w.bin", "file"), ("sub", "directory")]);
+}
+
+#[test]
 fn unknown_repos_revisions_and_files_get_the_hubs_404s() {
     let dir = tempdir();
     let (cache, _, _) = hand_made_cache(dir.path(), 10);
