@@ -6,6 +6,7 @@
 #   benches/serve.sh                    16 clients, 4 files of 256 MiB, 3 rounds
 #   CLIENTS=32 ROUNDS=5 benches/serve.sh
 #   FILE_MIB=64 FILES=8 benches/serve.sh
+#   HFD_BIN=path/to/hfd benches/serve.sh   a build already made (no cargo build)
 #
 # The cache (huggingface_hub's layout: blobs/, refs/main, snapshots/ of
 # relative links) is made under target/bench/serve; nginx serves its blobs/
@@ -32,8 +33,11 @@ work=${HFD_BENCH_WORK:-$root/target/bench}/serve
 command -v nginx >/dev/null || { echo "nginx is needed" >&2; exit 2; }
 command -v curl >/dev/null || { echo "curl is needed" >&2; exit 2; }
 
-cargo build --release --quiet --bin hfd
-hfd=${CARGO_TARGET_DIR:-$root/target}/release/hfd
+hfd=${HFD_BIN:-}
+if [[ -z $hfd ]]; then
+    cargo build --release --quiet --bin hfd
+    hfd=${CARGO_TARGET_DIR:-$root/target}/release/hfd
+fi
 unset_proxies
 
 # The cache, made once: FILES blobs named by their sha256, linked from a snapshot.
@@ -88,7 +92,7 @@ EOF
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    [[ -s $ngx/nginx.pid ]] && kill "$(cat "$ngx/nginx.pid")" 2>/dev/null || true
+    if [[ -s $ngx/nginx.pid ]]; then kill "$(cat "$ngx/nginx.pid")" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -129,7 +133,7 @@ round() {
     before=$(ticks "${server_pids[@]}")
     start=$(date +%s.%N)
     local -a cp=()
-    for c in $(seq 1 "$clients"); do
+    for _ in $(seq 1 "$clients"); do
         local -a args=()
         for _ in $(seq 1 "$fetches"); do
             for u in "${urls[@]}"; do args+=(-o /dev/null "$u"); done
