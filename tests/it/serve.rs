@@ -481,10 +481,16 @@ fn huggingface_hub_downloads_byte_exact_from_hfd_serve() {
         vec![HubFile::lfs("extra.bin", FileSpec::generated(5, 123_456))],
         &["README.md"],
     );
+    hub.push(
+        "org/model",
+        "refs/pr/1",
+        vec![HubFile::git("sub dir/odd name+1.txt", "pr\n")],
+        &[],
+    );
     hub.add_repo(dataset_spec("org/data"));
     let dir = tempdir();
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
-    let repos = r#"[["org/model","model","main"],["org/model","model","dev"],["org/model","model","v1.0"],["org/data","dataset","main"]]"#;
+    let repos = r#"[["org/model","model","main"],["org/model","model","dev"],["org/model","model","v1.0"],["org/data","dataset","main"],["org/model","model","refs/pr/1"]]"#;
     let closed = [("HF_ENDPOINT", "http://127.0.0.1:9")];
     let fill = |cache: &Path, endpoint: &str| {
         let (code, out, err) = run_python(
@@ -501,7 +507,7 @@ fn huggingface_hub_downloads_byte_exact_from_hfd_serve() {
     let srv = Serving::start(&src, 3);
     let from_serve = fill(&dst, &srv.url());
 
-    assert_eq!(from_hub.len(), 4);
+    assert_eq!(from_hub.len(), 5);
     for (a, b) in from_hub.iter().zip(&from_serve) {
         // Same commit (the snapshot folder's name), same files, same bytes.
         assert_eq!(a.file_name(), b.file_name());
@@ -511,7 +517,7 @@ fn huggingface_hub_downloads_byte_exact_from_hfd_serve() {
     }
     assert!(from_hub[2].ends_with(&tag));
     // And the refs the client wrote name the same commits.
-    for r in ["main", "dev", "v1.0"] {
+    for r in ["main", "dev", "v1.0", "refs/pr/1"] {
         let read = |c: &Path| std::fs::read_to_string(c.join("models--org--model/refs").join(r));
         assert_eq!(read(&src).unwrap(), read(&dst).unwrap(), "{r}");
     }
