@@ -854,3 +854,36 @@ fn nginx_in_front_fetches_each_slice_once() {
     assert_eq!(fetches.len(), 3, "{log}");
     assert_eq!(fetches.iter().sum::<u64>(), data.len() as u64, "{log}");
 }
+
+/// SIGTERM while a client is in the middle of a file: the answer in
+/// progress is finished (whole and exact), the connection closed after
+/// it, the server exits 0, and a new connection is refused.
+#[test]
+fn sigterm_lets_the_answer_in_progress_finish() {
+    let dir = tempdir();
+    let (cache, _, data) = hand_made_cache(dir.path(), 32 << 20);
+    let (child, addr) = serve_binary(&cache);
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /org/m/resolve/main/w.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::with_capacity(4096, s);
+    let mut first = [0u8; 4096];
+    r.read_exact(&mut first).unwrap();
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut rest = Vec::new();
+    r.read_to_end(&mut rest).unwrap();
+    let mut all = first.to_vec();
+    all.extend_from_slice(&rest);
+    let body_at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    // read_to_end returned: after the answer, the server closed the
+    // keep-alive connection instead of waiting for another request.
+    assert!(all[body_at..] == data[..], "the answer in progress was cut");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "still accepting after the stop"
+    );
+}
