@@ -119,7 +119,7 @@ fn serve(args: &ServeArgs) -> ExitCode {
             server.local_addr()
         );
         let stop = CancellationToken::new();
-        hfd::cli::serve::stop_on_signals(stop.clone());
+        hfd::cli::serve::stop_on_signals(stop.clone(), args.quiet);
         match server.run(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

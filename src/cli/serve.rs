@@ -102,7 +102,8 @@ pub fn default_cache(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM (the server stops
 /// accepting and finishes the answers in progress); a second one exits.
-pub fn stop_on_signals(token: CancellationToken) {
+/// `quiet`: without a word.
+pub fn stop_on_signals(token: CancellationToken, quiet: bool) {
     tokio::spawn(async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -120,7 +121,9 @@ pub fn stop_on_signals(token: CancellationToken) {
                 _ = term_fut => {}
             }
             if round == 0 {
-                crate::tell!("Stopping: finishing the answers in progress...");
+                if !quiet {
+                    crate::tell!("Stopping: finishing the answers in progress...");
+                }
                 token.cancel();
             } else {
                 std::process::exit(130);
