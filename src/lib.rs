@@ -8,6 +8,7 @@
 //!   user sees (one presenter; colour and terminal decided in one place);
 //! - [`hub`]: the Hugging Face front end of `hfd`: listing, selection,
 //!   local state, a repo's files downloaded as a queue, typed run events;
+//! - [`serve`]: `hfd serve`, a cache folder served with the Hub's API;
 //! - [`mirrors`]: measuring sources (`--bench`);
 //! - [`engine`]: one file over many connections, resumable, verified;
 //! - [`client`]: requests as every caller sends them (redirects by hand,
@@ -43,6 +44,7 @@ pub mod ui;
 
 pub mod hub;
 pub mod mirrors;
+pub mod serve;
 
 pub mod engine;
 

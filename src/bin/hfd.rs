@@ -1,11 +1,13 @@
 //! `hfd REPO_ID`: a drop-in for hfd.sh that downloads in-process; with
-//! `--bench`, a measurement of the Hub endpoints instead.
+//! `--bench`, a measurement of the Hub endpoints instead; `hfd serve`: a
+//! cache folder served to other machines with the Hub's API.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{CommandFactory, Parser};
-use hfd::cli::hfd::Args;
+use hfd::cli::hfd::{Args, Command};
+use hfd::cli::serve::ServeArgs;
 use hfd::ui::{Presenter, Term};
 use tokio_util::sync::CancellationToken;
 
@@ -23,14 +25,18 @@ fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
         }
     };
-    if let Some(what) = &args.generate {
-        return match hfd::cli::generate::print(what, Args::command()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                hfd::tell!("hfd: error: cannot write to stdout: {e}");
-                ExitCode::from(1)
-            }
-        };
+    match &args.command {
+        Some(Command::Serve(s)) => return serve(s),
+        Some(Command::Generate(what)) => {
+            return match hfd::cli::generate::print(what, Args::command()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    hfd::tell!("hfd: error: cannot write to stdout: {e}");
+                    ExitCode::from(1)
+                }
+            };
+        }
+        None => {}
     }
     let term = Term::detect();
     hfd::ui::init_logging(args.verbosity(), term);
@@ -97,4 +103,44 @@ fn main() -> ExitCode {
         hfd::hub::run(&opts, net, cancel, ui).await
     });
     ExitCode::from(status.exit_code())
+}
+
+/// `hfd serve`: binds, prints the URL, serves until Ctrl-C or SIGTERM.
+fn serve(args: &ServeArgs) -> ExitCode {
+    let term = Term::detect();
+    hfd::ui::init_logging(args.verbosity(), term);
+    let ui = Presenter::new(term, args.verbosity());
+    let opts = match args.options(|k| std::env::var(k).ok()) {
+        Ok(o) => o,
+        Err(e) => {
+            ui.error(&e.to_string());
+            return ExitCode::from(1);
+        }
+    };
+    hfd::cli::runtime().block_on(async move {
+        let server = match hfd::serve::Server::bind(opts.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                ui.error(&e.to_string());
+                return ExitCode::from(1);
+            }
+        };
+        if !args.offline {
+            ui.note("Serving the cache only: fetching from an upstream Hub is not built yet.");
+        }
+        hfd::say!(
+            "Serving {} on http://{}",
+            opts.cache_dir.display(),
+            server.local_addr()
+        );
+        let stop = CancellationToken::new();
+        hfd::cli::serve::stop_on_signals(stop.clone(), args.quiet);
+        match server.run(stop).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                ui.error(&e.to_string());
+                ExitCode::from(1)
+            }
+        }
+    })
 }

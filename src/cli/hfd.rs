@@ -9,10 +9,11 @@
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, Parser, Subcommand};
 
 use super::common::Common;
 use super::generate::Generate;
+use super::serve::ServeArgs;
 use crate::engine::MAX_CONNECTIONS;
 use crate::hub::bench::BenchEndpoint;
 use crate::hub::run::default_local_dir;
@@ -50,6 +51,8 @@ Examples:
   hfd completions bash > ~/.local/share/bash-completion/completions/hfd
   hfd man | man -l -               the man page (also: completions zsh, fish)
   hfd -- man                       the repo whose id is \"man\": after --, a word is a repo
+  hfd serve --listen 0.0.0.0:8080 --cache    serve the local Hugging Face cache
+                                   to the LAN (hfd serve --help)
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every
@@ -106,13 +109,14 @@ Exit status: 0 done, up to date or dry run, 1 error or incomplete download
 )]
 pub struct Args {
     /// The repo id: ORG/NAME, or a single NAME (e.g. gpt2). A repo named
-    /// like a command (`man`, `completions`) goes after `--`: `hfd -- man`.
+    /// like a command (`serve`, `man`, `completions`) goes after `--`:
+    /// `hfd -- man`.
     #[arg(value_name = "REPO_ID", required = true)]
     pub repo_id: Option<String>,
 
-    /// Instead of downloading: completions or the man page.
+    /// Instead of downloading: serve a cache, completions or the man page.
     #[command(subcommand)]
-    pub generate: Option<Generate>,
+    pub command: Option<Command>,
 
     /// Keep only paths matching one of these patterns (one or more, until
     /// the next option).
@@ -219,6 +223,16 @@ pub struct Args {
 pub fn usage() -> String {
     use clap::CommandFactory;
     Args::command().render_help().to_string()
+}
+
+/// What hfd does instead of downloading a repo.
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Serve the repos of a Hugging Face cache over the Hub's HTTP API
+    /// (`hfd serve --help`).
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Generate(Generate),
 }
 
 impl Args {
@@ -420,6 +434,36 @@ mod tests {
 
     fn no_env(_: &str) -> Option<String> {
         None
+    }
+
+    #[test]
+    fn serve_is_a_subcommand_not_a_repo_id() {
+        let a = parse(&[
+            "serve",
+            "--cache-dir",
+            "/c",
+            "--listen",
+            "0.0.0.0:9000",
+            "-v",
+        ])
+        .unwrap();
+        let Some(Command::Serve(s)) = &a.command else {
+            panic!("not the serve subcommand: {a:?}");
+        };
+        let o = s.options(no_env).unwrap();
+        assert_eq!((o.listen.port(), o.log_requests), (9000, true));
+        assert_eq!(o.cache_dir, PathBuf::from("/c"));
+        // One of --cache-dir / --cache is required, not both.
+        assert!(parse(&["serve"]).is_err());
+        assert!(parse(&["serve", "--cache", "--cache-dir", "/c"]).is_err());
+        // Download flags do not go with the subcommand.
+        assert!(parse(&["serve", "--cache", "-x", "4"]).is_err());
+        // A repo id still needs no subcommand, and is still required.
+        assert_eq!(
+            parse(&["org/name"]).unwrap().repo_id.as_deref(),
+            Some("org/name")
+        );
+        assert!(parse(&[]).is_err());
     }
 
     #[test]

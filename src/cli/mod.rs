@@ -8,6 +8,7 @@ pub mod hfd;
 pub mod hfget;
 pub mod input_file;
 pub mod output_name;
+pub mod serve;
 
 use tokio_util::sync::CancellationToken;
 

@@ -245,7 +245,8 @@ impl Folder {
         Some(v)
     }
 
-    /// Where the link `name` points; `None` when it is not a link.
+    /// Where the link `name` points, as written in it (not followed);
+    /// `None` when `name` is missing or not a link.
     pub fn read_link(&self, name: &OsStr) -> Option<PathBuf> {
         let t = rustix::fs::readlinkat(self.fd.as_fd(), name, Vec::new()).ok()?;
         let bytes: Vec<u8> = t.into_bytes();
@@ -281,6 +282,49 @@ impl Folder {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    // Read-only access, for a server that must never reach outside the
+    // folder it was given (`serve`): nothing is created, links are read as
+    // links, never followed.
+
+    /// An existing folder the user named (followed if a link: theirs), or
+    /// the reason it cannot be opened; nothing is created.
+    pub fn open_existing(path: &Path) -> Result<Folder, StorageError> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let fd = rustix::fs::open(path, flags, Mode::empty())
+            .map_err(|e| StorageError::io(path, "open", e.into()))?;
+        Ok(Folder {
+            fd: Arc::new(fd),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens the file `name` here for reading only, never through a link.
+    pub fn open_read(&self, name: &OsStr) -> Result<File, StorageError> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        rustix::fs::openat(self.fd.as_fd(), name, flags, Mode::empty())
+            .map(File::from)
+            .map_err(|e| self.refusal(name, e, "open"))
+    }
+
+    /// The names in this folder with what [`Folder::stat`] says of each
+    /// (links not followed), `.` and `..` left out, in no order.
+    pub fn entries(&self) -> io::Result<Vec<(std::ffi::OsString, Entry)>> {
+        use std::os::unix::ffi::OsStrExt as _;
+        let mut out = Vec::new();
+        // `read_from` reads through its own handle: ours keeps its offset.
+        for e in rustix::fs::Dir::read_from(self.fd.as_fd())? {
+            let e = e?;
+            let name = OsStr::from_bytes(e.file_name().to_bytes());
+            if name == "." || name == ".." {
+                continue;
+            }
+            if let Some(st) = self.stat(name) {
+                out.push((name.to_owned(), st));
+            }
+        }
+        Ok(out)
     }
 }
 

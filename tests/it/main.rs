@@ -21,6 +21,7 @@ mod mirrors;
 mod pipelining;
 mod proxy;
 mod security;
+mod serve;
 mod support;
 mod tls;
 mod wheel;

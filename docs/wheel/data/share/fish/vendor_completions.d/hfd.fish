@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hfd_global_optspecs
-    string join \n include= exclude= hf_username= hf_token= tool= x= j= dataset local-dir= revision= verify endpoint= connect-timeout= all-proxy= http-proxy= https-proxy= no-proxy= ca-certificate= check-certificate= http2 U/user-agent= no-splice no-own-tls m/max-tries= retry-wait= max-download-limit= max-overall-download-limit= bench seconds= json q/quiet v/verbose h/help V/version
+    string join \n include= exclude= hf_username= hf_token= tool= x= j= dataset local-dir= cache-dir= cache revision= verify dry-run verify-origin= endpoint= connect-timeout= all-proxy= http-proxy= https-proxy= no-proxy= ca-certificate= check-certificate= http2 U/user-agent= no-splice no-own-tls m/max-tries= retry-wait= max-download-limit= max-overall-download-limit= bench seconds= json q/quiet v/verbose h/help V/version
 end
 
 function __fish_hfd_needs_command
@@ -33,7 +33,9 @@ wget\t''"
 complete -c hfd -n "__fish_hfd_needs_command" -s x -d 'Connections per file (per endpoint), 1 to 64 [default: 4; 16 with --bench]' -r
 complete -c hfd -n "__fish_hfd_needs_command" -s j -d 'Files downloaded at once, 1 to 64 [default: adaptive: start with 5 (as hfd.sh), add more every 2 s while the total rate grows accordingly, up to 64 connections in all]' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l local-dir -l local_dir -d 'Where to put the files [default: the part of REPO_ID after the first \'/\']' -r -F
+complete -c hfd -n "__fish_hfd_needs_command" -l cache-dir -l cache_dir -d 'Download into the Hugging Face cache in DIR (models--ORG--NAME/ with blobs, snapshots and refs, as huggingface_hub lays it out), where transformers, diffusers and `hf` find the files' -r -F
 complete -c hfd -n "__fish_hfd_needs_command" -l revision -d 'Branch, tag, commit or PR ref (e.g. refs/pr/1)' -r
+complete -c hfd -n "__fish_hfd_needs_command" -l verify-origin -d 'Take the commit and every file\'s hash (sha256 of LFS files, git sha1 of the others) from ORIGIN\'s API, and only the bytes from the endpoint(s): a file that does not match the origin\'s hash is refused, and an endpoint serving another commit for the revision is named. ORIGIN is asked for the listing only, never for file bytes; it gets the token, as an endpoint you named. Give the value as --verify-origin=URL when REPO_ID follows' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l endpoint -d 'A Hub endpoint; repeat for several [default: $HF_ENDPOINT, else https://huggingface.co]. With several, each file is downloaded from all at once and the first lists the repo. With --bench: the endpoints to measure [default: $HF_ENDPOINT, https://huggingface.co, https://hf-mirror.com]' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l connect-timeout -d 'Seconds to wait for a connection (and its TLS or proxy handshake)' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l all-proxy -d 'Proxy for all requests: http://, https://, socks5:// or socks5h:// (with user:password@ if needed); an empty value turns proxies off' -r
@@ -50,7 +52,9 @@ complete -c hfd -n "__fish_hfd_needs_command" -l max-download-limit -d 'Cap each
 complete -c hfd -n "__fish_hfd_needs_command" -l max-overall-download-limit -d 'Cap everything this run downloads together (every file of hfd, every entry of hfget -i) at RATE bytes/s, e.g. 5M; 0 = no cap' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l seconds -d 'Seconds of each --bench measurement' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l dataset -d 'The repo is a dataset'
+complete -c hfd -n "__fish_hfd_needs_command" -l cache -d 'Download into the default Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub'
 complete -c hfd -n "__fish_hfd_needs_command" -l verify -d 'Hash every local file again, even those unchanged since they were verified (catches silent disk corruption; slower)'
+complete -c hfd -n "__fish_hfd_needs_command" -l dry-run -d 'Show what would be downloaded and stop: each selected file with its size and whether it is already here and current (the check a real run makes), and the total to download. No file is fetched and nothing is written, not even LOCAL_DIR (as `hf download --dry-run`)'
 complete -c hfd -n "__fish_hfd_needs_command" -l http2 -d 'Offer HTTP/2 on TLS connections (still one TCP connection per segment)'
 complete -c hfd -n "__fish_hfd_needs_command" -l no-splice -d 'Plain http straight to the server: read bodies through hyper instead of splicing them from the socket into the file (for comparisons)'
 complete -c hfd -n "__fish_hfd_needs_command" -l no-own-tls -d 'HTTPS without --http2: let tokio-rustls and hyper read the TLS records instead of hfd\'s own reader (more copies, slower; a fallback)'
@@ -60,7 +64,15 @@ complete -c hfd -n "__fish_hfd_needs_command" -s q -l quiet -d 'Print only error
 complete -c hfd -n "__fish_hfd_needs_command" -s v -l verbose -d 'More detail: retries, redirects, each connection\'s route, TLS version and ALPN; -vv for debugging'
 complete -c hfd -n "__fish_hfd_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c hfd -n "__fish_hfd_needs_command" -s V -l version -d 'Print version'
+complete -c hfd -n "__fish_hfd_needs_command" -a "serve" -d 'Serve the repos of a Hugging Face cache over the Hub\'s HTTP API (`hfd serve --help`)'
 complete -c hfd -n "__fish_hfd_needs_command" -a "completions" -d 'Print the completion script for SHELL on stdout, to be saved where the shell looks for completions (examples in --help)'
 complete -c hfd -n "__fish_hfd_needs_command" -a "man" -d 'Print the man page (roff) on stdout; `man -l -` reads it'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l listen -d 'Address and port to listen on (port 0: any free port)' -r
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l cache-dir -d 'The cache folder to serve' -r -F
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l cache -d 'Serve the default cache: $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l offline -d 'Serve only what is in the cache (currently the only mode)'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -s q -l quiet -d 'Print only errors'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -s v -l verbose -d 'One log line per request (-v); -vv for debugging'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c hfd -n "__fish_hfd_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c hfd -n "__fish_hfd_using_subcommand man" -s h -l help -d 'Print help'
