@@ -10,6 +10,8 @@
 //!   local state, a repo's files downloaded as a queue, typed run events;
 //! - [`mirrors`]: measuring sources (`--bench`);
 //! - [`engine`]: one file over many connections, resumable, verified;
+//! - [`xet`]: the Hub's Xet storage protocol (chunks, hashes,
+//!   reconstructions, CAS tokens), which the engine's Xet stage runs;
 //! - [`client`]: requests as every caller sends them (redirects by hand,
 //!   credentials per origin, one status table, one retry driver);
 //! - [`storage`]: the file's on-disk life, the writer, the control file;
@@ -45,6 +47,8 @@ pub mod hub;
 pub mod mirrors;
 
 pub mod engine;
+
+pub mod xet;
 
 pub mod client;
 
