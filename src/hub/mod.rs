@@ -12,7 +12,8 @@
 //! - [`events`]: what a run tells whoever shows it ([`crate::ui`] draws it);
 //! - [`messages`]: errors in words a user can act on;
 //! - [`identity`]: whether every endpoint serves the file the listing names;
-//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file.
+//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file;
+//! - `xet`: whether a file is read natively from Xet storage.
 //!
 //! docs/hfd.md describes the behaviour from the user's side.
 
@@ -29,6 +30,7 @@ pub mod messages;
 mod queue;
 pub mod run;
 pub mod state;
+mod xet;
 
 pub use endpoint::{DEFAULT_ENDPOINT, Endpoint, RepoId, RepoType};
 pub use run::{Options, Status, run};

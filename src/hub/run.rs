@@ -81,6 +81,9 @@ pub struct Options {
     pub file_limit: Option<u64>,
     /// `--max-overall-download-limit`: one cap shared by every file.
     pub overall_limit: Option<Arc<RateLimit>>,
+    /// Read Xet storage natively where the endpoint allows (not
+    /// `--no-xet`, not `HF_HUB_DISABLE_XET`).
+    pub xet: bool,
 }
 
 /// How a run ended.
@@ -244,6 +247,7 @@ impl<'a> Downloads<'a> {
             cancel: self.cancel,
             events: self.events,
             permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
+            xet: super::xet::XetTokens::default(),
         });
         let queue = Queue {
             ctx,

@@ -26,8 +26,25 @@
 //! [`hash`] has the keyed-blake3 hashes that name chunks, xorbs and files.
 //! [`cas`] asks the CAS for reconstructions with the one retry driver.
 
+pub mod auth;
+pub mod cas;
 pub mod chunk;
 pub mod hash;
 pub mod recon;
 
 pub use hash::XetHash;
+
+use std::sync::Arc;
+
+/// A file to fetch natively: its Xet id and the token that opens its CAS.
+#[derive(Clone)]
+pub struct XetSource {
+    pub file_id: XetHash,
+    pub auth: Arc<auth::CasAuth>,
+}
+
+impl std::fmt::Debug for XetSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "XetSource({})", self.file_id)
+    }
+}

@@ -19,3 +19,4 @@ mod proxy;
 mod security;
 mod support;
 mod tls;
+mod xet;
