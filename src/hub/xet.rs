@@ -1,24 +1,23 @@
 //! Whether a file is read natively from Xet storage, and with which token.
 //!
-//! For an LFS file (Xet files are LFS files to the listing), the resolve
-//! URL is asked once *without following* its redirect: the answer names the
-//! file's Xet id (`X-Xet-Hash`) and the token route (`Link: <…>;
-//! rel="xet-auth"`, or `X-Xet-Refresh-Route`). The route is asked for a
-//! CAS token once per run and route (a token serves a repo's revision); a
-//! route that answers 404 or 501 (a mirror that does not serve Xet) means
-//! the plain path, said once at `-v`. Anything unexpected also means the
-//! plain path: it works for every file under 50 GB, and reports errors in
-//! its own words.
+//! The endpoint's Xet read-token route for the revision
+//! (`{endpoint}/api/{models|datasets}/{repo}/xet-read-token/{rev}`) is
+//! asked once per run: a token (and the CAS URL) means the endpoint serves
+//! Xet; 404 or 501 (a mirror that does not) means the plain path for every
+//! file, said once at `-v`, and no further request. With a token, an LFS
+//! file's resolve URL is asked once *without following* its redirect: its
+//! answer names the file's Xet id (`X-Xet-Hash`); a file without one takes
+//! the plain path. Anything unexpected also means the plain path: it works
+//! for every file under 50 GB, and reports errors in its own words.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderName;
-use http::header::HeaderValue;
 use tokio::sync::Mutex;
 use url::Url;
 
-use super::api::{RepoFile, link_rel};
+use super::api::RepoFile;
 use super::file::FileCtx;
 use crate::client::request::send_once;
 use crate::client::{ByteRange, Credentials, Request, SafeUrl};
@@ -37,17 +36,21 @@ pub async fn choose(ctx: &FileCtx, f: &RepoFile, resolve: &Url) -> Option<XetSou
     if !ctx.opts.xet || !f.lfs || f.size == 0 {
         return None;
     }
-    let (file_id, route) = tokio::select! {
-        found = xet_headers(ctx, resolve) => found?,
+    let ep = &ctx.endpoints[0];
+    let route = ep
+        .xet_token_url(ctx.opts.repo_type, &ctx.opts.repo, &ctx.url_rev)
+        .ok()?;
+    let auth = token_for(ctx, route).await?;
+    let file_id = tokio::select! {
+        found = xet_hash(ctx, resolve) => found?,
         _ = ctx.cancel.cancelled() => return None,
     };
-    let auth = token_for(ctx, route).await?;
     tracing::info!("{}: reading Xet storage natively", f.path);
     Some(XetSource { file_id, auth })
 }
 
-/// The Xet id and token route in `resolve`'s answer, not followed.
-async fn xet_headers(ctx: &FileCtx, resolve: &Url) -> Option<(XetHash, Url)> {
+/// The Xet id in `resolve`'s answer, not followed.
+async fn xet_hash(ctx: &FileCtx, resolve: &Url) -> Option<XetHash> {
     let creds = Credentials::new(resolve, &ctx.creds).ok()?;
     let named = SafeUrl::from(resolve);
     let req = Request {
@@ -63,17 +66,11 @@ async fn xet_headers(ctx: &FileCtx, resolve: &Url) -> Option<(XetHash, Url)> {
     };
     let mut conn = None;
     let answer = send_once(&ctx.net, req, &mut conn).await.ok()?;
-    let h = answer.headers();
-    let id = h
+    answer
+        .headers()
         .get(HeaderName::from_static("x-xet-hash"))
         .and_then(|v| v.to_str().ok())
-        .and_then(XetHash::parse)?;
-    let route = link_rel(h, resolve, "xet-auth").or_else(|| {
-        h.get(HeaderName::from_static("x-xet-refresh-route"))
-            .and_then(|v: &HeaderValue| v.to_str().ok())
-            .and_then(|r| resolve.join(r).ok())
-    })?;
-    Some((id, route))
+        .and_then(XetHash::parse)
 }
 
 /// The token for `route`: asked once per run.
@@ -102,7 +99,7 @@ async fn token_for(ctx: &FileCtx, route: Url) -> Option<Arc<CasAuth>> {
             None
         }
         Err(e) => {
-            tracing::warn!("no Xet token ({e}); using the plain path");
+            tracing::info!("no Xet token ({e}); using the plain path");
             None
         }
     };
