@@ -186,6 +186,9 @@ fn now() -> u64 {
 pub struct CasAuth {
     source: TokenSource,
     current: Mutex<Grant>,
+    /// The CAS answered 404/501 to `/v2/`: every file of the run asks
+    /// `/v1/` from then on.
+    pub v1_only: std::sync::atomic::AtomicBool,
 }
 
 impl CasAuth {
@@ -195,6 +198,7 @@ impl CasAuth {
         Ok(Arc::new(CasAuth {
             source,
             current: Mutex::new(first),
+            v1_only: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 

@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HeaderValue};
@@ -61,8 +61,6 @@ pub struct Cas {
     auth: Arc<CasAuth>,
     retry: RetryPolicy,
     cancel: CancellationToken,
-    /// The CAS answered 404/501 to `/v2/`: only `/v1/` from now on.
-    v1_only: AtomicBool,
     conn: Mutex<Option<Conn>>,
 }
 
@@ -80,7 +78,6 @@ impl Cas {
             auth,
             retry,
             cancel,
-            v1_only: AtomicBool::new(false),
             conn: Mutex::new(None),
         }
     }
@@ -95,7 +92,7 @@ impl Cas {
         let mut backoff = Backoff::new(self.retry.clone(), self.cancel.clone());
         let mut grant = self.auth.grant().await?;
         loop {
-            let v2 = !self.v1_only.load(Relaxed);
+            let v2 = !self.auth.v1_only.load(Relaxed);
             let url = endpoint(&grant.cas, v2, id)?;
             let attempt = self.once(&url, &grant, range.clone(), v2);
             let again = match backoff.attempt(attempt).await {
@@ -103,7 +100,7 @@ impl Cas {
                 Ok(Ok(Some(r))) => return Ok(r),
                 Ok(Ok(None)) => {
                     tracing::debug!("the CAS has no /v2/ reconstructions; using /v1/");
-                    self.v1_only.store(true, Relaxed);
+                    self.auth.v1_only.store(true, Relaxed);
                     continue;
                 }
                 Ok(Err(Step::Final(e))) => return Err(e),

@@ -151,8 +151,11 @@ fn hfd_reads_xet_natively_and_keeps_tokens_apart() {
         r.header("authorization")
             .is_some_and(|a| a.starts_with("Bearer xet_mock_"))
     }));
-    // One token for the run's files.
+    // One token for the run's files; /v2/ asked only until its 404 was
+    // seen (by files started at the same time, at most once each).
     assert_eq!(paths(&hub.hub().requests(), "/xet-read-token/"), 1);
+    assert!(paths(&cas, "/v2/") <= 2, "{cas:#?}");
+    assert_eq!(paths(&cas, "/v1/"), 2, "{cas:#?}");
 }
 
 /// `--no-xet` and `HF_HUB_DISABLE_XET=1` take the plain path; so does a
