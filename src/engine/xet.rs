@@ -105,7 +105,7 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
     let resumed = done.covered();
     ctx.progress.set_total(Some(total));
     ctx.progress.add_existing(resumed);
-    let jobs = plan_jobs(&cas, src, &done, total, first)
+    let jobs = plan_jobs(&cas, src, &done, total, first, ctx.spec.connections)
         .await
         .map_err(|e| cas_error(e, &ident))?;
     let conns = ctx.spec.connections.clamp(1, jobs.len().max(1));
@@ -158,10 +158,11 @@ async fn plan_jobs(
     done: &ExtentSet,
     total: u64,
     first: Option<crate::xet::recon::ReconstructionV1>,
+    conns: usize,
 ) -> Result<Vec<Job>, CasError> {
     let mut jobs = Vec::new();
     let mut first = first;
-    for gap in done.gaps(0..total) {
+    for gap in pieces(done.gaps(0..total), conns) {
         let r = match first.take() {
             Some(r) if gap == (0..total) => r,
             _ => cas.reconstruction(&src.file_id, Some(gap.clone())).await?,
@@ -174,6 +175,31 @@ async fn plan_jobs(
         }));
     }
     Ok(jobs)
+}
+
+/// A large file is asked of the CAS in pieces of at least this much.
+const MIN_PIECE: u64 = 32 << 20;
+
+/// The ranges to ask the CAS for: the gaps, a large one cut into about one
+/// piece per connection. A presigned xorb range is served whole (it cannot
+/// be split or stolen), so without this a file of few large xorb ranges
+/// would use few connections; a piece's answer holds only the chunks of
+/// that piece (a chunk on a boundary is fetched by both neighbours).
+fn pieces(gaps: Vec<Range<u64>>, conns: usize) -> Vec<Range<u64>> {
+    let missing: u64 = gaps.iter().map(|g| g.end - g.start).sum();
+    let size = (missing / conns.max(1) as u64).max(MIN_PIECE);
+    let mut out = Vec::new();
+    for g in gaps {
+        let n = (g.end - g.start).div_ceil(size).max(1);
+        let step = (g.end - g.start).div_ceil(n);
+        let mut at = g.start;
+        while at < g.end {
+            let end = (at + step).min(g.end);
+            out.push(at..end);
+            at = end;
+        }
+    }
+    out
 }
 
 /// Runs `conns` workers until the queue is empty or the download stops.
@@ -301,4 +327,26 @@ fn outcome(ctx: &Ctx<'_>, total: u64, received: u64, resumed: u64) -> Outcome {
         *b = received;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_gaps_are_asked_in_pieces_small_ones_whole() {
+        const M: u64 = 1 << 20;
+        assert_eq!(
+            pieces(vec![0..10 * M, 20 * M..21 * M], 8),
+            vec![0..10 * M, 20 * M..21 * M]
+        );
+        let p = pieces(std::iter::once(0..512 * M).collect(), 8);
+        assert_eq!(p.len(), 8);
+        assert_eq!(p.first().unwrap().start, 0);
+        assert_eq!(p.last().unwrap().end, 512 * M);
+        assert!(p.windows(2).all(|w| w[0].end == w[1].start));
+        let p = pieces(std::iter::once(0..100 * M + 1).collect(), 16);
+        assert_eq!(p.len(), 4, "{p:?}");
+        assert!(pieces(vec![], 4).is_empty());
+    }
 }
