@@ -15,7 +15,7 @@ fi
 secs=${1:-300}
 shift || true
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(control_file http_headers input_file proxy_config hub_json http_response tls_records)
+[[ ${#targets[@]} -gt 0 ]] || targets=(control_file http_headers input_file proxy_config hub_json http_response tls_records xet)
 status=0
 for t in "${targets[@]}"; do
     [[ -f tests/fuzz/fuzz_targets/$t.rs ]] || { echo "no target $t" >&2; status=1; continue; }

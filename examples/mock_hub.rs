@@ -14,7 +14,9 @@
 //! `--seed N`, `--token T` (makes the repo gated, needing that token),
 //! `--salt S` (commit ids from S instead of the address: two instances with
 //! the same salt and repo options name the same commits, like the Hub and a
-//! mirror, so `hfd --endpoint A --endpoint B` can use both).
+//! mirror, so `hfd --endpoint A --endpoint B` can use both), `--xet` (the
+//! shards are also stored in a mock Xet CAS: hfd and hf_xet read them
+//! natively; `stats` then adds `cas_requests=N xorb_requests=N xorb_bytes=N`).
 //! Everything listens on 127.0.0.1.
 //!
 //! On stdin, the line `stats` prints one line of counters since the last
@@ -35,6 +37,7 @@ fn main() -> Result<(), String> {
     let mut seed = 2026u64;
     let mut token = None;
     let mut salt = None;
+    let mut xet = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -47,10 +50,15 @@ fn main() -> Result<(), String> {
             "--seed" => seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
             "--token" => token = Some(value()?),
             "--salt" => salt = Some(value()?),
+            "--xet" => xet = true,
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let hub = MockHub::start();
+    let hub = if xet {
+        MockHub::start_with_xet()
+    } else {
+        MockHub::start()
+    };
     if let Some(s) = &salt {
         hub.set_commit_salt(s);
     }
@@ -58,6 +66,12 @@ fn main() -> Result<(), String> {
     if let Some(t) = &token {
         hub.set_token(t);
         spec = spec.gated("manual");
+    }
+    if xet {
+        hub.xet().set_xorb_limit(64 << 20);
+        for f in spec.files.iter_mut().filter(|f| f.lfs) {
+            f.xet = true;
+        }
     }
     let total: u64 = spec.files.iter().map(|f| f.spec.len()).sum();
     hub.add_repo(spec);
@@ -91,8 +105,18 @@ fn main() -> Result<(), String> {
                 })
                 .count();
             let cdn = hub.cdn().stats();
+            let mut extra = String::new();
+            if xet {
+                let (c, t) = (hub.xet().cas().stats(), hub.xet().transfer().stats());
+                extra = format!(
+                    " cas_requests={} xorb_requests={} xorb_bytes={}",
+                    c.requests, t.requests, t.bytes_served
+                );
+                hub.xet().cas().reset_stats();
+                hub.xet().transfer().reset_stats();
+            }
             println!(
-                "resolves={resolves} api={api} cdn_requests={} cdn_bytes={}",
+                "resolves={resolves} api={api} cdn_requests={} cdn_bytes={}{extra}",
                 cdn.requests, cdn.bytes_served
             );
             let _ = std::io::stdout().flush();

@@ -11,6 +11,8 @@
 //! - [`serve`]: `hfd serve`, a cache folder served with the Hub's API;
 //! - [`mirrors`]: measuring sources (`--bench`);
 //! - [`engine`]: one file over many connections, resumable, verified;
+//! - [`xet`]: the Hub's Xet storage protocol (chunks, hashes,
+//!   reconstructions, CAS tokens), which the engine's Xet stage runs;
 //! - [`client`]: requests as every caller sends them (redirects by hand,
 //!   credentials per origin, one status table, one retry driver);
 //! - [`storage`]: the file's on-disk life, the writer, the control file;
@@ -47,6 +49,8 @@ pub mod mirrors;
 pub mod serve;
 
 pub mod engine;
+
+pub mod xet;
 
 pub mod client;
 

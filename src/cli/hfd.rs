@@ -53,6 +53,8 @@ Examples:
   hfd -- man                       the repo whose id is \"man\": after --, a word is a repo
   hfd serve --listen 0.0.0.0:8080 --cache    serve the local Hugging Face cache
                                    to the LAN (hfd serve --help)
+  hfd gpt2 --no-xet                every file over the plain path (the resolve
+                                   redirect), not natively from Xet storage
 
 Patterns work as in hfd.sh: '.' is literal, '*' matches anything (also '/'),
 and a pattern matches anywhere in the path ('--include config' keeps every
@@ -83,9 +85,15 @@ into nowhere over 1 connection and over -x (default 16 with --bench).
 Per-connection throttling shows as an -x figure far above the 1-connection
 one. See docs/mirrors.md.
 
+Xet: where the endpoint names a file's Xet id and grants a Xet token, the
+file's chunks are read natively from the storage the Hub names (its CAS and
+presigned xorb ranges), resumable, through the same proxy; elsewhere (a
+mirror without Xet, --no-xet, HF_HUB_DISABLE_XET=1) the plain path. See
+docs/xet.md.
+
 Environment: HF_ENDPOINT (default https://huggingface.co; --endpoint
 replaces it), HF_TOKEN, HF_USERNAME, HF_HUB_CACHE and HF_HOME (--cache),
-NO_COLOR, and the proxy variables
+HF_HUB_DISABLE_XET, NO_COLOR, and the proxy variables
 (http_proxy, https_proxy, all_proxy, no_proxy, in either case).
 
 Exit status: 0 done, up to date or dry run, 1 error or incomplete download
@@ -162,6 +170,14 @@ pub struct Args {
     /// The repo is a dataset.
     #[arg(long = "dataset")]
     pub dataset: bool,
+
+    /// Never read Xet storage natively: take the plain path (the resolve
+    /// URL's redirect) for every file, as HF_HUB_DISABLE_XET=1 does.
+    /// Natively (the default where the endpoint grants a Xet token), a
+    /// file's chunks come from the CAS the Hub names, over the same
+    /// connections, proxy and resume as everything else.
+    #[arg(long = "no-xet")]
+    pub no_xet: bool,
 
     /// Where to put the files [default: the part of REPO_ID after the first '/'].
     #[arg(long = "local-dir", visible_alias = "local_dir", value_name = "DIR")]
@@ -420,8 +436,17 @@ impl Args {
             overall_limit: self.common.limit.overall(),
             dry_run: self.dry_run,
             verify_origin: self.origin()?,
+            xet: !self.no_xet && !env("HF_HUB_DISABLE_XET").is_some_and(|v| is_true(&v)),
         })
     }
+}
+
+/// huggingface_hub's reading of a boolean variable.
+fn is_true(v: &str) -> bool {
+    matches!(
+        v.trim().to_ascii_uppercase().as_str(),
+        "1" | "ON" | "YES" | "TRUE"
+    )
 }
 
 #[cfg(test)]

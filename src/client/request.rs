@@ -160,6 +160,28 @@ pub async fn fetch(
     }
 }
 
+/// Sends `req` once, without following a redirect: the answer as it is
+/// (hfd reads the Hub's resolve answer itself, for its Xet headers).
+pub async fn send_once(
+    net: &Net,
+    req: Request<'_>,
+    conn: &mut Option<Conn>,
+) -> Result<Response<Body>, Failure> {
+    if !conn.as_ref().is_some_and(|c| c.can_serve(req.url, net)) {
+        *conn = None;
+        *conn = Some(net.connect(req.url).await.map_err(Failure::from_net)?);
+    }
+    let c = conn.as_mut().expect("connected above");
+    let headers = request_headers(net, &req, req.url, req.range);
+    match c.get(req.url, headers).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            *conn = None;
+            Err(Failure::from_net(e))
+        }
+    }
+}
+
 /// Whether a chain of redirects that ended at `last` went from https to
 /// plain http somewhere: the bytes then travel unprotected.
 pub fn downgraded(hops: &[Hop], last: &Url) -> Option<String> {

@@ -9,6 +9,8 @@
 //!    against the control file: a file that changed on the server is never
 //!    spliced onto old bytes.
 //! 4. [`super::slots`] (ranges work) or [`super::single`] (they do not).
+//!    A Xet download (`spec.xet`) skips the probe: its stage plans from
+//!    the CAS and fetches xorb ranges instead.
 //! 5. [`super::finish`]: checksum, final name, folder fsync, control file
 //!    removal.
 
@@ -93,6 +95,9 @@ pub async fn download(
         Look::Complete(outcome) => return Ok(outcome),
         Look::Start(start) => start,
     };
+    if let Some(src) = &spec.xet {
+        return super::xet::run(&ctx, start, src).await;
+    }
     let probed = probe::run(&ctx, &start).await?;
     after_probe(&ctx, start, probed).await
 }

@@ -8,7 +8,9 @@
 //! - [`slots`]: the ranged download: storage set up, connection slots
 //!   ([`worker`]) fed by the [`scheduler`], grown by [`adaptive`];
 //! - [`single`]: one stream from the start, for servers without ranges;
-//! - [`finish`]: checksum and final name.
+//! - [`finish`]: checksum and final name;
+//! - `xet`: instead of the probe and the slots, a file fetched natively
+//!   from Xet storage (its units fetched by `xet_fetch`).
 //!
 //! A slot checks each answer ([`answer`]) and moves its bytes to the writer
 //! ([`receive`]: spliced or batched). [`shared`] is what the slots share;
@@ -31,6 +33,8 @@ mod single;
 mod slots;
 pub mod verify;
 mod worker;
+mod xet;
+mod xet_fetch;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -109,6 +113,10 @@ pub struct DownloadSpec {
     /// each source is held to that instead and to its own validators, because
     /// mirrors behind different CDNs give different ETags for the same bytes.
     pub source_check: Option<SourceCheck>,
+    /// Fetch the file natively from Xet storage rather than from `urls`
+    /// (which still name it in messages and in the control file): hfd sets
+    /// it when the Hub names the file's Xet id and grants a CAS token.
+    pub xet: Option<crate::xet::XetSource>,
 }
 
 /// The caller's test that a source serves the file it was asked for, run on
@@ -177,6 +185,7 @@ impl DownloadSpec {
             adaptive: None,
             limits: Vec::new(),
             source_check: None,
+            xet: None,
         }
     }
 

@@ -82,7 +82,7 @@ type ReserveTask = JoinHandle<Result<Allocation, StorageError>>;
 
 /// Opens the partial data, reserves its space, writes the first control
 /// record and starts the writer. Returns the reservation still running.
-fn open_storage(
+pub(super) fn open_storage(
     ctx: &Ctx<'_>,
     plan: Plan,
     v: &Validators,
@@ -366,7 +366,7 @@ impl Slots {
 
 /// Saves what was written and says why the download stopped, or, when
 /// every byte is in, makes it durable, checks it and gives it its name.
-async fn conclude(
+pub(super) async fn conclude(
     ctx: &Ctx<'_>,
     storage: Storage,
     fatal: Option<Error>,

@@ -270,6 +270,12 @@ pub fn parse_tree_page(body: &[u8]) -> Result<(Vec<RepoFile>, usize), String> {
 
 /// The `rel="next"` target of `Link` headers, resolved against `base`.
 pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
+    link_rel(headers, base, "next")
+}
+
+/// The target of the `Link` header entry with relation `rel`, resolved
+/// against `base`.
+pub fn link_rel(headers: &HeaderMap, base: &Url, rel: &str) -> Option<Url> {
     for value in headers.get_all(http::header::LINK) {
         let Ok(v) = value.to_str() else { continue };
         for link in v.split(',') {
@@ -287,7 +293,7 @@ pub fn next_link(headers: &HeaderMap, base: &Url) -> Option<Url> {
                         && v.trim()
                             .trim_matches('"')
                             .split_whitespace()
-                            .any(|r| r == "next")
+                            .any(|r| r.eq_ignore_ascii_case(rel))
                 })
             });
             if is_next {

@@ -186,6 +186,16 @@ impl Endpoint {
         ))
     }
 
+    /// The Xet read-token route of a revision (what a resolve answer's
+    /// `Link: <…>; rel="xet-auth"` names on the Hub).
+    pub fn xet_token_url(&self, t: RepoType, repo: &RepoId, revision: &str) -> Result<Url, String> {
+        self.join(&format!(
+            "/api/{}/{repo}/xet-read-token/{}",
+            t.api_segment(),
+            encode_segment(revision)
+        ))
+    }
+
     /// The first page of the recursive file tree.
     pub fn tree_url(&self, t: RepoType, repo: &RepoId, revision: &str) -> Result<Url, String> {
         self.join(&format!(

@@ -56,6 +56,8 @@ pub struct FileCtx {
     pub events: Arc<dyn Events>,
     /// `-j`: one per file transferring.
     pub permits: Arc<Semaphore>,
+    /// Xet tokens granted (or refused) so far, by token route.
+    pub xet: super::xet::XetTokens,
 }
 
 impl FileCtx {
@@ -129,7 +131,8 @@ pub async fn download_file(
             Err(e) => return FileResult::Failed(f.path.clone(), FileError::Other(e)),
         }
     }
-    let spec = spec_for(&ctx, &f, &urls, &out, part);
+    let mut spec = spec_for(&ctx, &f, &urls, &out, part);
+    spec.xet = super::xet::choose(&ctx, &f, &urls[0]).await;
     let mut job = FileJob {
         left_out: vec![false; urls.len()],
         ctx,

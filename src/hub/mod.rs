@@ -15,7 +15,8 @@
 //! - [`messages`]: errors in words a user can act on;
 //! - [`origin`]: `--verify-origin`, the commit and hashes from the origin;
 //! - [`identity`]: whether every endpoint serves the file the listing names;
-//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file.
+//! - [`bench`]: `--bench`, measuring each endpoint on the repo's largest file;
+//! - `xet`: whether a file is read natively from Xet storage.
 //!
 //! docs/hfd.md describes the behaviour from the user's side.
 
@@ -36,6 +37,7 @@ pub mod place;
 mod queue;
 pub mod run;
 pub mod state;
+mod xet;
 
 pub use endpoint::{DEFAULT_ENDPOINT, Endpoint, RepoId, RepoType};
 pub use place::Dest;

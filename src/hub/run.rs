@@ -98,6 +98,9 @@ pub struct Options {
     /// `--verify-origin`: the commit and the hashes come from this
     /// endpoint's API (the bytes still from `endpoint` and `mirrors`).
     pub verify_origin: Option<Endpoint>,
+    /// Read Xet storage natively where the endpoint allows (not
+    /// `--no-xet`, not `HF_HUB_DISABLE_XET`).
+    pub xet: bool,
 }
 
 /// How a run ended.
@@ -316,6 +319,7 @@ impl Downloads<'_> {
             cancel: self.cancel,
             events: self.events,
             permits: Arc::new(Semaphore::new(opts.jobs.max(1))),
+            xet: super::xet::XetTokens::default(),
         });
         let queue = Queue {
             ctx,

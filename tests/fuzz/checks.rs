@@ -741,3 +741,61 @@ mod tls_peer {
         }
     }
 }
+
+/// Xet: a xorb range decodes to chunks of at most 128 KiB, never more than
+/// asked, and all of them when it says it is complete; a reconstruction
+/// answer (v1 or v2) either is refused or plans units whose writes stay
+/// inside the range asked, also when fed these bytes as their xorb data.
+pub fn xet(data: &[u8]) {
+    use hfd::xet::chunk::{ChunkStream, MAX_CHUNK};
+    use hfd::xet::recon::{Plan, ReconstructionV1, ReconstructionV2, UnitDecoder};
+    let Some((&head, rest)) = data.split_first() else {
+        return;
+    };
+    let n = u32::from(head % 8) + 1;
+    let piece = usize::from(head / 8) + 1;
+    let mut s = ChunkStream::new(3..3 + n);
+    let mut out = Vec::new();
+    let mut ok = true;
+    for p in rest.chunks(piece) {
+        if s.push(p, &mut out).is_err() {
+            ok = false;
+            break;
+        }
+    }
+    assert!(out.len() as u32 <= n);
+    assert!(out.iter().all(|c| c.data.len() <= MAX_CHUNK));
+    if ok && s.finish().is_ok() {
+        assert_eq!(out.len() as u32, n);
+    }
+    let v1 = serde_json::from_slice::<ReconstructionV1>(rest)
+        .ok()
+        .or_else(|| {
+            serde_json::from_slice::<ReconstructionV2>(rest)
+                .ok()
+                .map(ReconstructionV1::from)
+        });
+    let Some(r) = v1 else { return };
+    let total = r
+        .terms
+        .iter()
+        .fold(0u64, |a, t| a.saturating_add(t.unpacked_length))
+        .saturating_sub(r.offset_into_first_range);
+    let end = total.min(u64::from(head) * 1000);
+    let want = end / 3..end;
+    let Ok(plan) = Plan::build(r, want.clone()) else {
+        return;
+    };
+    for u in plan.units.iter().take(8) {
+        for w in u.writes(&want) {
+            assert!(want.start <= w.start && w.end <= want.end);
+        }
+        let mut d = UnitDecoder::new(u, want.clone());
+        let mut writes = Vec::new();
+        if d.push(rest, &mut writes).is_ok() {
+            for (at, b) in &writes {
+                assert!(want.start <= *at && at + b.len() as u64 <= want.end);
+            }
+        }
+    }
+}

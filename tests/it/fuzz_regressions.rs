@@ -41,6 +41,7 @@ fn saved_fuzz_inputs_pass() {
     assert!(replay("hub_json", checks::hub_json) >= 6);
     assert!(replay("http_response", checks::http_response) >= 8);
     assert!(replay("tls_records", checks::tls_records) >= 8);
+    assert!(replay("xet", checks::xet) >= 4);
 }
 
 #[test]

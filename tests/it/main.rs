@@ -25,3 +25,4 @@ mod serve;
 mod support;
 mod tls;
 mod wheel;
+mod xet;

@@ -935,9 +935,9 @@ fn an_https_proxy_is_reached_over_tls() {
 // The real proxies users run: tinyproxy (HTTP) and microsocks (SOCKS5).
 
 /// A proxy process on loopback, killed on drop.
-struct RealProxy {
+pub(crate) struct RealProxy {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -1010,7 +1010,7 @@ fn start_real(
 /// forwarded requests and CONNECT tunnels; with no `ConnectPort` line every
 /// port may be tunnelled; `BasicAuth` takes only `[-a-z0-9._]` characters,
 /// and wrong credentials get 401 (not 407), missing ones 407.
-fn tinyproxy(auth: Option<(&str, &str)>) -> Result<RealProxy, String> {
+pub(crate) fn tinyproxy(auth: Option<(&str, &str)>) -> Result<RealProxy, String> {
     start_real("tinyproxy", |bin, port, dir| {
         let mut conf = format!(
             "Port {port}\nListen 127.0.0.1\nBind 127.0.0.2\nTimeout 30\nAllow 127.0.0.1\n\
@@ -1031,7 +1031,7 @@ fn tinyproxy(auth: Option<(&str, &str)>) -> Result<RealProxy, String> {
 
 /// microsocks 1.0.3: `-b` binds outgoing connections, `-u`/`-P` require
 /// RFC 1929 credentials (any bytes), names are resolved by the proxy.
-fn microsocks(auth: Option<(&str, &str)>) -> Result<RealProxy, String> {
+pub(crate) fn microsocks(auth: Option<(&str, &str)>) -> Result<RealProxy, String> {
     start_real("microsocks", |bin, port, _| {
         let mut c = Command::new(bin);
         c.args([

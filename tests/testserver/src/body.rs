@@ -86,10 +86,57 @@ impl Drop for Meter {
 pub(crate) enum ServerBody {
     Empty,
     Full(Option<Bytes>, Meter),
+    Paced(Box<Paced>),
     File(Box<FileBody>),
 }
 
+/// A fixed body sent at a pace (a handler's slow answer).
+pub(crate) struct Paced {
+    data: Bytes,
+    pos: usize,
+    slice: usize,
+    sleep: Option<Pin<Box<Sleep>>>,
+    meter: Meter,
+}
+
+impl Paced {
+    fn poll_next(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if let Some(s) = &mut self.sleep {
+            if s.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.sleep = None;
+        }
+        if self.pos >= self.data.len() {
+            self.meter.close();
+            return Poll::Ready(None);
+        }
+        let n = self.slice.min(self.data.len() - self.pos);
+        let d = self.data.slice(self.pos..self.pos + n);
+        self.pos += n;
+        self.meter.count(n as u64);
+        self.sleep = Some(Box::pin(tokio::time::sleep(Duration::from_millis(
+            PACE_SLICE_MS,
+        ))));
+        Poll::Ready(Some(Ok(Frame::data(d))))
+    }
+}
+
 impl ServerBody {
+    pub(crate) fn paced(data: Bytes, rate: u64, meter: Meter) -> ServerBody {
+        let slice = (rate * PACE_SLICE_MS / 1000).max(1) as usize;
+        ServerBody::Paced(Box::new(Paced {
+            data,
+            pos: 0,
+            slice,
+            sleep: None,
+            meter,
+        }))
+    }
+
     pub(crate) fn full(data: Bytes, meter: Meter) -> ServerBody {
         if data.is_empty() {
             ServerBody::Empty
@@ -117,6 +164,7 @@ impl hyper::body::Body for ServerBody {
                 }
                 None => Poll::Ready(None),
             },
+            ServerBody::Paced(p) => p.poll_next(cx),
             ServerBody::File(f) => f.poll_next(cx),
         }
     }
@@ -125,6 +173,7 @@ impl hyper::body::Body for ServerBody {
         match self {
             ServerBody::Empty => true,
             ServerBody::Full(data, _) => data.is_none(),
+            ServerBody::Paced(p) => p.pos >= p.data.len(),
             ServerBody::File(f) => f.pos >= f.end && f.booked.is_none(),
         }
     }
@@ -135,6 +184,7 @@ impl hyper::body::Body for ServerBody {
             ServerBody::Full(data, _) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            ServerBody::Paced(p) => SizeHint::with_exact((p.data.len() - p.pos) as u64),
             ServerBody::File(f) if f.chunked => SizeHint::default(),
             ServerBody::File(f) => SizeHint::with_exact(f.end - f.pos),
         }

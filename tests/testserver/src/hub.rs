@@ -36,6 +36,7 @@ use sha1::Digest as _;
 
 use super::content::hex;
 use super::server::signed_url;
+use super::xet::MockCas;
 use super::{Body, FileSpec, Reply, RequestInfo, TestServer};
 use crate::sync::lock;
 
@@ -79,6 +80,9 @@ pub struct HubFile {
     pub path: String,
     pub spec: FileSpec,
     pub lfs: bool,
+    /// Also stored in the mock Xet CAS (needs [`MockHub::start_with_xet`]):
+    /// the resolve answer names its file id and the token route.
+    pub xet: bool,
 }
 
 impl HubFile {
@@ -88,6 +92,7 @@ impl HubFile {
             path: path.into(),
             spec: FileSpec::bytes(bytes),
             lfs: false,
+            xet: false,
         }
     }
 
@@ -97,6 +102,16 @@ impl HubFile {
             path: path.into(),
             spec,
             lfs: true,
+            xet: false,
+        }
+    }
+
+    /// A file stored in Xet: served natively by the mock CAS, and over the
+    /// plain path (the "bridge") by the CDN from `spec`, with its faults.
+    pub fn xet(path: impl Into<String>, spec: FileSpec) -> HubFile {
+        HubFile {
+            xet: true,
+            ..HubFile::lfs(path, spec)
         }
     }
 }
@@ -214,6 +229,8 @@ struct Stored {
     sha256: Option<String>,
     /// Where the bytes are: a path on the hub (git) or on the CDN (LFS).
     location: String,
+    /// The Xet file id, for files stored in Xet.
+    xet_hash: Option<String>,
 }
 
 #[derive(Debug)]
@@ -248,6 +265,7 @@ pub struct MockHub {
     hub: TestServer,
     cdn: TestServer,
     state: Arc<Mutex<State>>,
+    xet: Option<Arc<MockCas>>,
 }
 
 fn git_blob_sha1(data: &[u8]) -> String {
@@ -270,6 +288,15 @@ impl Default for MockHub {
 impl MockHub {
     /// Starts both servers on loopback.
     pub fn start() -> MockHub {
+        MockHub::start_inner(None)
+    }
+
+    /// Starts the hub with a mock Xet CAS behind it ([`crate::xet`]).
+    pub fn start_with_xet() -> MockHub {
+        MockHub::start_inner(Some(Arc::new(MockCas::start())))
+    }
+
+    fn start_inner(xet: Option<Arc<MockCas>>) -> MockHub {
         let hub = TestServer::start();
         let cdn = TestServer::start();
         let state = Arc::new(Mutex::new(State {
@@ -289,9 +316,22 @@ impl MockHub {
             state: state.clone(),
             hub_base: hub.base_url(),
             cdn_base: cdn.base_url(),
+            xet: xet.clone(),
         };
         hub.add_handler_fn("/", move |req| h.handle(req));
-        MockHub { hub, cdn, state }
+        MockHub {
+            hub,
+            cdn,
+            state,
+            xet,
+        }
+    }
+
+    /// The mock Xet CAS, when started with it.
+    pub fn xet(&self) -> &MockCas {
+        self.xet
+            .as_deref()
+            .expect("a MockHub started with start_with_xet")
     }
 
     /// The value for `HF_ENDPOINT`.
@@ -502,24 +542,24 @@ impl MockHub {
                         ),
                     );
                     self.cdn.add_file(&location, spec);
+                    let xet_hash = f.xet.then(|| self.xet().add(&body_bytes(&f.spec)));
                     Stored {
                         path: f.path.clone(),
                         size,
                         oid: git_blob_sha1(lfs_pointer(&sha256, size).as_bytes()),
                         sha256: Some(sha256),
                         location,
+                        xet_hash,
                     }
                 } else {
-                    let data = match &f.spec.body {
-                        Body::Static(b) => b.clone(),
-                        Body::Generated(c) => c.bytes(0..c.len()),
-                    };
+                    let data = body_bytes(&f.spec);
                     let stored = Stored {
                         path: f.path.clone(),
                         size,
                         oid: git_blob_sha1(&data),
                         sha256: None,
                         location: cache_path(kind, repo, commit, &f.path),
+                        xet_hash: None,
                     };
                     self.hub.add_file(
                         &stored.location,
@@ -564,6 +604,13 @@ impl MockHub {
     }
 }
 
+fn body_bytes(spec: &FileSpec) -> Bytes {
+    match &spec.body {
+        Body::Static(b) => b.clone(),
+        Body::Generated(c) => c.bytes(0..c.len()),
+    }
+}
+
 /// A git file's bytes as the Hub's resolve cache serves them: its ETag is
 /// the git blob id and `X-Repo-Commit` names the commit, which is what
 /// huggingface_hub reads after following the relative 307 there.
@@ -572,6 +619,7 @@ fn git_file_spec(spec: &FileSpec, oid: &str, commit: &str, token: Option<&str>) 
         .clone()
         .etag(format!("\"{oid}\""))
         .header("x-repo-commit", commit)
+        .header("x-linked-etag", format!("\"{oid}\""))
         .header("content-type", "text/plain; charset=utf-8");
     if let Some(t) = token {
         s = s.require_header("authorization", format!("Bearer {t}"));
@@ -596,6 +644,7 @@ struct Handler {
     state: Arc<Mutex<State>>,
     hub_base: String,
     cdn_base: String,
+    xet: Option<Arc<MockCas>>,
 }
 
 fn error_reply(status: u16, code: Option<&str>, message: &str) -> Reply {
@@ -718,6 +767,8 @@ impl Handler {
             ("tree", r)
         } else if let Some(r) = sub.strip_prefix("/treesize/") {
             ("treesize", r)
+        } else if let Some(r) = sub.strip_prefix("/xet-read-token/") {
+            ("xet-token", r)
         } else {
             return Reply::text(404, "Sorry, we can't find the page you are looking for.");
         };
@@ -732,6 +783,7 @@ impl Handler {
             );
         };
         match route {
+            "xet-token" => self.xet_token(repo, authorized),
             "info" => self.info(
                 st,
                 repo,
@@ -753,6 +805,17 @@ impl Handler {
             }
             _ => self.tree(st, repo, rev_enc, files, req),
         }
+    }
+
+    /// `xet-read-token`: a CAS token for a reader of the repo.
+    fn xet_token(&self, repo: &Repo, authorized: bool) -> Reply {
+        let Some(cas) = &self.xet else {
+            return Reply::text(404, "Sorry, we can't find the page you are looking for.");
+        };
+        if repo.gated.is_some() && !authorized {
+            return error_reply(401, Some("GatedRepo"), "Access to this repo is restricted.");
+        }
+        cas.issue_token()
     }
 
     fn info(&self, st: &State, repo: &Repo, commit: &str, files: &[Stored], blobs: bool) -> Reply {
@@ -839,6 +902,9 @@ impl Handler {
             .collect();
         for f in files.iter().filter(|f| recursive || !f.path.contains('/')) {
             let mut v = json!({"type": "file", "oid": f.oid, "size": f.size, "path": f.path});
+            if let Some(x) = &f.xet_hash {
+                v["xetHash"] = Value::String(x.clone());
+            }
             if let Some(sha) = &f.sha256 {
                 v["lfs"] = json!({
                     "oid": sha,
@@ -940,7 +1006,20 @@ impl Handler {
                 "Temporary Redirect"
             }
         );
-        Reply::text(status, body)
+        let mut reply = Reply::text(status, body);
+        if let (Some(x), Some(cas)) = (&f.xet_hash, &self.xet) {
+            reply = reply.header("x-xet-hash", x).header(
+                "link",
+                format!(
+                    "<{}/api/{}/{}/xet-read-token/{commit}>; rel=\"xet-auth\", <{}/v1/reconstructions/{x}>; rel=\"xet-reconstruction-info\"",
+                    self.hub_base,
+                    kind.api(),
+                    repo.id,
+                    cas.cas().base_url()
+                ),
+            );
+        }
+        reply
             .header("location", location)
             .header("x-repo-commit", commit)
             .header("x-linked-etag", format!("\"{etag}\""))

@@ -22,7 +22,8 @@
 //! * [`Stats`] and [`TestServer::requests`]: what clients actually did.
 //! * [`proxy`]: SOCKS5 and HTTP proxies that record what clients sent.
 //! * [`hub::MockHub`]: a mock Hugging Face Hub (API, resolve redirects, a
-//!   second server as the CDN) for `hfd`'s tests, demo and benchmarks.
+//!   second server as the CDN) for `hfd`'s tests, demo and benchmarks;
+//!   [`xet::MockCas`], the Xet storage behind it (CAS and transfer servers).
 //!
 //! ```no_run
 //! use hfd_testserver::{FileSpec, TestServer};
@@ -47,6 +48,7 @@ mod semantics;
 mod server;
 mod spec;
 mod sync;
+pub mod xet;
 
 #[cfg(test)]
 mod test_client;

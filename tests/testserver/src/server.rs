@@ -1113,6 +1113,8 @@ fn reply(ctx: &Ctx, r: Reply, head: bool) -> Response<ServerBody> {
     let body_len = r.body.len();
     let body = if head {
         ServerBody::Empty
+    } else if let Some(rate) = r.pace {
+        ServerBody::paced(r.body, rate, ctx.meter(None, body_len > 0))
     } else {
         ServerBody::full(r.body, ctx.meter(None, body_len > 0))
     };

@@ -274,6 +274,8 @@ pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Send the body at this many bytes per second.
+    pub pace: Option<u64>,
 }
 
 impl Reply {
@@ -283,6 +285,7 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Bytes::new(),
+            pace: None,
         }
     }
     /// A `text/plain` answer.
@@ -303,6 +306,11 @@ impl Reply {
     }
     pub fn body(mut self, body: impl Into<Bytes>) -> Reply {
         self.body = body.into();
+        self
+    }
+    /// Sends the body at `bytes_per_sec`.
+    pub fn paced(mut self, bytes_per_sec: u64) -> Reply {
+        self.pace = Some(bytes_per_sec.max(1));
         self
     }
 }

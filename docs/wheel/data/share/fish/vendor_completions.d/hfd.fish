@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_hfd_global_optspecs
-    string join \n include= exclude= hf_username= hf_token= tool= x= j= dataset local-dir= cache-dir= cache revision= verify dry-run verify-origin= endpoint= connect-timeout= all-proxy= http-proxy= https-proxy= no-proxy= ca-certificate= check-certificate= http2 U/user-agent= no-splice no-own-tls m/max-tries= retry-wait= max-download-limit= max-overall-download-limit= bench seconds= json q/quiet v/verbose h/help V/version
+    string join \n include= exclude= hf_username= hf_token= tool= x= j= dataset no-xet local-dir= cache-dir= cache revision= verify dry-run verify-origin= endpoint= connect-timeout= all-proxy= http-proxy= https-proxy= no-proxy= ca-certificate= check-certificate= http2 U/user-agent= no-splice no-own-tls m/max-tries= retry-wait= max-download-limit= max-overall-download-limit= bench seconds= json q/quiet v/verbose h/help V/version
 end
 
 function __fish_hfd_needs_command
@@ -52,6 +52,7 @@ complete -c hfd -n "__fish_hfd_needs_command" -l max-download-limit -d 'Cap each
 complete -c hfd -n "__fish_hfd_needs_command" -l max-overall-download-limit -d 'Cap everything this run downloads together (every file of hfd, every entry of hfget -i) at RATE bytes/s, e.g. 5M; 0 = no cap' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l seconds -d 'Seconds of each --bench measurement' -r
 complete -c hfd -n "__fish_hfd_needs_command" -l dataset -d 'The repo is a dataset'
+complete -c hfd -n "__fish_hfd_needs_command" -l no-xet -d 'Never read Xet storage natively: take the plain path (the resolve URL\'s redirect) for every file, as HF_HUB_DISABLE_XET=1 does. Natively (the default where the endpoint grants a Xet token), a file\'s chunks come from the CAS the Hub names, over the same connections, proxy and resume as everything else'
 complete -c hfd -n "__fish_hfd_needs_command" -l cache -d 'Download into the default Hugging Face cache: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub'
 complete -c hfd -n "__fish_hfd_needs_command" -l verify -d 'Hash every local file again, even those unchanged since they were verified (catches silent disk corruption; slower)'
 complete -c hfd -n "__fish_hfd_needs_command" -l dry-run -d 'Show what would be downloaded and stop: each selected file with its size and whether it is already here and current (the check a real run makes), and the total to download. No file is fetched and nothing is written, not even LOCAL_DIR (as `hf download --dry-run`)'

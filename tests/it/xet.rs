@@ -1,0 +1,387 @@
+//! Xet: the mock CAS checked by the official client, and hfd's native
+//! path against it (records of the hub, CAS, transfer and CDN servers say
+//! which path was taken and what each was sent).
+
+use std::path::Path;
+use std::process::Command;
+
+use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
+use hfd_testserver::{FileSpec, RequestInfo};
+
+use crate::support::*;
+
+const TOKEN: &str = "hf_user_token_for_xet_tests";
+
+/// Two Xet files (one spanning several xorbs, so several fetch ranges),
+/// one git file.
+fn xet_files() -> Vec<HubFile> {
+    vec![
+        HubFile::git("config.json", "{\"hidden\": 64}\n"),
+        HubFile::xet("model.safetensors", FileSpec::generated(11, 3 << 20)),
+        HubFile::xet("sub/small.bin", FileSpec::generated(12, 70_000)),
+    ]
+}
+
+fn xet_hub(id: &str, files: &[HubFile]) -> MockHub {
+    let hub = MockHub::start_with_xet();
+    hub.xet().set_xorb_limit(512 << 10);
+    hub.add_repo(
+        files
+            .iter()
+            .cloned()
+            .fold(RepoSpec::model(id), |r, f| r.file(f)),
+    );
+    hub
+}
+
+fn paths(reqs: &[RequestInfo], part: &str) -> usize {
+    reqs.iter().filter(|r| r.path.contains(part)).count()
+}
+
+/// The official client (huggingface_hub + hf_xet) downloads from the mock
+/// through Xet, byte-exact: the mock speaks the protocol as hf_xet reads it.
+#[test]
+fn the_official_client_downloads_through_the_mock_cas() {
+    let Some(py) = python() else { return };
+    let files = xet_files();
+    let hub = xet_hub("org/xet", &files);
+    let dir = tempdir();
+    let script = r#"
+import sys
+from huggingface_hub import hf_hub_download, snapshot_download
+out = sys.argv[1]
+p = hf_hub_download("org/xet", "model.safetensors", local_dir=out)
+print(p)
+snapshot_download("org/xet", local_dir=out)
+"#;
+    let home = dir.path().join("hf-home");
+    let out = dir.path().join("out");
+    let (code, stdout, stderr) = run_python(
+        &py,
+        script,
+        &[&path_str(&out)],
+        &[
+            ("HF_ENDPOINT", &hub.endpoint()),
+            ("HF_HOME", &path_str(&home)),
+            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ],
+    );
+    assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
+    for f in &files {
+        assert_eq!(
+            sha256_file(&out.join(&f.path)),
+            f.spec.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+    let cas = hub.xet().cas().requests();
+    let transfer = hub.xet().transfer().requests();
+    assert!(paths(&cas, "/v1/reconstructions/") >= 2, "{cas:#?}");
+    assert!(transfer.iter().all(|r| r.status == 206), "{transfer:#?}");
+    assert!(transfer.len() >= 3, "{transfer:#?}");
+    // No byte over the plain path.
+    assert_eq!(hub.cdn().requests().len(), 0);
+    let tokens = hub.hub().requests();
+    assert!(paths(&tokens, "/xet-read-token/") >= 1);
+}
+
+fn hfd(dir: &Path, hub: &MockHub) -> Command {
+    let mut c = hfd_bin(dir);
+    c.env("HF_ENDPOINT", hub.endpoint())
+        .env_remove("HF_HUB_DISABLE_XET")
+        .env_remove("HF_TOKEN");
+    c
+}
+
+fn assert_files(dir: &Path, files: &[HubFile]) {
+    for f in files {
+        assert_eq!(
+            sha256_file(&dir.join(&f.path)),
+            f.spec.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+}
+
+/// What each server saw of the user's Hub token.
+fn saw_token(reqs: &[RequestInfo]) -> usize {
+    reqs.iter()
+        .filter(|r| r.headers.iter().any(|(_, v)| v.contains(TOKEN)))
+        .count()
+}
+
+/// hfd reads Xet files natively: reconstructions from the CAS, xorb
+/// ranges from the transfer server, not a byte from the bridge (the CDN);
+/// the Hub token only at the hub, the CAS token only at the CAS, nothing
+/// at the presigned URLs.
+#[test]
+fn hfd_reads_xet_natively_and_keeps_tokens_apart() {
+    let files = xet_files();
+    let hub = MockHub::start_with_xet();
+    hub.set_token(TOKEN);
+    hub.xet().set_xorb_limit(512 << 10);
+    hub.add_repo(
+        files
+            .iter()
+            .cloned()
+            .fold(RepoSpec::model("org/gated").gated("auto"), |r, f| r.file(f)),
+    );
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args([
+        "org/gated",
+        "--hf_token",
+        TOKEN,
+        "-x",
+        "4",
+        "--local-dir",
+        "m",
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let (cas, transfer) = (hub.xet().cas().requests(), hub.xet().transfer().requests());
+    assert!(paths(&cas, "/reconstructions/") >= 2, "{cas:#?}");
+    assert!(transfer.len() >= 7, "{} xorb ranges", transfer.len());
+    assert!(transfer.iter().all(|r| r.status == 206));
+    assert_eq!(hub.cdn().requests().len(), 0, "no byte over the bridge");
+    assert_eq!(saw_token(&cas) + saw_token(&transfer), 0);
+    assert!(transfer.iter().all(|r| r.header("authorization").is_none()));
+    assert!(cas.iter().filter(|r| r.status == 200).all(|r| {
+        r.header("authorization")
+            .is_some_and(|a| a.starts_with("Bearer xet_mock_"))
+    }));
+    // One token for the run's files; /v2/ asked only until its 404 was
+    // seen (by files started at the same time, at most once each).
+    assert_eq!(paths(&hub.hub().requests(), "/xet-read-token/"), 1);
+    assert!(paths(&cas, "/v2/") <= 2, "{cas:#?}");
+    assert_eq!(paths(&cas, "/v1/"), 2, "{cas:#?}");
+}
+
+/// `--no-xet` and `HF_HUB_DISABLE_XET=1` take the plain path; so does a
+/// mirror whose token route answers 404 or 501.
+#[test]
+fn the_plain_path_when_xet_is_off_or_not_offered() {
+    let files = xet_files();
+    for how in ["--no-xet", "env", "404", "501"] {
+        let hub = xet_hub("org/plain", &files);
+        let dir = tempdir();
+        let mut c = hfd(dir.path(), &hub);
+        c.args(["org/plain", "--local-dir", "m", "-v"]);
+        match how {
+            "--no-xet" => {
+                c.arg("--no-xet");
+            }
+            "env" => {
+                c.env("HF_HUB_DISABLE_XET", "1");
+            }
+            s => hub
+                .xet()
+                .knobs(|k| k.token_route_off = Some(s.parse().unwrap())),
+        }
+        let (code, out, err) = run(&mut c);
+        assert_eq!(code, 0, "{how}: {out}\n{err}");
+        assert_files(&dir.path().join("m"), &files);
+        assert_eq!(hub.xet().cas().requests().len(), 0, "{how}");
+        assert_eq!(hub.xet().transfer().requests().len(), 0, "{how}");
+        assert!(hub.cdn().requests().len() >= 2, "{how}");
+        if how.parse::<u16>().is_ok() {
+            assert!(err.contains("grants no Xet token"), "{how}: {err}");
+        }
+    }
+}
+
+/// Short-lived tokens are renewed before they expire, and a 401 from the
+/// CAS renews the token too; the download goes on.
+#[test]
+fn tokens_are_renewed_before_expiry_and_after_a_401() {
+    let files = xet_files();
+    let hub = xet_hub("org/tok", &files);
+    hub.xet().knobs(|k| {
+        // Less than the 30 s margin: every use renews it.
+        k.token_ttl = std::time::Duration::from_secs(10);
+        k.recon_faults.push_back((401, None));
+    });
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/tok", "--local-dir", "m"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let cas = hub.xet().cas().requests();
+    assert!(cas.iter().any(|r| r.status == 401), "{cas:#?}");
+    // A fresh token after the 401: the next request carries another one.
+    let i = cas.iter().position(|r| r.status == 401).unwrap();
+    let next = cas[i + 1..].iter().find(|r| r.status == 200).unwrap();
+    assert_ne!(cas[i].header("authorization"), next.header("authorization"));
+    assert!(paths(&hub.hub().requests(), "/xet-read-token/") >= 3);
+    assert_eq!(hub.cdn().requests().len(), 0);
+}
+
+/// 429 and 503 with Retry-After on the reconstruction are waited out: the
+/// next request comes no sooner than the server asked.
+#[test]
+fn a_rate_limited_reconstruction_is_waited_out() {
+    let files = vec![HubFile::xet("w.bin", FileSpec::generated(21, 600_000))];
+    let hub = xet_hub("org/rl", &files);
+    hub.xet().knobs(|k| {
+        k.recon_faults.push_back((429, Some(1)));
+        k.recon_faults.push_back((503, Some(1)));
+    });
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/rl", "--local-dir", "m"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let cas: Vec<RequestInfo> = hub
+        .xet()
+        .cas()
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.starts_with("/v1/"))
+        .collect();
+    let statuses: Vec<u16> = cas.iter().map(|r| r.status).collect();
+    assert_eq!(statuses[..3], [429, 503, 200], "{statuses:?}");
+    for w in cas[..3].windows(2) {
+        assert!(w[1].at.duration_since(w[0].at) >= std::time::Duration::from_millis(990));
+    }
+}
+
+/// A xorb range with a broken chunk header or broken LZ4 is fetched again;
+/// the file is right (a damaged chunk is never written as data).
+#[test]
+fn a_damaged_xorb_range_is_fetched_again() {
+    use hfd_testserver::xet::Corruption;
+    let files = vec![HubFile::xet("w.bin", FileSpec::generated(22, 1 << 20))];
+    let hub = xet_hub("org/bad", &files);
+    hub.xet().knobs(|k| {
+        k.corrupt.push_back(Corruption::Header);
+        k.corrupt.push_back(Corruption::Lz4);
+    });
+    let dir = tempdir();
+    let (code, out, err) =
+        run(hfd(dir.path(), &hub).args(["org/bad", "--local-dir", "m", "-x", "1", "-v"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let t = hub.xet().transfer().requests();
+    // The two damaged answers were asked again: two more requests than
+    // distinct ranges.
+    let distinct: std::collections::BTreeSet<&str> = t.iter().map(|r| r.uri.as_str()).collect();
+    assert_eq!(t.len(), distinct.len() + 2, "{t:#?}");
+    assert!(
+        err.contains("damaged xorb range") || out.contains("damaged"),
+        "{err}"
+    );
+}
+
+/// Bytes of `reqs` (delivered ones) per xorb, as ranges.
+fn delivered(reqs: &[RequestInfo]) -> Vec<(String, std::ops::Range<u64>)> {
+    reqs.iter()
+        .filter(|r| r.status == 206)
+        .filter_map(|r| {
+            let (a, _) = r
+                .range
+                .as_deref()?
+                .strip_prefix("bytes=")?
+                .split_once('-')?;
+            let a: u64 = a.parse().ok()?;
+            Some((r.path.clone(), a..a + r.body_bytes))
+        })
+        .collect()
+}
+
+/// kill -9 mid-download, then the same command: the second run fetches
+/// what was missing and little more (bytes the transfer server served
+/// twice).
+#[test]
+fn kill_9_then_resume_fetches_little_twice() {
+    let files = vec![HubFile::xet("big.bin", FileSpec::generated(23, 3 << 20))];
+    let hub = xet_hub("org/kill", &files);
+    hub.xet().knobs(|k| k.pace = Some(256 << 10));
+    let dir = tempdir();
+    let mut child = hfd(dir.path(), &hub)
+        .args(["org/kill", "--local-dir", "m", "-x", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = hub.xet().transfer();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while t.requests().iter().map(|r| r.body_bytes).sum::<u64>() < 1_500_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "hfd ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A checkpoint a second, so at least one since the bytes above.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let first = delivered(&t.requests());
+    let n_first = t.requests().len();
+    hub.xet().knobs(|k| k.pace = None);
+    let (code, out, err) =
+        run(hfd(dir.path(), &hub).args(["org/kill", "--local-dir", "m", "-x", "2"]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let second = delivered(&t.requests()[n_first..]);
+    let again: u64 = second
+        .iter()
+        .map(|(p, r)| {
+            first
+                .iter()
+                .filter(|(q, _)| q == p)
+                .map(|(_, s)| r.end.min(s.end).saturating_sub(r.start.max(s.start)))
+                .sum::<u64>()
+        })
+        .sum();
+    let fetched_first: u64 = first.iter().map(|(_, r)| r.end - r.start).sum();
+    println!("served before the kill: {fetched_first}; served twice: {again}");
+    // Two connections at 256 KiB/s lose at most the last checkpoint
+    // interval or so each, plus a chunk at each edge.
+    assert!(
+        again <= 1 << 20,
+        "{again} bytes served twice of {fetched_first}"
+    );
+    assert!(fetched_first >= 1_500_000);
+}
+
+/// Every CAS and xorb request goes through the proxy the user set, for an
+/// HTTP proxy (tinyproxy) and socks5h (microsocks): each proxy connects
+/// from 127.0.0.2, so the servers' records show which requests came
+/// through it.
+#[test]
+fn cas_and_xorb_requests_go_through_the_proxy() {
+    use crate::proxy::{microsocks, tinyproxy};
+    let files = xet_files();
+    for which in ["tinyproxy", "microsocks"] {
+        let p = match if which == "tinyproxy" {
+            tinyproxy(None)
+        } else {
+            microsocks(None)
+        } {
+            Ok(p) => p,
+            Err(why) => {
+                println!("SKIPPED: {why}");
+                continue;
+            }
+        };
+        let (var, url) = if which == "tinyproxy" {
+            ("http_proxy", format!("http://127.0.0.1:{}", p.port))
+        } else {
+            ("all_proxy", format!("socks5h://127.0.0.1:{}", p.port))
+        };
+        let hub = xet_hub("org/px", &files);
+        let dir = tempdir();
+        let (code, out, err) = run(hfd(dir.path(), &hub)
+            .args(["org/px", "--local-dir", "m"])
+            .env(var, &url));
+        assert_eq!(code, 0, "{which}: {out}\n{err}");
+        assert_files(&dir.path().join("m"), &files);
+        let via = std::net::IpAddr::from([127, 0, 0, 2]);
+        let (cas, tr) = (hub.xet().cas().requests(), hub.xet().transfer().requests());
+        assert!(!cas.is_empty() && !tr.is_empty(), "{which}");
+        for r in cas.iter().chain(&tr).chain(&hub.hub().requests()) {
+            assert_eq!(r.peer.ip(), via, "{which}: {} came directly", r.path);
+        }
+    }
+}
