@@ -63,6 +63,61 @@ fn range_ignored_gives_a_correct_single_stream() {
 }
 
 #[test]
+fn a_single_stream_waits_out_retry_after() {
+    // No ranges: the probe's 200 is the stream, and it is cut short. The
+    // stream's next request is refused with 503 and Retry-After: 2 (tests
+    // turn our own backoff off, so only the header can explain a wait).
+    let fail = Fail::new(503, 1).retry_after("2").after(1);
+    let file = FileSpec::generated(17, 2 << 20)
+        .ignore_range()
+        .truncate(300_000, 1)
+        .fail(fail);
+    let c = case(file);
+    let o = c.ok(4);
+    assert!(o.single_stream);
+    let reqs = c.server.requests();
+    let statuses: Vec<u16> = reqs.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 503, 200], "{statuses:?}");
+    let gap = reqs[2].at.duration_since(reqs[1].at);
+    assert!(gap >= Duration::from_millis(1950), "retried after {gap:?}");
+}
+
+#[test]
+fn ctrl_c_ends_a_single_stream_waiting_out_retry_after() {
+    // As above, but the refusal asks for 120 s: Ctrl-C (the caller's token)
+    // must end the wait at once, and the stream asks for nothing more.
+    let fail = Fail::new(503, 1).retry_after("120").after(1);
+    let file = FileSpec::generated(18, 2 << 20)
+        .ignore_range()
+        .truncate(300_000, 1)
+        .fail(fail);
+    let c = case(file);
+    let s = c.spec(4);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let net = hfd::net::Net::new(hfd::net::NetOptions::default());
+    let progress = hfd::engine::Progress::new();
+    let ended = runtime().block_on(async {
+        let task = tokio::spawn({
+            let cancel = cancel.clone();
+            async move { hfd::engine::download(&net, &s, progress, cancel).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.server.requests().iter().any(|r| r.status == 503) {
+            assert!(Instant::now() < deadline, "no 503 was served");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        // Far shorter than the 120 s asked for.
+        tokio::time::timeout(Duration::from_secs(15), task).await
+    });
+    let r = ended.expect("Ctrl-C did not end the wait within 15 s");
+    let r = r.expect("the download task does not panic");
+    assert!(matches!(r, Err(Error::Interrupted)), "{r:?}");
+    assert_eq!(c.server.requests().len(), 2, "nothing asked after the 503");
+    assert!(!c.out.exists());
+}
+
+#[test]
 fn unknown_length_chunked_body() {
     let c = case(
         FileSpec::generated(2, (3 << 20) + 17)
@@ -117,6 +172,7 @@ fn retry_after_is_honoured_on_503_and_429() {
             times: 2,
             retry_after: Some("1".into()),
             headers: Vec::new(),
+            after: 0,
         };
         let c = case(FileSpec::generated(7, 2 << 20).fail(fail));
         c.ok(2);
@@ -147,6 +203,7 @@ fn the_later_of_retry_after_and_ratelimit_reset_is_honoured() {
         times: 1,
         retry_after: Some("1".into()),
         headers: vec![("RateLimit".into(), "\"resolvers\";r=0;t=2".into())],
+        after: 0,
     };
     let c = case(FileSpec::generated(7, 2 << 20).fail(fail));
     c.ok(1);
@@ -312,6 +369,7 @@ fn giving_up_names_the_url_status_and_cause() {
         times: 1000,
         retry_after: None,
         headers: Vec::new(),
+        after: 0,
     };
     let c = case(FileSpec::generated(13, 1 << 20).fail(fail));
     let mut s = c.spec(2);

@@ -102,14 +102,18 @@ pub struct Stall {
     pub for_: Option<Duration>,
 }
 
-/// The first `times` requests for the file are answered with `status`,
-/// plus `Retry-After` when set and any extra `headers`.
+/// The first `times` requests for the file (after the first `after`, which
+/// are answered normally) get `status`, plus `Retry-After` when set and
+/// any extra `headers`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fail {
     pub status: u16,
     pub times: u32,
     pub retry_after: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// Requests answered normally before the failures start (a refusal in
+    /// the middle of a download rather than at its first request).
+    pub after: u32,
 }
 
 impl Fail {
@@ -120,7 +124,14 @@ impl Fail {
             times,
             retry_after: None,
             headers: Vec::new(),
+            after: 0,
         }
+    }
+
+    /// Lets the first `n` requests through before the failures start.
+    pub fn after(mut self, n: u32) -> Fail {
+        self.after = n;
+        self
     }
 
     /// Adds `Retry-After: value` (seconds or an HTTP date).

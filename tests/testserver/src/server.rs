@@ -240,6 +240,8 @@ pub(crate) struct FileEntry {
     stall: Countdown,
     drip: Countdown,
     fail: Countdown,
+    /// Requests still to let through before `fail` starts.
+    fail_after: Countdown,
     wrong_range: Countdown,
     corrupt: Countdown,
 }
@@ -265,6 +267,7 @@ impl FileEntry {
             stall: Countdown::new(f.stall.map(|x| x.times)),
             drip: Countdown::new(f.drip.map(|x| x.1)),
             fail: Countdown::new(f.fail.as_ref().map(|x| x.times)),
+            fail_after: Countdown::new(f.fail.as_ref().map(|x| x.after)),
             wrong_range: Countdown::new(f.wrong_content_range.map(|x| x.1)),
             corrupt: Countdown::new(f.corrupt.map(|x| x.1)),
             served: AtomicU64::new(0),
@@ -1154,6 +1157,7 @@ fn serve_file(
         );
     }
     if let Some(fail) = &f.fail
+        && !file.fail_after.take()
         && file.fail.take()
     {
         let mut resp = ctx.simple(
