@@ -385,3 +385,67 @@ fn cas_and_xorb_requests_go_through_the_proxy() {
         }
     }
 }
+
+/// `--verify-origin` holds on the native path too: a mirror whose CAS
+/// serves other bytes for a file than the origin lists gets it refused by
+/// name, though its bytes came from the mirror's xorbs; the origin is only
+/// listed, and its CAS is never asked.
+#[test]
+fn verify_origin_refuses_altered_xet_bytes_from_a_mirror() {
+    let files = xet_files();
+    let altered: Vec<HubFile> = files
+        .iter()
+        .cloned()
+        .map(|f| match f.path.as_str() {
+            "model.safetensors" => HubFile::xet(f.path, FileSpec::generated(99, 3 << 20)),
+            _ => f,
+        })
+        .collect();
+    let hub_of = |files: &[HubFile]| {
+        let hub = MockHub::start_with_xet();
+        hub.set_commit_salt("relayed");
+        hub.xet().set_xorb_limit(512 << 10);
+        hub.add_repo(
+            files
+                .iter()
+                .cloned()
+                .fold(RepoSpec::model("org/name"), |r, f| r.file(f)),
+        );
+        hub
+    };
+    let (origin, mirror) = (hub_of(&files), hub_of(&altered));
+    assert_eq!(
+        origin.commit_of("org/name", "main"),
+        mirror.commit_of("org/name", "main")
+    );
+    let dir = tempdir();
+    let origin_flag = format!("--verify-origin={}", origin.endpoint());
+    let (code, out, err) =
+        run(hfd(dir.path(), &mirror).args(["org/name", &origin_flag, "--local-dir", "m"]));
+    assert_eq!(code, 1, "{out}\n{err}");
+    let refusals = err
+        .lines()
+        .filter(|l| l.contains("model.safetensors") && l.contains("does not match the origin"))
+        .count();
+    assert_eq!(refusals, 1, "{err}");
+    let local = dir.path().join("m");
+    assert!(!local.join("model.safetensors").exists());
+    let others: Vec<HubFile> = files
+        .into_iter()
+        .filter(|f| f.path != "model.safetensors")
+        .collect();
+    assert_files(&local, &others);
+    // The bytes came natively from the mirror's CAS, none over its bridge.
+    let cas = mirror.xet().cas().requests();
+    assert!(paths(&cas, "/reconstructions/") >= 1, "{cas:#?}");
+    assert!(!mirror.xet().transfer().requests().is_empty());
+    assert!(mirror.cdn().requests().is_empty());
+    // The origin was listed, nothing more.
+    let asked = origin.hub().requests();
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|r| r.path.starts_with("/api/")
+        && !r.path.contains("resolve")
+        && !r.path.contains("xet-read-token")));
+    assert!(origin.xet().cas().requests().is_empty());
+    assert!(origin.xet().transfer().requests().is_empty());
+}
