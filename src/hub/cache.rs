@@ -6,6 +6,8 @@
 //! CACHE/CACHEDIR.TAG
 //! CACHE/models--ORG--NAME/            (datasets--ORG--NAME for datasets)
 //!   blobs/<etag>                      sha256 of LFS files, git blob sha1 of the others
+//!                                     (or huggingface_hub's link into CACHE/blobs/, its
+//!                                     store of Xet files: storage::shared_blobs)
 //!   snapshots/<commit>/<path>         relative link to ../../blobs/<etag> (one ../ more per folder)
 //!   refs/<revision>                   the commit a branch or tag named (none for a commit id)
 //!   .hfd/                             hfd's own state: lock, file list, partial data
@@ -27,6 +29,7 @@ use super::api::RepoFile;
 use super::endpoint::{RepoId, RepoType};
 use super::state::safe_relative;
 use crate::storage::folder::{Folder, file_name};
+use crate::storage::shared_blobs;
 
 /// The text of `CACHEDIR.TAG` (the signature line is the standard's; the
 /// rest says who wrote it), so backup tools skip the cache.
@@ -130,6 +133,7 @@ pub fn write_tree_in(folder: &Folder, commit: &str, files: &[RepoFile]) -> Resul
 /// One repo's folder in the cache, its sub-folders held open.
 pub struct RepoCache {
     cache_dir: PathBuf,
+    top: Folder,
     /// `models--ORG--NAME`, relative to the cache dir.
     name: String,
     repo: Folder,
@@ -154,6 +158,7 @@ impl RepoCache {
         }
         Ok(RepoCache {
             cache_dir: cache_dir.to_path_buf(),
+            top,
             name,
             repo,
             blobs,
@@ -174,11 +179,16 @@ impl RepoCache {
         self.blobs.path_of(OsStr::new(blob))
     }
 
-    /// A complete blob of `size` bytes is here (a regular file, not a link).
+    /// A complete blob of `size` bytes is here: a regular file, or
+    /// huggingface_hub's link into its store of Xet files (no other link).
     pub fn has_blob(&self, blob: &str, size: u64) -> bool {
-        self.blobs
-            .stat(OsStr::new(blob))
-            .is_some_and(|e| e.is_file && e.len == size)
+        shared_blobs::stat_blob(&self.top, &self.blobs, OsStr::new(blob))
+            .is_some_and(|e| e.len == size)
+    }
+
+    /// `blob` is huggingface_hub's link into its store, to a regular file.
+    pub fn is_shared_link(&self, blob: &str) -> bool {
+        shared_blobs::stat_linked(&self.top, &self.blobs, OsStr::new(blob)).is_some()
     }
 
     pub fn snapshot_dir(&self, commit: &str) -> PathBuf {

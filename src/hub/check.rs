@@ -86,16 +86,7 @@ impl Checker<'_> {
         let mut needed: HashSet<PathBuf> = HashSet::new();
         for (i, f) in files.iter().enumerate() {
             let out = self.place.output(f, &rels[i]);
-            // A blob is ours: a link there is not one (a local file may be
-            // the user's link to their copy).
-            let stat = |p: &PathBuf| {
-                if by_name {
-                    std::fs::symlink_metadata(p)
-                } else {
-                    std::fs::metadata(p)
-                }
-            };
-            let meta = match out.as_ref().map(stat) {
+            let meta = match out.as_ref().map(|p| self.place.stat_output(f, p)) {
                 Some(Ok(m)) if m.is_file() && m.len() == f.size => m,
                 _ => {
                     verified.files.remove(&f.path);

@@ -122,6 +122,22 @@ impl Place {
         }
     }
 
+    /// What is at `f`'s output `out` ([`Place::output`]), as the check
+    /// reads it: in a local dir a link is followed (it may be the user's
+    /// link to their copy); in the cache a blob is a regular file, or
+    /// huggingface_hub's link into its store of Xet files (followed only
+    /// once its shape and its target were checked), never another link.
+    pub fn stat_output(&self, f: &RepoFile, out: &Path) -> std::io::Result<std::fs::Metadata> {
+        let Kind::Cache { cache, .. } = &self.kind else {
+            return std::fs::metadata(out);
+        };
+        let m = std::fs::symlink_metadata(out)?;
+        match blob_name(f) {
+            Some(b) if m.is_symlink() && cache.is_shared_link(&b) => std::fs::metadata(out),
+            _ => Ok(m),
+        }
+    }
+
     /// Where `f`'s data is written until it is complete and verified.
     pub fn partial(&self, f: &RepoFile, rel: &Path) -> Option<PathBuf> {
         match &self.kind {

@@ -4,7 +4,9 @@
 //! DIR/models--ORG--NAME/            (datasets--ORG--NAME/ for datasets)
 //!     refs/<revision>               the commit a branch or tag points to
 //!     snapshots/<commit>/<path>     -> ../../blobs/<etag> (relative links)
-//!     blobs/<etag>                  the bytes (sha256 for LFS, git sha1 else)
+//!     blobs/<etag>                  the bytes (sha256 for LFS, git sha1 else),
+//!                                   or -> ../../blobs/<h[..2]>/<h>: huggingface_hub's
+//!                                   store of Xet files (storage::shared_blobs)
 //!     trees/<commit>.json           huggingface_hub's listing, when present
 //! ```
 //!
@@ -14,8 +16,10 @@
 //! A snapshot's file is the one link followed, and not by the kernel: its
 //! target must read exactly `../` (depth + 2 times) `blobs/<name>`, and
 //! `<name>` is then opened in the repo's own `blobs/` folder, again without
-//! following a link. A link that points anywhere else is refused, so no
-//! request can read outside the repo folder.
+//! following a link, unless it is huggingface_hub's link into its store,
+//! whose exact shape is checked and whose entry is opened the same way from
+//! the cache folder. A link that points anywhere else is refused, so no
+//! request can read outside the repo folder and the store.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -27,6 +31,7 @@ use serde::Deserialize;
 
 use crate::storage::StorageError;
 use crate::storage::folder::Folder;
+use crate::storage::shared_blobs;
 
 /// A model or a dataset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +84,7 @@ impl Cache {
         let name = format!("{}--{}", kind.plural(), id.replace('/', "--"));
         let dir = self.root.find(Path::new(&name))?;
         Some(Repo {
+            root: self.root.clone(),
             dir,
             id: id.to_string(),
             kind,
@@ -106,6 +112,8 @@ pub fn valid_repo_id(id: &str) -> bool {
 /// A repo folder of the cache.
 #[derive(Clone, Debug)]
 pub struct Repo {
+    /// The cache folder (huggingface_hub's store of Xet files is in it).
+    root: Folder,
     dir: Folder,
     pub id: String,
     pub kind: Kind,
@@ -134,6 +142,7 @@ impl Repo {
         let blobs = self.dir.find(Path::new("blobs"));
         let trees = self.read_trees(&commit);
         Ok(Snapshot {
+            root: self.root.clone(),
             dir,
             blobs,
             commit,
@@ -201,6 +210,7 @@ fn read_small(dir: &Folder, name: &str, max: u64) -> Option<String> {
 /// One commit's files.
 #[derive(Debug)]
 pub struct Snapshot {
+    root: Folder,
     dir: Folder,
     blobs: Option<Folder>,
     pub commit: String,
@@ -267,7 +277,7 @@ impl Snapshot {
         }
         let (file, etag) = match self.blob_name(&dir, name, folders.len())? {
             Some(etag) => (
-                self.blobs.as_ref()?.open_read(OsStr::new(&etag)).ok()?,
+                shared_blobs::open_blob(&self.root, self.blobs.as_ref()?, OsStr::new(&etag))?,
                 etag,
             ),
             // A plain file in the snapshot (caches made without links).
@@ -386,8 +396,9 @@ impl Snapshot {
     fn stat_file(&self, dir: &Folder, name: &str, path: &str, depth: usize) -> Option<FileMeta> {
         let (size, etag) = match self.blob_name(dir, name, depth)? {
             Some(etag) => {
-                let st = self.blobs.as_ref()?.stat(OsStr::new(&etag))?;
-                (st.is_file.then_some(st.len)?, etag)
+                let st =
+                    shared_blobs::stat_blob(&self.root, self.blobs.as_ref()?, OsStr::new(&etag))?;
+                (st.len, etag)
             }
             None => (dir.stat(OsStr::new(name))?.len, String::new()),
         };

@@ -8,6 +8,8 @@
 //!   checks and directory fsync;
 //! - [`folder`]: folders held open, files opened and renamed by name in
 //!   them, never through a symbolic link;
+//! - [`shared_blobs`]: huggingface_hub's cache-wide store of Xet files, the
+//!   one link below a cache that is followed (by handle, its shape exact);
 //! - [`control_file`]: the small A/B-slot file next to the data that records
 //!   which byte ranges are durably written;
 //! - [`writer`]: the writer thread that owns the sink, and the checkpointer that
@@ -24,6 +26,7 @@ pub mod mmap;
 #[cfg(target_os = "linux")]
 pub mod pipe;
 pub mod pwrite;
+pub mod shared_blobs;
 #[cfg(test)]
 mod testutil;
 pub mod writer;

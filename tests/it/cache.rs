@@ -293,6 +293,87 @@ fn a_cache_huggingface_hub_filled_is_used_as_it_is() {
     assert_layout(&repo_dir, &commit, &files());
 }
 
+/// huggingface_hub 2.x keeps a file it read through hf_xet once per cache
+/// (`CACHE/blobs/<h[..2]>/<h>`) and links the repo's blob to it: hfd takes
+/// such a blob as it is, hashes it through the link with `--verify`, and
+/// when it must fetch one again, replaces the link and never writes into
+/// the store.
+#[test]
+fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
+    let Some(py) = python() else { return };
+    let files = vec![
+        HubFile::git("config.json", "{\"hidden\": 64}\n"),
+        HubFile::xet("model.safetensors", FileSpec::generated(31, 1 << 20)),
+        HubFile::xet("sub/weights.bin", FileSpec::generated(32, 200_000)),
+    ];
+    let hub = MockHub::start_with_xet();
+    let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files));
+    let dir = tempdir();
+    let cache = dir.path().join("c");
+    let (code, out, err) = run_python(
+        &py,
+        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
+        &["org/name", &path_str(&cache)],
+        &[("HF_ENDPOINT", &hub.endpoint())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let repo_dir = cache.join("models--org--name");
+    let big = &files[1];
+    let blob = repo_dir.join("blobs").join(etag(big));
+    let store = std::fs::read_link(&blob).expect("huggingface_hub linked the blob to its store");
+    assert!(store.starts_with("../../blobs"), "{}", store.display());
+    let store = repo_dir.join("blobs").join(store);
+    let xet_reads =
+        |hub: &MockHub| hub.xet().cas().requests().len() + hub.xet().transfer().requests().len();
+    assert!(xet_reads(&hub) > 0, "the official client read Xet");
+
+    let reset_all = |hub: &MockHub| {
+        reset(hub);
+        hub.xet().cas().reset_stats();
+        hub.xet().transfer().reset_stats();
+    };
+    reset_all(&hub);
+    let out = hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", "c"]);
+    assert!(out.contains("Up to date. 3 files"), "{out}");
+    assert_eq!(served(&hub), (0, 0), "hfd downloaded what was there");
+    assert_eq!(xet_reads(&hub), 0);
+    let out = hfd_ok(
+        dir.path(),
+        &hub,
+        &["org/name", "--cache-dir", "c", "--verify"],
+    );
+    assert!(out.contains("Up to date. 3 files"), "{out}");
+    assert_eq!(xet_reads(&hub) + served(&hub).1, 0);
+
+    // Bit rot in the store: --verify fetches the file again into a blob of
+    // hfd's own; the store keeps what it had.
+    let mut bytes = std::fs::read(&store).unwrap();
+    bytes[500] ^= 0xff;
+    std::fs::write(&store, &bytes).unwrap();
+    let out = hfd_ok(
+        dir.path(),
+        &hub,
+        &["org/name", "--cache-dir", "c", "--verify"],
+    );
+    assert!(out.contains("Done. 3 files"), "{out}");
+    assert!(!std::fs::symlink_metadata(&blob).unwrap().is_symlink());
+    assert_eq!(sha256_file(&blob), big.spec.sha256_hex());
+    assert_eq!(
+        std::fs::read(&store).unwrap(),
+        bytes,
+        "hfd wrote into the store"
+    );
+    let snap = repo_dir.join("snapshots").join(&commit);
+    for f in &files {
+        assert_eq!(
+            sha256_file(&snap.join(&f.path)),
+            f.spec.sha256_hex(),
+            "{}",
+            f.path
+        );
+    }
+}
+
 #[test]
 fn tags_commits_and_pull_requests_share_blobs() {
     let hub = MockHub::start();

@@ -13,7 +13,7 @@ use hfd::serve::{Options, Server};
 use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, FileSpec, hfd_bin, python, run, run_python, tempdir};
+use crate::support::{self, FileSpec, hfd_bin, python, run, run_python, sha256_file, tempdir};
 
 /// An in-process `hfd serve`, stopped (and waited for) on drop.
 struct Serving {
@@ -624,6 +624,55 @@ fn hfd_with_8_connections_downloads_byte_exact_from_hfd_serve() {
         // local-dir records (tests/it/cache.rs checks those).
         got.retain(|(p, _)| !p.starts_with(".hfd") && !p.starts_with(".cache/huggingface/"));
         assert_eq!(got, files_of(&snaps[i]), "{id}");
+    }
+}
+
+/// A cache that huggingface_hub filled through hf_xet links the repo's
+/// blobs into its store of Xet files (`CACHE/blobs/<h[..2]>/<h>`): those
+/// files are served like any other.
+#[test]
+fn files_in_huggingface_hubs_xet_store_are_served() {
+    let Some(py) = python() else { return };
+    let hub = MockHub::start_with_xet();
+    let files = [
+        HubFile::git("config.json", "{}\n"),
+        HubFile::xet("model.safetensors", FileSpec::generated(51, 700_000)),
+    ];
+    hub.add_repo(
+        files
+            .iter()
+            .cloned()
+            .fold(RepoSpec::model("org/xet"), |r, f| r.file(f)),
+    );
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let repos = r#"[["org/xet","model","main"]]"#;
+    let (code, _, err) = run_python(
+        &py,
+        SNAPSHOTS,
+        &[&support::path_str(&cache), &hub.endpoint(), repos],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    let blob = cache
+        .join("models--org--xet/blobs")
+        .join(files[1].spec.sha256_hex());
+    assert!(std::fs::symlink_metadata(&blob).unwrap().is_symlink());
+    let srv = Serving::start(&cache, 1000);
+    let local = dir.path().join("out");
+    let mut c = hfd_bin(dir.path());
+    c.env("HF_ENDPOINT", srv.url())
+        .args(["org/xet", "-x", "4", "--local-dir"])
+        .arg(&local);
+    let (code, out, err) = run(&mut c);
+    assert_eq!(code, 0, "{out}\n{err}");
+    for f in &files {
+        assert_eq!(
+            sha256_file(&local.join(&f.path)),
+            f.spec.sha256_hex(),
+            "{}",
+            f.path
+        );
     }
 }
 
