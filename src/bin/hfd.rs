@@ -128,13 +128,15 @@ fn serve(args: &ServeArgs) -> ExitCode {
         if !args.offline {
             ui.note("Serving the cache only: fetching from an upstream Hub is not built yet.");
         }
+        // Signals are ours before the address is out: a client may stop us
+        // as soon as it has it.
+        let stop = CancellationToken::new();
+        hfd::cli::serve::stop_on_signals(stop.clone(), args.quiet);
         hfd::say!(
             "Serving {} on http://{}",
             opts.cache_dir.display(),
             server.local_addr()
         );
-        let stop = CancellationToken::new();
-        hfd::cli::serve::stop_on_signals(stop.clone(), args.quiet);
         match server.run(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

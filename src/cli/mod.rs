@@ -39,30 +39,46 @@ pub fn runtime() -> tokio::runtime::Runtime {
 /// nothing is lost by that either, since the control file never claims bytes
 /// that were not written.
 pub fn cancel_on_signals(token: CancellationToken, second_exit: i32) {
+    on_signals(
+        token,
+        Some("\nStopping and saving progress... (press Ctrl-C again to quit at once)"),
+        second_exit,
+    );
+}
+
+/// Cancels `token` on the first Ctrl-C or SIGTERM, after printing `first`
+/// if given; a second one exits at once with `second_exit`. Must be called
+/// within the runtime. Both signals are taken over before it returns: one
+/// that arrives before the watching task first runs is not left to the
+/// default action, which would end the process with nothing saved.
+pub fn on_signals(token: CancellationToken, first: Option<&'static str>, second_exit: i32) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
     tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         for round in 0..2 {
-            let term_fut = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term_fut => {}
+                _ = next(&mut int) => {}
+                _ = next(&mut term) => {}
             }
             if round == 0 {
-                crate::tell!(
-                    "\nStopping and saving progress... (press Ctrl-C again to quit at once)"
-                );
+                if let Some(msg) = first {
+                    crate::tell!("{msg}");
+                }
                 token.cancel();
             } else {
                 std::process::exit(second_exit);
             }
         }
     });
+}
+
+/// The next delivery of `s`; never, when it could not be registered.
+async fn next(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
 }

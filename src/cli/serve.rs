@@ -102,34 +102,10 @@ pub fn default_cache(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
 
 /// Cancels `token` on the first Ctrl-C or SIGTERM (the server stops
 /// accepting and finishes the answers in progress); a second one exits.
-/// `quiet`: without a word.
+/// `quiet`: without a word. Call it before telling anyone the address.
 pub fn stop_on_signals(token: CancellationToken, quiet: bool) {
-    tokio::spawn(async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        for round in 0..2 {
-            let term_fut = async {
-                match term.as_mut() {
-                    Some(t) => {
-                        t.recv().await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-            };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term_fut => {}
-            }
-            if round == 0 {
-                if !quiet {
-                    crate::tell!("Stopping: finishing the answers in progress...");
-                }
-                token.cancel();
-            } else {
-                std::process::exit(130);
-            }
-        }
-    });
+    let msg = "Stopping: finishing the answers in progress...";
+    super::on_signals(token, (!quiet).then_some(msg), 130);
 }
 
 #[cfg(test)]
