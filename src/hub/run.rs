@@ -175,26 +175,18 @@ async fn flow(
         repo: &opts.repo,
         revision: &opts.revision,
     });
-    let api = Api::new(
-        net.clone(),
-        opts.endpoint.clone(),
-        creds.clone(),
-        opts.retry.clone(),
-        cancel.clone(),
-    );
+    let api_of = |endpoint: &Endpoint| {
+        let (retry, cancel) = (opts.retry.clone(), cancel.clone());
+        Api::new(net.clone(), endpoint.clone(), creds.clone(), retry, cancel)
+    };
+    let api = api_of(&opts.endpoint);
     let info = repo_info(opts, &api, ev).await?;
     // With --verify-origin, the origin lists (commit and hashes); the
     // endpoints only serve bytes.
     let (api, info) = match &opts.verify_origin {
         None => (api, info),
         Some(origin) => {
-            let o_api = Api::new(
-                net.clone(),
-                origin.clone(),
-                creds.clone(),
-                opts.retry.clone(),
-                cancel.clone(),
-            );
+            let o_api = api_of(origin);
             let o_info =
                 super::origin::info(opts, origin, &o_api, &opts.endpoint, &info, ev).await?;
             (o_api, o_info)
@@ -218,38 +210,25 @@ async fn flow(
     if opts.dry_run {
         return Ok(plan(&place, &sel, &check, ev));
     }
-    if check.need.is_empty() {
+    let verdict = if check.need.is_empty() {
         place.state.tidy_partials();
-        finish(
-            opts,
-            &place,
-            (&sel, &listing),
-            &verified,
-            info.sha.as_deref(),
-            ev,
-        );
-        return Ok(Verdict::UpToDate {
+        Verdict::UpToDate {
             files: sel.files.len(),
             dir: place.shown().to_path_buf(),
-        });
-    }
-    let downloads = Downloads {
-        opts,
-        net,
-        cancel,
-        events: events.clone(),
-        creds,
-        commit: info.sha.clone(),
+        }
+    } else {
+        let downloads = Downloads {
+            opts,
+            net,
+            cancel,
+            events: events.clone(),
+            creds,
+            commit: info.sha.clone(),
+        };
+        downloads.run(&place, &sel, check, &mut verified).await
     };
-    let verdict = downloads.run(&place, &sel, check, &mut verified).await;
-    finish(
-        opts,
-        &place,
-        (&sel, &listing),
-        &verified,
-        info.sha.as_deref(),
-        ev,
-    );
+    let commit = info.sha.as_deref();
+    finish(opts, &place, (&sel, &listing), &verified, commit, ev);
     Ok(verdict)
 }
 
