@@ -56,6 +56,8 @@ pub struct Work {
     pub progress: Arc<super::Progress>,
     pub retry: crate::client::RetryPolicy,
     pub timeout: std::time::Duration,
+    /// The bandwidth caps the xorb ranges are read under.
+    pub limits: Vec<Arc<super::limit::RateLimit>>,
     pub cancel: CancellationToken,
     pub fatal: Mutex<Option<Error>>,
     pub ident: crate::client::SourceId,
@@ -124,6 +126,7 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
         progress: ctx.progress.clone(),
         retry: ctx.spec.retry.clone(),
         timeout: ctx.spec.timeout,
+        limits: ctx.spec.limits.clone(),
         cancel: cancel.clone(),
         fatal: Mutex::new(None),
         ident,

@@ -14,6 +14,7 @@ use http::HeaderMap;
 use http_body_util::BodyExt;
 use url::Url;
 
+use super::limit;
 use super::xet::{Job, Work};
 use crate::client::classify::{Failure, status_failure};
 use crate::client::request::fetch as get;
@@ -121,8 +122,11 @@ async fn receive(work: &Work, job: &Job, mut body: crate::net::Body) -> Result<(
     let mut dec = UnitDecoder::new(&job.unit, job.want.clone());
     let mut writes: Vec<(u64, Bytes)> = Vec::new();
     let mut counted = 0u64;
+    // Under a cap a frame's worth is booked before it is read (engine::limit).
+    let piece = limit::piece(&work.limits).unwrap_or(0);
     let result = async {
         loop {
+            limit::until(limit::book(&work.limits, piece)).await;
             let frame = tokio::time::timeout(work.timeout, body.frame())
                 .await
                 .map_err(|_| {
@@ -134,8 +138,10 @@ async fn receive(work: &Work, job: &Job, mut body: crate::net::Body) -> Result<(
             let Some(frame) = frame else { break };
             let frame = frame.map_err(|e| UnitFailure::new(FailureKind::Network, e.to_string()))?;
             let Some(data) = frame.data_ref() else {
+                limit::settle(&work.limits, piece, 0);
                 continue;
             };
+            limit::settle(&work.limits, piece, data.len());
             dec.push(data, &mut writes).map_err(|e| {
                 UnitFailure::new(
                     FailureKind::BadResponse,

@@ -118,3 +118,32 @@ fn hfd_caps_all_files_together() {
     );
     assert!(average > CAP as f64 * 0.5, "{average:.0} B/s on average");
 }
+
+/// Xet files read natively keep the cap too: judged at the mock's xorb
+/// server.
+#[test]
+fn xet_reads_keep_the_cap() {
+    const CAP: u64 = 2 << 20;
+    let hub = MockHub::start_with_xet();
+    hub.xet().set_xorb_limit(512 << 10);
+    let file = HubFile::xet("w.bin", FileSpec::generated(90, 8 << 20));
+    let want = file.spec.sha256_hex();
+    hub.add_repo(RepoSpec::model("org/xcap").file(file));
+    let dir = tempdir();
+    let ((code, out, err), samples) = sampling(hub.xet().transfer(), || {
+        run(hfd_bin(dir.path())
+            .env("HF_ENDPOINT", hub.endpoint())
+            .env_remove("HF_HUB_DISABLE_XET")
+            .args(["org/xcap", "-x", "4", "--max-download-limit", "2M"]))
+    });
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(sha256_file(&dir.path().join("xcap/w.bin")), want);
+    assert!(hub.cdn().requests().is_empty(), "read through Xet");
+    let (peak, average) = peak_and_average(&samples, 2000);
+    assert!(
+        peak <= CAP as f64 * 1.1,
+        "{:.2} MiB/s of xorbs over two seconds, cap 2 MiB/s",
+        peak / (1 << 20) as f64
+    );
+    assert!(average > CAP as f64 * 0.5, "{average:.0} B/s on average");
+}
