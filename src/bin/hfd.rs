@@ -125,14 +125,18 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if !args.offline {
-            ui.note("Serving the cache only: fetching from an upstream Hub is not built yet.");
-        }
         hfd::say!(
             "Serving {} on http://{}",
             opts.cache_dir.display(),
             server.local_addr()
         );
+        match &opts.upstream {
+            Some(u) => hfd::say!(
+                "Fetching what the cache lacks from {} (--offline: the cache alone)",
+                u.endpoint.as_str()
+            ),
+            None => hfd::say!("Offline: serving what the cache holds, nothing else"),
+        }
         let stop = CancellationToken::new();
         hfd::cli::serve::stop_on_signals(stop.clone(), args.quiet);
         match server.run(stop).await {

@@ -29,7 +29,7 @@ use crate::storage::StorageError;
 use crate::storage::folder::Folder;
 
 /// A model or a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Model,
     Dataset,
