@@ -166,11 +166,11 @@ impl Server {
             });
         }
         drop(self.listener);
-        if let Some(u) = &self.shared.upstream {
-            u.stop();
-        }
         let all = MAX_CONNECTIONS as u32;
         let _ = tokio::time::timeout(DRAIN, self.shared.slots.acquire_many(all)).await;
+        if let Some(u) = &self.shared.upstream {
+            u.stop(DRAIN).await;
+        }
         Ok(())
     }
 }

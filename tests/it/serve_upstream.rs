@@ -32,13 +32,15 @@ struct Serving {
 impl Serving {
     /// `upstream`: the mock Hub's endpoint and connections per file.
     fn start(cache: &Path, upstream: Option<(&MockHub, usize)>) -> Serving {
+        Serving::start_at(cache, upstream.map(|(h, n)| (h.endpoint(), n)))
+    }
+
+    fn start_at(cache: &Path, upstream: Option<(String, usize)>) -> Serving {
         std::fs::create_dir_all(cache).unwrap();
         let mut opts = Options::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf());
-        opts.upstream = upstream.map(|(hub, connections)| {
-            let mut u = UpstreamOptions::new(
-                Endpoint::parse(&hub.endpoint()).unwrap(),
-                NetOptions::default(),
-            );
+        opts.upstream = upstream.map(|(endpoint, connections)| {
+            let mut u =
+                UpstreamOptions::new(Endpoint::parse(&endpoint).unwrap(), NetOptions::default());
             u.retry.base = Duration::ZERO;
             u.connections = connections;
             u.wait = Duration::from_secs(30);
@@ -127,6 +129,7 @@ fn small_repo(id: &str, weights: &[u8]) -> RepoSpec {
     RepoSpec::model(id)
         .file(HubFile::git("config.json", CONFIG))
         .file(HubFile::git("sub/notes.txt", "nested\n"))
+        .file(HubFile::git("empty/__init__.py", ""))
         .file(HubFile::lfs("w.bin", FileSpec::bytes(weights.to_vec())))
 }
 
@@ -139,8 +142,9 @@ fn pull_through_is_byte_exact_and_a_second_client_costs_upstream_nothing() {
     let cache = dir.path().join("cache");
     let srv = Serving::start(&cache, Some((&hub, 4)));
 
-    let files: [(&str, &[u8]); 3] = [
+    let files: [(&str, &[u8]); 4] = [
         ("w.bin", &weights),
+        ("empty/__init__.py", b""),
         ("config.json", CONFIG.as_bytes()),
         ("sub/notes.txt", b"nested\n"),
     ];
@@ -150,7 +154,7 @@ fn pull_through_is_byte_exact_and_a_second_client_costs_upstream_nothing() {
         assert_eq!(sha256(&a.body), sha256(want), "{path}");
         assert_eq!(a.header("x-repo-commit").as_deref(), Some(commit.as_str()));
     }
-    assert_eq!((srv.fetches)(), 3);
+    assert_eq!((srv.fetches)(), 4);
     assert_eq!(cdn_bytes(&hub), weights.len() as u64);
 
     // The cache holds them as huggingface_hub lays them out (once the
@@ -192,7 +196,7 @@ fn pull_through_is_byte_exact_and_a_second_client_costs_upstream_nothing() {
     assert_eq!((a.status, a.body.as_slice()), (206, &weights[1000..2000]));
     assert_eq!(hub.cdn().requests().len(), cdn_before, "no CDN request");
     assert_eq!(git_file_requests(&hub), git_before, "no git file request");
-    assert_eq!((srv.fetches)(), 3);
+    assert_eq!((srv.fetches)(), 4);
 
     // Listings come from upstream, paged and shaped as the routes do.
     let a = get(srv.addr, "/api/models/org/m/tree/main?recursive=true", "");
@@ -203,7 +207,17 @@ fn pull_through_is_byte_exact_and_a_second_client_costs_upstream_nothing() {
         .iter()
         .map(|e| e["path"].as_str().unwrap())
         .collect();
-    assert_eq!(paths, ["config.json", "sub", "sub/notes.txt", "w.bin"]);
+    assert_eq!(
+        paths,
+        [
+            "config.json",
+            "empty",
+            "empty/__init__.py",
+            "sub",
+            "sub/notes.txt",
+            "w.bin"
+        ]
+    );
     let info = get(srv.addr, "/api/models/org/m", "");
     let v: serde_json::Value = serde_json::from_slice(&info.body).unwrap();
     assert_eq!(v["sha"], commit.as_str());
@@ -366,6 +380,7 @@ fn a_gated_repo_is_served_only_to_tokens_upstream_accepts() {
     hub.set_token("hf_good_token_1234");
     let weights = data(1 << 20, 4);
     hub.add_repo(small_repo("org/gated", &weights).gated("manual"));
+    hub.add_repo(small_repo("org/public", b"public weights"));
     let dir = tempdir();
     let cache = dir.path().join("cache");
     let srv = Serving::start(&cache, Some((&hub, 2)));
@@ -416,6 +431,24 @@ fn a_gated_repo_is_served_only_to_tokens_upstream_accepts() {
         .filter_map(|r| r.header("authorization").map(str::to_string))
         .collect();
     assert!(seen.iter().any(|h| h.contains("hf_good_token_1234")));
+    let p = get(srv.addr, "/org/public/resolve/main/w.bin", "");
+    assert_eq!(p.body, b"public weights");
+    wait_for(&cache.join("models--org--public/refs/main"));
+
+    // Upstream gone, the server restarted: the public repo's cached file is
+    // still served; the gated one's is refused, token or not (nobody can
+    // check it).
+    let endpoint = hub.endpoint();
+    drop(srv);
+    drop(hub);
+    let srv = Serving::start_at(&cache, Some((endpoint, 2)));
+    let p = get(srv.addr, "/org/public/resolve/main/w.bin", "");
+    assert_eq!((p.status, p.body.as_slice()), (200, &b"public weights"[..]));
+    for h in ["", good] {
+        let a = get(srv.addr, target, h);
+        assert_eq!(a.status, 502, "{h:?}");
+        assert_ne!(sha256(&a.body), sha256(&weights));
+    }
     for f in support::all_files(&cache) {
         let bytes = std::fs::read(cache.join(&f)).unwrap_or_default();
         assert!(

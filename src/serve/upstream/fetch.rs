@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::Inner;
 use super::meta::Auth;
@@ -96,12 +96,25 @@ pub struct Job {
     pub auth: Auth,
 }
 
+/// Flights at once, at most (each holds a permit while it runs).
+const MAX_FLIGHTS: usize = 1024;
+
 /// The flights under way, by repo folder and blob.
-#[derive(Default)]
 pub struct Flights {
     map: Mutex<HashMap<(String, String), Arc<Flight>>>,
     /// Flights started, in all (tests and logs).
     pub started: AtomicU64,
+    running: Arc<Semaphore>,
+}
+
+impl Default for Flights {
+    fn default() -> Self {
+        Flights {
+            map: Mutex::default(),
+            started: AtomicU64::new(0),
+            running: Arc::new(Semaphore::new(MAX_FLIGHTS)),
+        }
+    }
 }
 
 impl Flights {
@@ -113,6 +126,9 @@ impl Flights {
         if let Some(f) = map.get(&key) {
             return Ok(f.clone());
         }
+        let permit = self.running.clone().try_acquire_owned().map_err(|_| {
+            format!("{MAX_FLIGHTS} files are being fetched from upstream already; try again")
+        })?;
         let top = Folder::open(&inner.cache_dir).map_err(|e| e.to_string())?;
         let partial = top
             .sub(&cache.repo_rel().join(HFD_DIR).join("partial"))
@@ -145,8 +161,16 @@ impl Flights {
             };
             f.end.send_replace(end);
             lock(&inner.flights.map).remove(&key);
+            drop(permit);
         });
         Ok(flight)
+    }
+
+    /// Waits (at most `limit`) for the flights under way to end; they were
+    /// told to stop, and save what they received.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        let all = MAX_FLIGHTS as u32;
+        let _ = tokio::time::timeout(limit, self.running.acquire_many(all)).await;
     }
 }
 
@@ -167,7 +191,8 @@ async fn fly(inner: &Inner, cache: &RepoCache, job: &Job, flight: &Flight) -> Re
     spec.per_source = inner.connections;
     spec.retry = inner.retry.clone();
     spec.checksum = job.file.checksum();
-    spec.expected_size = Some(job.file.size);
+    // A listing without sizes says 0; then the hash decides (as hfd does).
+    spec.expected_size = (job.file.size > 0).then_some(job.file.size);
     spec.allow_restart = true;
     spec.allow_overwrite = true;
     spec.written = Some(flight.written.clone());

@@ -22,12 +22,12 @@ mod fetch;
 mod gate;
 mod meta;
 mod remote;
+mod restricted;
 mod ttl;
 
-use std::collections::HashSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,6 @@ use crate::hub::api::{Api, RepoInfo};
 use crate::hub::cache::RepoCache;
 use crate::hub::{Endpoint, RepoId};
 use crate::net::{Net, NetOptions};
-use crate::sync::lock;
 use meta::{Auth, Meta, MetaError, status_response};
 use remote::RemoteTree;
 
@@ -86,8 +85,8 @@ pub(crate) struct Inner {
     meta: Meta,
     gate: gate::Gate,
     flights: fetch::Flights,
-    /// Repos upstream said were gated or private (in this process).
-    restricted: Mutex<HashSet<(Kind, String)>>,
+    /// Repos upstream said were gated or private.
+    restricted: restricted::Restricted,
 }
 
 /// The upstream side of a server.
@@ -116,18 +115,20 @@ impl Upstream {
             retry: opts.retry,
             connections: opts.connections.clamp(1, crate::engine::MAX_CONNECTIONS),
             wait: opts.wait,
-            cache_dir,
             stop: CancellationToken::new(),
             meta: Meta::new(opts.ttl),
             gate: gate::Gate::new(opts.ttl),
             flights: fetch::Flights::default(),
-            restricted: Mutex::new(HashSet::new()),
+            restricted: restricted::Restricted::new(&cache_dir),
+            cache_dir,
         }))
     }
 
-    /// Stops the flights (they save what they received).
-    pub fn stop(&self) {
+    /// Stops the flights and waits (at most `limit`) for them to save
+    /// what they received.
+    pub async fn stop(&self, limit: Duration) {
         self.0.stop.cancel();
+        self.0.flights.drain(limit).await;
     }
 
     /// Upstream file downloads started so far.
@@ -183,19 +184,13 @@ impl Upstream {
         let api = self.api_client(auth);
         match self.0.meta.info(&api, (kind, repo), rev, auth).await {
             Ok(i) => {
-                let key = (kind, repo.to_string());
-                let mut r = lock(&self.0.restricted);
-                if i.gated || i.private {
-                    r.insert(key);
-                } else {
-                    r.remove(&key);
-                }
+                self.0.restricted.set(kind, repo, i.gated || i.private);
                 Ok(i)
             }
             Err(e @ MetaError::Status { .. }) => Err(Miss::Answer(status_response(&e))),
             Err(e @ MetaError::Unreachable(_)) => {
                 tracing::warn!("{repo}: {e:?}");
-                if lock(&self.0.restricted).contains(&(kind, repo.to_string())) {
+                if self.0.restricted.is(kind, repo) {
                     Err(Miss::Answer(status_response(&e)))
                 } else {
                     Err(Miss::Local)
