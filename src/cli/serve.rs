@@ -12,9 +12,12 @@ use crate::serve::{Options, UpstreamOptions};
 
 pub const EXAMPLES: &str = "\
 Examples:
-  hfd serve --cache                          the default cache, on 127.0.0.1:8080
+  hfd serve --cache --offline                the default cache alone, on 127.0.0.1:8080
   hfd serve --listen 0.0.0.0:8080 --cache-dir /data/hf-cache -v
-                                             the whole LAN; one log line per request
+                                             the whole LAN, missing files fetched from
+                                             $HF_ENDPOINT or the Hub; a log line per request
+  hfd serve --cache-dir /data/hf-cache --upstream https://hf-mirror.com
+                                             missing files fetched from a mirror
   HF_ENDPOINT=http://server:8080 hfd gpt2 -x 8       a client, with hfd
   HF_ENDPOINT=http://server:8080 hf download gpt2    a client, with huggingface_hub
 
@@ -24,9 +27,9 @@ huggingface_hub (snapshot_download, `hf download`) on the server. Served:
 repo info (/api/models/ID[/revision/REV], ?blobs=true), tree listings with
 pagination, paths-info, treesize, and files at /ID/resolve/REV/PATH and
 /datasets/ID/resolve/REV/PATH with Range, ETag, X-Repo-Commit,
-X-Linked-Etag and X-Linked-Size. A repo, revision or file the cache does not
-hold is a 404 as the Hub words it. Nothing outside the cache folder is ever
-read: a snapshot's link must lead into its own repo's blobs/.
+X-Linked-Etag and X-Linked-Size. Offline, a repo, revision or file the
+cache does not hold is a 404 as the Hub words it. Nothing outside the cache
+folder is ever read: a snapshot's link must lead into its own repo's blobs/.
 
 Upstream: without --offline, what the cache lacks is fetched from
 --upstream (default: $HF_ENDPOINT, else https://huggingface.co) into the
