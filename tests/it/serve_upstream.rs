@@ -65,10 +65,6 @@ impl Serving {
             thread: Some(thread),
         }
     }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
 }
 
 impl Drop for Serving {
@@ -458,6 +454,29 @@ fn a_gated_repo_is_served_only_to_tokens_upstream_accepts() {
     }
 }
 
+/// `hfd serve --upstream URL` started as the binary; its URL.
+fn serve_binary(cache: &Path, upstream: &str) -> (std::process::Child, String) {
+    std::fs::create_dir_all(cache).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_hfd"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--upstream", upstream])
+        .arg("--cache-dir")
+        .arg(cache)
+        .env("NO_COLOR", "1")
+        .env_remove("HF_ENDPOINT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let (mut first, mut second) = (String::new(), String::new());
+    std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+    std::io::BufRead::read_line(&mut out, &mut second).unwrap();
+    assert!(second.contains(upstream), "{second}");
+    let url = first.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{first}");
+    (child, url)
+}
+
 #[test]
 fn huggingface_hub_snapshot_download_through_hfd_serve_upstream_is_byte_exact() {
     let Some(py) = python() else { return };
@@ -470,7 +489,7 @@ fn huggingface_hub_snapshot_download_through_hfd_serve_upstream_is_byte_exact() 
         None,
     ));
     let dir = tempdir();
-    let srv = Serving::start(&dir.path().join("served"), Some((&hub, 4)));
+    let (child, url) = serve_binary(&dir.path().join("served"), &hub.endpoint());
     let repos = r#"[["org/model","model","main"]]"#;
     let closed = [("HF_ENDPOINT", "http://127.0.0.1:9")];
     let fill = |cache: &Path, endpoint: &str| {
@@ -484,15 +503,22 @@ fn huggingface_hub_snapshot_download_through_hfd_serve_upstream_is_byte_exact() 
         out.lines().map(PathBuf::from).collect::<Vec<_>>()
     };
     let direct = fill(&dir.path().join("direct"), &hub.endpoint());
-    let through = fill(&dir.path().join("through"), &srv.url());
+    let cdn = hub.cdn().requests().len();
+    let through = fill(&dir.path().join("through"), &url);
     assert_eq!(direct.len(), 1);
     assert_eq!(direct[0].file_name(), through[0].file_name(), "same commit");
     let files = files_of(&direct[0]);
     assert!(files.len() >= 4, "{files:?}");
     assert_eq!(files, files_of(&through[0]));
-    // The server's cache has them too: a second client costs upstream nothing.
+    let fetched = hub.cdn().requests().len() - cdn;
+    assert!(fetched > 0, "the LFS files came from upstream");
+    // The server's cache has them now: a second client costs upstream nothing.
     let cdn = hub.cdn().requests().len();
-    let again = fill(&dir.path().join("again"), &srv.url());
+    let again = fill(&dir.path().join("again"), &url);
     assert_eq!(files_of(&again[0]), files);
     assert_eq!(hub.cdn().requests().len(), cdn);
+    // SAFETY: kill(2) on the child we started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait_with_output().unwrap().status;
+    assert_eq!(status.code(), Some(0));
 }
