@@ -36,6 +36,10 @@ impl Serving {
     }
 
     fn start_at(cache: &Path, upstream: Option<(String, usize)>) -> Serving {
+        Serving::start_ttl(cache, upstream, Duration::from_secs(30))
+    }
+
+    fn start_ttl(cache: &Path, upstream: Option<(String, usize)>, ttl: Duration) -> Serving {
         std::fs::create_dir_all(cache).unwrap();
         let mut opts = Options::new("127.0.0.1:0".parse().unwrap(), cache.to_path_buf());
         opts.upstream = upstream.map(|(endpoint, connections)| {
@@ -44,6 +48,7 @@ impl Serving {
             u.retry.base = Duration::ZERO;
             u.connections = connections;
             u.wait = Duration::from_secs(30);
+            u.ttl = ttl;
             u
         });
         let stop = CancellationToken::new();
@@ -340,6 +345,45 @@ fn a_range_inside_the_received_part_is_answered_while_the_file_arrives() {
     wait_for(&blob);
     assert_eq!(std::fs::read(&blob).unwrap(), weights);
     assert_eq!((srv.fetches)(), 1);
+}
+
+#[test]
+fn a_branch_moved_upstream_is_followed_and_datasets_pull_through() {
+    let hub = MockHub::start();
+    let first = hub.add_repo(small_repo("org/m", b"v1"));
+    hub.add_repo(
+        RepoSpec::dataset("org/d").file(HubFile::lfs("data/train.csv", FileSpec::bytes("a,b\n"))),
+    );
+    let dir = tempdir();
+    // No time-to-live: every request asks upstream where `main` is.
+    let srv = Serving::start_ttl(
+        &dir.path().join("cache"),
+        Some((hub.endpoint(), 2)),
+        Duration::ZERO,
+    );
+    let a = get(srv.addr, "/org/m/resolve/main/w.bin", "");
+    assert_eq!(
+        (a.body.as_slice(), a.header("x-repo-commit")),
+        (&b"v1"[..], Some(first.clone()))
+    );
+    let second = hub.push(
+        "org/m",
+        "main",
+        vec![HubFile::lfs("w.bin", FileSpec::bytes("v2"))],
+        &[],
+    );
+    assert_ne!(first, second);
+    let a = get(srv.addr, "/org/m/resolve/main/w.bin", "");
+    assert_eq!(
+        (a.body.as_slice(), a.header("x-repo-commit")),
+        (&b"v2"[..], Some(second.clone()))
+    );
+    // The old commit is still there by its id, from the cache.
+    let a = get(srv.addr, &format!("/org/m/resolve/{first}/w.bin"), "");
+    assert_eq!(a.body, b"v1");
+    let a = get(srv.addr, "/datasets/org/d/resolve/main/data/train.csv", "");
+    assert_eq!((a.status, a.body.as_slice()), (200, &b"a,b\n"[..]));
+    assert_eq!((srv.fetches)(), 3);
 }
 
 #[test]
