@@ -316,6 +316,9 @@ impl Upstream {
             )))
         })?;
         let cache = RepoCache::open(&self.0.cache_dir, kind.into(), &repo).map_err(internal)?;
+        if restricted {
+            self.0.restricted.set(kind, &repo, true);
+        }
         if cache.has_blob(&meta.etag, meta.size) {
             fetch::link_existing(&cache, (rev, &commit), &path, &meta.etag);
             let snap = ctx

@@ -36,7 +36,8 @@ impl Restricted {
         Path::new(&repo_folder_name(RepoType::from(kind), repo)).join(HFD_DIR)
     }
 
-    /// Records what upstream just said of `repo`.
+    /// Records what upstream just said of `repo` (again when the repo's
+    /// cache folder has just been made: the marker goes into it).
     pub fn set(&self, kind: Kind, repo: &RepoId, restricted: bool) {
         let key = (kind, repo.to_string());
         let changed = {
@@ -56,10 +57,13 @@ impl Restricted {
         let rel = self.state_dir(kind, repo);
         let name = OsStr::new(MARKER);
         if restricted {
-            let dir = match top.find(&rel) {
-                Some(d) => Ok(d),
-                None => top.sub(&rel),
+            // Only a repo with something cached needs protecting; creating
+            // a folder for a repo merely looked at would leave one without
+            // `snapshots/`, which huggingface_hub's cache scan calls corrupted.
+            let Some(repo_dir) = rel.parent().and_then(|r| top.find(r)) else {
+                return;
             };
+            let dir = repo_dir.sub(Path::new(HFD_DIR));
             let written = dir.and_then(|d| match d.stat(name) {
                 Some(_) => Ok(()),
                 None => d.write_atomic(name, b""),
