@@ -348,6 +348,36 @@ fn a_range_inside_the_received_part_is_answered_while_the_file_arrives() {
 }
 
 #[test]
+fn a_client_that_goes_away_does_not_stop_the_fetch() {
+    let hub = MockHub::start();
+    let weights = data(2 << 20, 5);
+    let spec = RepoSpec::model("org/m").file(HubFile::lfs(
+        "w.bin",
+        FileSpec::bytes(weights.clone()).throttle(1 << 20),
+    ));
+    hub.add_repo(spec);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let srv = Serving::start(&cache, Some((&hub, 1)));
+    let mut r = start_get(srv.addr, "/org/m/resolve/main/w.bin", "");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut r, &mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    drop(r);
+    assert!(
+        cdn_bytes(&hub) < weights.len() as u64,
+        "gone before the end"
+    );
+    let blob = cache.join("models--org--m/blobs").join(sha256(&weights));
+    wait_for(&blob);
+    assert_eq!(std::fs::read(&blob).unwrap(), weights);
+    let a = get(srv.addr, "/org/m/resolve/main/w.bin", "");
+    assert_eq!(sha256(&a.body), sha256(&weights));
+    assert_eq!((srv.fetches)(), 1);
+    assert_eq!(cdn_bytes(&hub), weights.len() as u64);
+}
+
+#[test]
 fn a_branch_moved_upstream_is_followed_and_datasets_pull_through() {
     let hub = MockHub::start();
     let first = hub.add_repo(small_repo("org/m", b"v1"));
