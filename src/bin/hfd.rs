@@ -125,9 +125,6 @@ fn serve(args: &ServeArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        if !args.offline {
-            ui.note("Serving the cache only: fetching from an upstream Hub is not built yet.");
-        }
         // Signals are ours before the address is out: a client may stop us
         // as soon as it has it.
         let stop = CancellationToken::new();
@@ -137,6 +134,13 @@ fn serve(args: &ServeArgs) -> ExitCode {
             opts.cache_dir.display(),
             server.local_addr()
         );
+        match &opts.upstream {
+            Some(u) => hfd::say!(
+                "Fetching what the cache lacks from {} (--offline: the cache alone)",
+                u.endpoint.as_str()
+            ),
+            None => hfd::say!("Offline: serving what the cache holds, nothing else"),
+        }
         match server.run(stop).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

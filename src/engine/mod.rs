@@ -117,6 +117,9 @@ pub struct DownloadSpec {
     /// (which still name it in messages and in the control file): hfd sets
     /// it when the Hub names the file's Xet id and grants a CAS token.
     pub xet: Option<crate::xet::XetSource>,
+    /// Told which bytes of the data file are written, as they are: for a
+    /// caller that reads the file while it arrives (`hfd serve`).
+    pub written: Option<crate::storage::watch::WrittenWatch>,
 }
 
 /// The caller's test that a source serves the file it was asked for, run on
@@ -186,6 +189,7 @@ impl DownloadSpec {
             limits: Vec::new(),
             source_check: None,
             xet: None,
+            written: None,
         }
     }
 

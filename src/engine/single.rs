@@ -104,7 +104,10 @@ fn start_storage(ctx: &Ctx<'_>, length: Option<u64>) -> Result<(WriteHandle, Sto
         part.to_path_buf(),
         None,
         state,
-        WriterOptions::default(),
+        WriterOptions {
+            written: ctx.spec.written.clone(),
+            ..WriterOptions::default()
+        },
     ))
 }
 

@@ -136,6 +136,7 @@ pub(super) fn open_storage(
         WriterOptions {
             checkpoint_interval: spec.checkpoint_interval,
             queue_bytes: queue_bytes(wanted),
+            written: spec.written.clone(),
             ..WriterOptions::default()
         },
     );

@@ -120,6 +120,8 @@ pub struct RepoInfo {
     pub sha: Option<String>,
     /// `gated` is anything but `false` (`"auto"`, `"manual"`, `true`).
     pub gated: bool,
+    /// Only its owners (and those they let in) may read it.
+    pub private: bool,
     pub disabled: bool,
     /// `siblings` with sizes and hashes (may be truncated on huge repos).
     pub siblings: Vec<RepoFile>,
@@ -137,6 +139,8 @@ struct RawInfo {
     gated: serde_json::Value,
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default)]
+    private: Option<bool>,
     #[serde(default)]
     siblings: Option<Vec<RawSibling>>,
 }
@@ -245,6 +249,7 @@ pub fn parse_info(raw: Bytes) -> Result<RepoInfo, String> {
     Ok(RepoInfo {
         sha: info.sha.filter(|s| !s.is_empty() && s.len() <= 256),
         gated,
+        private: info.private.unwrap_or(false),
         disabled: info.disabled.unwrap_or(false),
         siblings,
         siblings_detailed: detailed,

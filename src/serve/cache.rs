@@ -34,7 +34,7 @@ use crate::storage::folder::Folder;
 use crate::storage::shared_blobs;
 
 /// A model or a dataset.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Model,
     Dataset,

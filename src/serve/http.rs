@@ -192,6 +192,8 @@ pub enum Body {
         offset: u64,
         len: u64,
     },
+    /// Part of a file still arriving from upstream.
+    Growing(super::growing::Growing),
 }
 
 impl Body {
@@ -199,6 +201,7 @@ impl Body {
         match self {
             Body::Bytes(b) => b.len() as u64,
             Body::File { len, .. } => *len,
+            Body::Growing(g) => g.len,
         }
     }
 
@@ -237,14 +240,20 @@ fn reason(status: u16) -> &'static str {
         304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
         416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
         _ => "Unknown",
     }
 }
@@ -286,6 +295,12 @@ pub async fn write_response(
             send_file(stream, &file, offset, len).await?;
             Ok(len)
         }
+        Body::Growing(g) => {
+            let len = g.len;
+            timed(stream.write_all(&out)).await?;
+            g.send(stream).await?;
+            Ok(len)
+        }
     }
 }
 
@@ -298,7 +313,12 @@ async fn timed<T>(f: impl Future<Output = io::Result<T>>) -> io::Result<T> {
 /// `len` bytes of `file` from `offset` to the socket by `sendfile(2)`: page
 /// cache to socket, no copy through our memory. A file that shrank under
 /// us ends the connection (the length was promised).
-async fn send_file(stream: &mut TcpStream, file: &File, offset: u64, len: u64) -> io::Result<()> {
+pub(super) async fn send_file(
+    stream: &mut TcpStream,
+    file: &File,
+    offset: u64,
+    len: u64,
+) -> io::Result<()> {
     let mut off = offset;
     let end = offset + len;
     while off < end {

@@ -20,15 +20,19 @@
 //! `blobs/` (see [`cache`]). Request heads and bodies are bounded
 //! ([`http`]).
 //!
-//! Only what is in the cache is served (offline). Fetching a missing file
-//! from an upstream Hub while serving it is not built yet.
+//! Offline, only what is in the cache is served. With an upstream
+//! ([`upstream`]), what the cache lacks is fetched from it by the engine
+//! into the cache and served while it arrives ([`growing`]); gated and
+//! private repos are served only to clients whose token upstream accepts.
 
 pub mod cache;
 pub mod error;
+pub mod growing;
 pub mod http;
 pub mod listing;
 pub mod range;
 pub mod routes;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -41,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use cache::Cache;
 pub use error::Error;
+pub use upstream::{Upstream, UpstreamOptions};
 
 /// Connections served at once; more wait to be accepted.
 const MAX_CONNECTIONS: usize = 1024;
@@ -56,6 +61,8 @@ pub struct Options {
     pub page_size: usize,
     /// One log line per request (at info level).
     pub log_requests: bool,
+    /// Where the cache's misses are fetched from; `None`: offline.
+    pub upstream: Option<UpstreamOptions>,
 }
 
 impl Options {
@@ -65,6 +72,7 @@ impl Options {
             cache_dir,
             page_size: 1000,
             log_requests: false,
+            upstream: None,
         }
     }
 }
@@ -79,6 +87,7 @@ struct Shared {
     cache: Cache,
     opts: Options,
     slots: Semaphore,
+    upstream: Option<Upstream>,
 }
 
 impl Server {
@@ -98,10 +107,25 @@ impl Server {
         Ok(Server {
             listener,
             shared: Arc::new(Shared {
+                upstream: opts
+                    .upstream
+                    .clone()
+                    .map(|u| Upstream::new(u, opts.cache_dir.clone())),
                 cache,
                 opts,
                 slots: Semaphore::new(MAX_CONNECTIONS),
             }),
+        })
+    }
+
+    /// Upstream file downloads started so far (0 offline).
+    pub fn upstream_fetches(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
+        let shared = self.shared.clone();
+        Arc::new(move || {
+            shared
+                .upstream
+                .as_ref()
+                .map_or(0, Upstream::fetches_started)
         })
     }
 
@@ -144,6 +168,9 @@ impl Server {
         drop(self.listener);
         let all = MAX_CONNECTIONS as u32;
         let _ = tokio::time::timeout(DRAIN, self.shared.slots.acquire_many(all)).await;
+        if let Some(u) = &self.shared.upstream {
+            u.stop(DRAIN).await;
+        }
         Ok(())
     }
 }
@@ -191,7 +218,10 @@ async fn connection(
                 .filter(|h| valid_host(h))
                 .map_or_else(|| base.clone(), |h| format!("http://{h}")),
         };
-        let resp = routes::answer(&ctx, &req);
+        let resp = match &shared.upstream {
+            Some(up) => up.answer(&ctx, &req).await,
+            None => routes::answer(&ctx, &req),
+        };
         let status = resp.status;
         let keep = req.keep_alive && !stop.is_cancelled();
         let head_only = req.method == "HEAD";

@@ -20,7 +20,7 @@ use std::time::SystemTime;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use super::cache::{Cache, Kind, Repo, RevError, Snapshot};
+use super::cache::{Cache, Kind, Node, Repo, RevError, Snapshot};
 use super::error::ApiError;
 use super::http::{Body, Request, Response};
 use super::listing;
@@ -72,7 +72,7 @@ fn route(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
 
 /// Path segments, percent-decoded one by one; `.`, `..`, NUL and bad
 /// UTF-8 refused.
-fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
+pub(super) fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
     path.split('/')
         .map(|s| {
             let d = percent_decode_str(s)
@@ -86,25 +86,25 @@ fn decode_segments(path: &str) -> Result<Vec<String>, ApiError> {
         .collect()
 }
 
-struct Query {
+pub(super) struct Query {
     pairs: Vec<(String, String)>,
 }
 
 impl Query {
-    fn parse(q: &str) -> Query {
+    pub(super) fn parse(q: &str) -> Query {
         Query {
             pairs: url::form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect(),
         }
     }
-    fn get(&self, k: &str) -> Option<&str> {
+    pub(super) fn get(&self, k: &str) -> Option<&str> {
         self.pairs
             .iter()
             .find(|(a, _)| a == k)
             .map(|(_, v)| v.as_str())
     }
-    fn flag(&self, k: &str) -> bool {
+    pub(super) fn flag(&self, k: &str) -> bool {
         self.get(k)
             .is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
     }
@@ -127,7 +127,7 @@ fn snapshot(repo: &Repo, rev: &str) -> Result<Snapshot, ApiError> {
         .map_err(|RevError::NotFound| ApiError::RevisionNotFound(rev.to_string()))
 }
 
-fn json(v: &serde_json::Value) -> Response {
+pub(super) fn json(v: &serde_json::Value) -> Response {
     Response::new(
         200,
         "application/json; charset=utf-8",
@@ -165,21 +165,12 @@ fn api(
             let snap = snapshot(&repo, rev)?;
             let under = path.join("/");
             let nodes = snap.list(&under, true).ok_or(ApiError::EntryNotFound)?;
-            let size: u64 = nodes
-                .iter()
-                .map(|n| match n {
-                    super::cache::Node::File(f) => f.size,
-                    super::cache::Node::Dir(_) => 0,
-                })
-                .sum();
-            Ok(json(&serde_json::json!({"path": under, "size": size})))
+            Ok(treesize(&under, &nodes))
         }
         ["paths-info", rev] => {
             let snap = snapshot(&repo, rev)?;
             let paths = listing::paths_from_body(&req.body)?;
-            let nodes = snap.paths_info(&paths);
-            let v: Vec<serde_json::Value> = nodes.iter().map(listing::entry_json).collect();
-            Ok(json(&serde_json::Value::Array(v)))
+            Ok(paths_info(&snap.paths_info(&paths)))
         }
         _ => Err(ApiError::NoRoute),
     }
@@ -187,9 +178,23 @@ fn api(
 
 fn tree(ctx: &Ctx, repo: &Repo, rev: &str, under: &str, q: &Query) -> Result<Response, ApiError> {
     let snap = snapshot(repo, rev)?;
+    let nodes = snap
+        .list(under, q.flag("recursive"))
+        .ok_or(ApiError::EntryNotFound)?;
+    tree_page(ctx, (repo.kind, &repo.id), rev, under, q, &nodes)
+}
+
+/// One page of the listing `nodes` of `under`, with the `Link` to the next.
+pub(super) fn tree_page(
+    ctx: &Ctx,
+    (kind, id): (Kind, &str),
+    rev: &str,
+    under: &str,
+    q: &Query,
+    nodes: &[Node],
+) -> Result<Response, ApiError> {
     let recursive = q.flag("recursive");
-    let nodes = snap.list(under, recursive).ok_or(ApiError::EntryNotFound)?;
-    let page = listing::page(&nodes, q.get("cursor"), ctx.page_size)?;
+    let page = listing::page(nodes, q.get("cursor"), ctx.page_size)?;
     let mut resp = json(&page.entries);
     if let Some(cursor) = page.next {
         let sub = if under.is_empty() {
@@ -200,14 +205,32 @@ fn tree(ctx: &Ctx, repo: &Repo, rev: &str, under: &str, q: &Query) -> Result<Res
         let link = format!(
             "<{}/api/{}/{}/tree/{}{sub}?recursive={recursive}&expand={}&cursor={cursor}>; rel=\"next\"",
             ctx.base,
-            repo.kind.plural(),
-            repo.id,
+            kind.plural(),
+            id,
             utf8_percent_encode(rev, SEGMENT),
             q.flag("expand"),
         );
         resp = resp.header("Link", link);
     }
     Ok(resp)
+}
+
+/// `treesize`'s answer for the listing `nodes`.
+pub(super) fn treesize(under: &str, nodes: &[Node]) -> Response {
+    let size: u64 = nodes
+        .iter()
+        .map(|n| match n {
+            Node::File(f) => f.size,
+            Node::Dir(_) => 0,
+        })
+        .sum();
+    json(&serde_json::json!({"path": under, "size": size}))
+}
+
+/// `paths-info`'s answer.
+pub(super) fn paths_info(nodes: &[Node]) -> Response {
+    let v: Vec<serde_json::Value> = nodes.iter().map(listing::entry_json).collect();
+    json(&serde_json::Value::Array(v))
 }
 
 /// `/{id}/resolve/{rev}/{path}`: the file itself, never a redirect.
@@ -232,27 +255,45 @@ fn resolve(ctx: &Ctx, req: &Request, kind: Kind, segs: &[&str]) -> Result<Respon
     let snap = snapshot(&repo, rev)?;
     let path = path.join("/");
     let blob = snap.open(&path).ok_or(ApiError::EntryNotFound)?;
-    let resp = file_response(req, &snap.commit, blob)?;
-    // A commit's file never changes; a branch may move: a cache in front
-    // (docs/fleet.md) keeps the first for good and the second briefly.
-    Ok(resp.header(
-        "Cache-Control",
-        if super::cache::is_commit(rev) {
-            "public, max-age=31536000, immutable"
-        } else {
-            "public, max-age=60"
-        },
-    ))
+    file_response(req, rev, &snap.commit, blob)
 }
 
-fn file_response(
+/// A cache file's answer to `req` for revision `rev` (at `commit`).
+pub(super) fn file_response(
     req: &Request,
+    rev: &str,
     commit: &str,
     blob: super::cache::Blob,
 ) -> Result<Response, ApiError> {
-    let len = blob.meta.size;
-    let etag = format!("\"{}\"", blob.meta.etag);
-    let last_modified = httpdate::fmt_http_date(blob.modified.max(SystemTime::UNIX_EPOCH));
+    let head = file_head(req, rev, commit, &blob.meta, blob.modified)?;
+    Ok(Response {
+        body: Body::File {
+            file: blob.file,
+            offset: head.start,
+            len: head.count,
+        },
+        ..head.resp
+    })
+}
+
+/// A file answer without its body: the status and headers for `req`'s
+/// range, and which bytes the body must carry.
+pub(super) struct FileHead {
+    pub resp: Response,
+    pub start: u64,
+    pub count: u64,
+}
+
+pub(super) fn file_head(
+    req: &Request,
+    rev: &str,
+    commit: &str,
+    meta: &super::cache::FileMeta,
+    modified: SystemTime,
+) -> Result<FileHead, ApiError> {
+    let len = meta.size;
+    let etag = format!("\"{}\"", meta.etag);
+    let last_modified = httpdate::fmt_http_date(modified.max(SystemTime::UNIX_EPOCH));
     let v = Validators {
         etag: &etag,
         last_modified: &last_modified,
@@ -263,7 +304,7 @@ fn file_response(
         Part::Range { start, end } => (206, start, end - start + 1),
         Part::Unsatisfiable => return Err(ApiError::RangeNotSatisfiable(len)),
     };
-    let name = blob.meta.path.rsplit('/').next().unwrap_or("");
+    let name = meta.path.rsplit('/').next().unwrap_or("");
     let mut resp = Response {
         status,
         headers: vec![
@@ -275,12 +316,20 @@ fn file_response(
             ("X-Linked-Etag", etag.clone()),
             ("X-Linked-Size", len.to_string()),
             ("Content-Disposition", disposition(name)),
+            // A commit's file never changes; a branch may move: a cache in
+            // front (docs/fleet.md) keeps the first for good and the second
+            // briefly.
+            (
+                "Cache-Control",
+                if super::cache::is_commit(rev) {
+                    "public, max-age=31536000, immutable"
+                } else {
+                    "public, max-age=60"
+                }
+                .to_string(),
+            ),
         ],
-        body: Body::File {
-            file: blob.file,
-            offset: start,
-            len: count,
-        },
+        body: Body::Bytes(Vec::new()),
     };
     if status == 206 {
         resp = resp.header(
@@ -288,7 +337,7 @@ fn file_response(
             format!("bytes {start}-{}/{len}", start + count - 1),
         );
     }
-    Ok(resp)
+    Ok(FileHead { resp, start, count })
 }
 
 /// `inline` with the file name, as the Hub sends it: UTF-8 in `filename*`,

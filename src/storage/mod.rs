@@ -13,7 +13,9 @@
 //! - [`control_file`]: the small A/B-slot file next to the data that records
 //!   which byte ranges are durably written;
 //! - [`writer`]: the writer thread that owns the sink, and the checkpointer that
-//!   makes progress durable in the one safe order (data, then control record).
+//!   makes progress durable in the one safe order (data, then control record);
+//! - [`watch`]: the written bytes told as they are written, to a reader of
+//!   the file still arriving (`hfd serve`).
 //!
 //! Invariant: a byte range is recorded in the control file only after an
 //! `fdatasync` of the data file that started after the range's write returned.
@@ -29,6 +31,7 @@ pub mod pwrite;
 pub mod shared_blobs;
 #[cfg(test)]
 mod testutil;
+pub mod watch;
 pub mod writer;
 
 use std::fs::File;

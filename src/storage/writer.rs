@@ -43,6 +43,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::alloc::start_writeback;
 use super::control_file::{ControlError, ControlFile, ControlState};
+use super::watch::WrittenWatch;
 use super::{Sink, StorageError};
 use crate::extent::ExtentSet;
 use crate::sync::lock;
@@ -63,6 +64,8 @@ pub struct WriterOptions {
     /// Start kernel writeback after this many bytes written, so checkpoints
     /// find little dirty data left; 0 turns it off.
     pub writeback_bytes: u64,
+    /// Told every write that returned, and the start (see [`super::watch`]).
+    pub written: Option<WrittenWatch>,
 }
 
 impl Default for WriterOptions {
@@ -71,6 +74,7 @@ impl Default for WriterOptions {
             queue_bytes: 8 << 20,
             checkpoint_interval: Duration::from_secs(1),
             writeback_bytes: 32 << 20,
+            written: None,
         }
     }
 }
@@ -339,6 +343,9 @@ impl Storage {
         });
         let (tx, rx) = mpsc::channel::<Op>();
         let (ck_tx, ck_rx) = mpsc::channel::<CkMsg>();
+        if let Some(w) = &opts.written {
+            w.start(&state.done);
+        }
 
         let writer = WriterThread {
             sink,
@@ -347,6 +354,7 @@ impl Storage {
             writeback_bytes: opts.writeback_bytes,
             since_writeback: 0,
             writes_done: 0,
+            watch: opts.written.clone(),
         };
         let checkpointer = Checkpointer {
             data: data_file,
@@ -481,6 +489,7 @@ struct WriterThread {
     writeback_bytes: u64,
     since_writeback: u64,
     writes_done: u64,
+    watch: Option<WrittenWatch>,
 }
 
 impl WriterThread {
@@ -570,6 +579,9 @@ impl WriterThread {
         match result {
             Ok(()) => {
                 lock(&self.shared.written).insert(offset..offset + len);
+                if let Some(w) = &self.watch {
+                    w.add(offset..offset + len);
+                }
                 self.writes_done += 1;
                 if self.writeback_bytes > 0 {
                     self.since_writeback += len;
@@ -820,6 +832,7 @@ mod tests {
                 queue_bytes: 256 << 10,
                 checkpoint_interval: Duration::from_millis(5),
                 writeback_bytes: 1 << 20,
+                written: None,
             };
             let (h, storage) = Storage::start(sink, f, p.clone(), Some(control), st, opts);
             let (model, set) = write_regions(&h, total, k as u64).await;
@@ -895,6 +908,7 @@ mod tests {
             queue_bytes: 64 << 10,
             checkpoint_interval: Duration::from_millis(2),
             writeback_bytes: 0,
+            written: None,
         };
         let (h, storage) = Storage::start(Box::new(sink), f, p, Some(control), st, opts);
         let storage = Arc::new(storage);

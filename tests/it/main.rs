@@ -22,6 +22,7 @@ mod pipelining;
 mod proxy;
 mod security;
 mod serve;
+mod serve_upstream;
 mod support;
 mod tls;
 mod wheel;

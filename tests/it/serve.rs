@@ -60,14 +60,14 @@ impl Drop for Serving {
 
 /// One answer read off a connection.
 #[derive(Debug)]
-struct Answer {
-    status: u16,
-    head: String,
-    body: Vec<u8>,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) head: String,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> Option<String> {
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.head.lines().find_map(|l| {
             let (k, v) = l.split_once(':')?;
             k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
@@ -76,7 +76,10 @@ impl Answer {
 }
 
 /// Reads one answer (`head_only`: a HEAD's, without body) from `r`.
-fn read_answer(r: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result<Answer> {
+pub(crate) fn read_answer(
+    r: &mut BufReader<TcpStream>,
+    head_only: bool,
+) -> std::io::Result<Answer> {
     let mut head = String::new();
     loop {
         let mut line = String::new();
@@ -111,7 +114,7 @@ fn read_answer(r: &mut BufReader<TcpStream>, head_only: bool) -> std::io::Result
 
 /// Sends `raw` (a whole request, as bytes) on a new connection and reads
 /// one answer.
-fn raw(addr: SocketAddr, raw: &[u8]) -> Answer {
+pub(crate) fn raw(addr: SocketAddr, raw: &[u8]) -> Answer {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.write_all(raw).unwrap();
@@ -119,7 +122,7 @@ fn raw(addr: SocketAddr, raw: &[u8]) -> Answer {
     read_answer(&mut BufReader::new(s), head_only).unwrap()
 }
 
-fn get(addr: SocketAddr, target: &str, headers: &str) -> Answer {
+pub(crate) fn get(addr: SocketAddr, target: &str, headers: &str) -> Answer {
     raw(
         addr,
         format!("GET {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
@@ -426,7 +429,7 @@ fn dataset_spec(id: &str) -> RepoSpec {
 /// Fills `cache` from `endpoint` with huggingface_hub's snapshot_download:
 /// each of `repos` is (id, "model"|"dataset", revision). Prints the
 /// snapshot folders, one per line.
-const SNAPSHOTS: &str = r#"
+pub(crate) const SNAPSHOTS: &str = r#"
 import json, sys
 from huggingface_hub import snapshot_download
 cache, endpoint, repos = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
@@ -569,7 +572,7 @@ fn huggingface_hub_downloads_byte_exact_from_hfd_serve() {
 
 /// Every file below a snapshot folder (links followed), relative path and
 /// sha256, sorted.
-fn files_of(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn files_of(dir: &Path) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

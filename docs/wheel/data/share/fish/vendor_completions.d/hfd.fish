@@ -70,8 +70,11 @@ complete -c hfd -n "__fish_hfd_needs_command" -a "completions" -d 'Print the com
 complete -c hfd -n "__fish_hfd_needs_command" -a "man" -d 'Print the man page (roff) on stdout; `man -l -` reads it'
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -l listen -d 'Address and port to listen on (port 0: any free port)' -r
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -l cache-dir -d 'The cache folder to serve' -r -F
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l upstream -d 'Fetch what the cache lacks from this Hub or mirror [default: $HF_ENDPOINT, else https://huggingface.co]' -r
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l metadata-ttl -d 'Keep upstream\'s repo info, listings and access verdicts this long' -r
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l upstream-connections -d 'Connections per file fetched from upstream' -r
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -l cache -d 'Serve the default cache: $HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else ~/.cache/huggingface/hub'
-complete -c hfd -n "__fish_hfd_using_subcommand serve" -l offline -d 'Serve only what is in the cache (currently the only mode)'
+complete -c hfd -n "__fish_hfd_using_subcommand serve" -l offline -d 'Serve only what is in the cache: no upstream request at all'
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -s q -l quiet -d 'Print only errors'
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -s v -l verbose -d 'One log line per request (-v); -vv for debugging'
 complete -c hfd -n "__fish_hfd_using_subcommand serve" -s h -l help -d 'Print help'
