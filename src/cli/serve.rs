@@ -113,9 +113,8 @@ impl ServeArgs {
     pub fn options(&self, env: impl Fn(&str) -> Option<String>) -> Result<Options, String> {
         let dir = match &self.cache_dir {
             Some(d) => d.clone(),
-            None => default_cache(&env).ok_or(
-                "--cache: no cache folder known (set HF_HUB_CACHE or HF_HOME, or give --cache-dir)",
-            )?,
+            // Found as `hfd --cache` finds it: huggingface_hub's rules.
+            None => crate::hub::cache::default_cache_dir(&env)?,
         };
         let mut o = Options::new(self.listen, dir);
         o.log_requests = self.verbose > 0;
@@ -185,21 +184,6 @@ fn points_at(endpoint: &Endpoint, listen: SocketAddr) -> bool {
         || (local && (listen.ip().is_loopback() || listen.ip().is_unspecified()))
 }
 
-/// huggingface_hub's default cache folder.
-pub fn default_cache(env: impl Fn(&str) -> Option<String>) -> Option<PathBuf> {
-    let set = |k: &str| env(k).filter(|v| !v.is_empty()).map(PathBuf::from);
-    if let Some(d) = set("HF_HUB_CACHE") {
-        return Some(d);
-    }
-    if let Some(h) = set("HF_HOME") {
-        return Some(h.join("hub"));
-    }
-    if let Some(x) = set("XDG_CACHE_HOME") {
-        return Some(x.join("huggingface").join("hub"));
-    }
-    set("HOME").map(|h| h.join(".cache").join("huggingface").join("hub"))
-}
-
 /// Cancels `token` on the first Ctrl-C or SIGTERM (the server stops
 /// accepting and finishes the answers in progress); a second one exits.
 /// `quiet`: without a word. Call it before telling anyone the address.
@@ -211,37 +195,6 @@ pub fn stop_on_signals(token: CancellationToken, quiet: bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_default_cache_as_huggingface_hub_finds_it() {
-        fn env<'a>(
-            pairs: &'a [(&'static str, &'static str)],
-        ) -> impl Fn(&str) -> Option<String> + 'a {
-            move |k: &str| {
-                pairs
-                    .iter()
-                    .find(|(a, _)| *a == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        }
-        const ALL: [(&str, &str); 4] = [
-            ("HF_HUB_CACHE", "/c"),
-            ("HF_HOME", "/h"),
-            ("XDG_CACHE_HOME", "/x"),
-            ("HOME", "/home/u"),
-        ];
-        assert_eq!(default_cache(env(&ALL)), Some(PathBuf::from("/c")));
-        assert_eq!(default_cache(env(&ALL[1..])), Some(PathBuf::from("/h/hub")));
-        assert_eq!(
-            default_cache(env(&ALL[2..])),
-            Some(PathBuf::from("/x/huggingface/hub"))
-        );
-        assert_eq!(
-            default_cache(env(&ALL[3..])),
-            Some(PathBuf::from("/home/u/.cache/huggingface/hub"))
-        );
-        assert_eq!(default_cache(env(&[])), None);
-    }
 
     #[test]
     fn the_upstream_is_the_flag_else_hf_endpoint_else_the_hub() {

@@ -18,22 +18,14 @@
 
 use std::time::SystemTime;
 
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use percent_encoding::percent_decode_str;
 
 use super::cache::{Cache, Kind, Node, Repo, RevError, Snapshot};
 use super::error::ApiError;
 use super::http::{Body, Request, Response};
 use super::listing;
 use super::range::{self, Part, Validators};
-
-/// Escapes all but `A-Z a-z 0-9 - . _ ~` (a revision in a `Link` URL).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-/// The same, keeping `/` (a path).
-const PATH: &AsciiSet = &SEGMENT.remove(b'/');
+use crate::hub::endpoint::{encode_path, encode_segment};
 
 /// What the routes need of the server.
 pub struct Ctx<'a> {
@@ -200,14 +192,14 @@ pub(super) fn tree_page(
         let sub = if under.is_empty() {
             String::new()
         } else {
-            format!("/{}", utf8_percent_encode(under, PATH))
+            format!("/{}", encode_path(under))
         };
         let link = format!(
             "<{}/api/{}/{}/tree/{}{sub}?recursive={recursive}&expand={}&cursor={cursor}>; rel=\"next\"",
             ctx.base,
             kind.plural(),
             id,
-            utf8_percent_encode(rev, SEGMENT),
+            encode_segment(rev),
             q.flag("expand"),
         );
         resp = resp.header("Link", link);
@@ -355,7 +347,7 @@ fn disposition(name: &str) -> String {
         .collect();
     format!(
         "inline; filename*=UTF-8''{}; filename=\"{ascii}\";",
-        utf8_percent_encode(name, SEGMENT)
+        encode_segment(name)
     )
 }
 
