@@ -46,7 +46,11 @@ pub async fn choose(ctx: &FileCtx, f: &RepoFile, resolve: &Url) -> Option<XetSou
         _ = ctx.cancel.cancelled() => return None,
     };
     tracing::info!("{}: reading Xet storage natively", f.path);
-    Some(XetSource { file_id, auth })
+    Some(XetSource {
+        file_id,
+        auth,
+        previous: None,
+    })
 }
 
 /// The Xet id in `resolve`'s answer, not followed.
