@@ -371,6 +371,21 @@ impl FileJob {
             return Next::End(FileResult::Interrupted);
         }
         if self.live.len() > 1
+            && self.spec.xet.is_some()
+            && e.source_index().is_some()
+            && !matches!(e, Error::ChecksumMismatch { .. })
+        {
+            // Xet storage failed this file, not an endpoint: every endpoint
+            // serves it over the plain path instead.
+            self.spec.xet = None;
+            progress.discard(progress.done());
+            ctx.warn(&format!(
+                "{}: Xet storage failed ({e}); fetching it from every endpoint over the plain path",
+                self.f.path
+            ));
+            return Next::Again;
+        }
+        if self.live.len() > 1
             && let Some(k) = e.source_index()
         {
             // One endpoint failed this file: the others carry on with it,

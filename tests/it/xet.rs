@@ -493,3 +493,114 @@ fn a_tampered_old_version_is_not_trusted() {
     // The copy attempt, then the whole file.
     assert!(second >= first, "{second} of {first}");
 }
+
+/// The Hub (Xet) and a mirror without Xet, same commits, same file.
+fn xet_and_mirror() -> (MockHub, MockHub, FileSpec) {
+    let spec = FileSpec::generated(31, 3 << 20);
+    let xet = MockHub::start_with_xet();
+    xet.set_commit_salt("xet-two-endpoints");
+    xet.xet().set_xorb_limit(512 << 10);
+    xet.add_repo(
+        RepoSpec::model("org/two")
+            .file(HubFile::git("config.json", "{}\n"))
+            .file(HubFile::xet("model.bin", spec.clone())),
+    );
+    let plain = MockHub::start();
+    plain.set_commit_salt("xet-two-endpoints");
+    plain.add_repo(
+        RepoSpec::model("org/two")
+            .file(HubFile::git("config.json", "{}\n"))
+            .file(HubFile::lfs("model.bin", spec.clone())),
+    );
+    (xet, plain, spec)
+}
+
+/// Bytes of `model.bin` a hub's CDN (the plain path) sent.
+fn cdn_bytes(h: &MockHub) -> u64 {
+    h.cdn().requests().iter().map(|r| r.body_bytes).sum()
+}
+
+/// With two endpoints, one granting Xet tokens and a mirror without Xet,
+/// a Xet file arrives byte-exact in either order: natively from the CAS
+/// when the listing's endpoint grants a token, else over the plain path
+/// from both; and when Xet storage fails, over the plain path from both.
+#[test]
+fn a_xet_file_from_two_endpoints() {
+    let check = |dir: &Path, spec: &FileSpec| {
+        assert_eq!(sha256_file(&dir.join("model.bin")), spec.sha256_hex());
+    };
+    for case in ["xet first", "mirror first", "cas down"] {
+        let (xet, plain, spec) = xet_and_mirror();
+        let (x, p) = (xet.endpoint(), plain.endpoint());
+        let order = if case == "mirror first" {
+            [&p, &x]
+        } else {
+            [&x, &p]
+        };
+        if case == "cas down" {
+            xet.xet()
+                .knobs(|k| k.recon_faults.extend([(503, None); 20]));
+        }
+        let dir = tempdir();
+        let (code, out, err) = run(hfd(dir.path(), &xet).args([
+            "org/two",
+            "--local-dir",
+            "m",
+            "-x",
+            "2",
+            "--max-tries",
+            "2",
+            "--endpoint",
+            order[0],
+            "--endpoint",
+            order[1],
+        ]));
+        assert_eq!(code, 0, "{case}: {out}\n{err}");
+        check(&dir.path().join("m"), &spec);
+        let served = xorb_bytes(&xet);
+        match case {
+            "xet first" => {
+                assert!(served >= spec.len() / 2, "{case}: {served} xorb bytes");
+                assert_eq!(cdn_bytes(&xet), 0, "{case}");
+            }
+            _ => {
+                assert_eq!(served, 0, "{case}");
+                assert!(cdn_bytes(&xet) > 0, "{case}: the Xet hub's plain path");
+                assert!(cdn_bytes(&plain) > 0, "{case}: the mirror");
+            }
+        }
+        if case == "cas down" {
+            assert!(err.contains("Xet storage failed"), "{err}");
+        }
+    }
+}
+
+/// `--bench` measures a Xet repo's endpoints (over the plain path, what
+/// every client can fetch) and writes nothing.
+#[test]
+fn bench_measures_a_xet_repo() {
+    let (xet, plain, _) = xet_and_mirror();
+    let (x, p) = (xet.endpoint(), plain.endpoint());
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &xet).args([
+        "org/two",
+        "--bench",
+        "--json",
+        "--seconds",
+        "0.5",
+        "--endpoint",
+        &x,
+        "--endpoint",
+        &p,
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let rows = v["results"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["file"], "model.bin", "{r}");
+        assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
