@@ -137,6 +137,11 @@ impl Place {
     /// bytes are not trusted (see [`crate::xet::reuse`]).
     pub fn previous_xet(&self, f: &RepoFile, rel: &Path) -> Option<Previous> {
         let rec = self.state.load_xet(&f.path)?;
+        // The same content again: what is on disk failed its check (or is
+        // gone), so it is no source for itself.
+        if f.checksum().is_some_and(|c| hash_key(&c) == rec.hash) {
+            return None;
+        }
         let path = match &self.kind {
             Kind::Local { root } => root.join(rel),
             Kind::Cache { cache, .. } => cache.blob_path(rec.sha256()?),

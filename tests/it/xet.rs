@@ -458,7 +458,10 @@ fn an_update_fetches_only_the_changed_chunks() {
             second * 100 <= first * 20,
             "{mode:?}: the update was served {second} of {first} bytes\n{err}"
         );
-        assert!(err.contains("bytes copied from the older version"), "{err}");
+        assert!(
+            err.contains("bytes copied from the older version on disk"),
+            "{err}"
+        );
     }
 }
 
@@ -492,6 +495,20 @@ fn a_tampered_old_version_is_not_trusted() {
     assert!(err.contains("did not match its record"), "{err}");
     // The copy attempt, then the whole file.
     assert!(second >= first, "{second} of {first}");
+
+    // The same version damaged on disk is fetched again, but not copied
+    // from itself: one clean attempt.
+    let mut bytes = std::fs::read(&old).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&old, &bytes).unwrap();
+    let (err, third) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    assert!(std::fs::read(&old).unwrap() == v2, "not byte-exact");
+    assert!(!err.contains("did not match its record"), "{err}");
+    assert!(
+        !err.contains("bytes copied from the older version on disk"),
+        "{err}"
+    );
+    assert!(third < first * 11 / 10, "{third} of {first}: one attempt");
 }
 
 /// The Hub (Xet) and a mirror without Xet, same commits, same file.
