@@ -7,8 +7,14 @@
 //! the file changed: the Xet file id is its ETag), the storage (writer,
 //! checkpoints, control file) and [`super::finish`] (checksum, final name).
 //!
-//! 1. The missing bytes (all of them, or the gaps a previous run left) are
-//!    asked of the CAS as byte ranges; each answer becomes units: one
+//! 0. The whole file's reconstruction is asked once: its size, and its
+//!    terms. With an older version of the file on disk (`src.previous`),
+//!    the terms it shares are copied from it ([`crate::xet::reuse`])
+//!    through the writer, like downloaded bytes; the layout learnt (terms
+//!    and chunk lengths) goes back to the caller in [`XetOutcome`] for the
+//!    next update.
+//! 1. The missing bytes (all of them, or the gaps a previous run or the
+//!    copy left) are asked of the CAS as byte ranges; each answer becomes units: one
 //!    presigned xorb range each, knowing where its chunks go
 //!    ([`crate::xet::recon`]). A resume thus fetches only the chunks of
 //!    what is missing.
