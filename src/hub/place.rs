@@ -136,10 +136,13 @@ impl Place {
     /// complete), in the cache the blob named by the recorded hash. Its
     /// bytes are not trusted (see [`crate::xet::reuse`]).
     pub fn previous_xet(&self, f: &RepoFile, rel: &Path) -> Option<Previous> {
+        // Copied bytes are trusted only through the file's hash: without
+        // one in the listing, nothing is copied.
+        let sum = f.checksum()?;
         let rec = self.state.load_xet(&f.path)?;
         // The same content again: what is on disk failed its check (or is
         // gone), so it is no source for itself.
-        if f.checksum().is_some_and(|c| hash_key(&c) == rec.hash) {
+        if hash_key(&sum) == rec.hash {
             return None;
         }
         let path = match &self.kind {
