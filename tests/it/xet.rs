@@ -621,3 +621,75 @@ fn bench_measures_a_xet_repo() {
     }
     assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
 }
+
+/// The xorb bytes an uninterrupted update from `v1` to `v2` is served.
+fn update_cost(v1: &[u8], v2: &[u8]) -> u64 {
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.to_vec()))],
+    );
+    let dir = tempdir();
+    let mode = ["--local-dir", "m"];
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.to_vec()))],
+        &[],
+    );
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode).1
+}
+
+/// kill -9 in the middle of an update (copies done, changed chunks being
+/// fetched), then the same command: byte-exact, and the second run does not
+/// start the update over (it is served less than the whole update was).
+#[test]
+fn an_update_killed_midway_resumes() {
+    let (v1, v2) = two_versions();
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
+    );
+    let dir = tempdir();
+    let mode = ["--local-dir", "m"];
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
+        &[],
+    );
+    hub.xet().knobs(|k| k.pace = Some(32 << 10));
+    let t = hub.xet().transfer();
+    let before = xorb_bytes(&hub);
+    let mut child = hfd(dir.path(), &hub)
+        .args(["org/upd", "--local-dir", "m", "-x", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while xorb_bytes(&hub) - before < 64 << 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "hfd ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A checkpoint a second, so at least one since the copies.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let n_first = t.requests().len();
+    hub.xet().knobs(|k| k.pace = None);
+    let (_, after) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    assert!(
+        std::fs::read(dir.path().join("m/model.bin")).unwrap() == v2,
+        "not byte-exact"
+    );
+    let whole_update = update_cost(&v1, &v2);
+    println!("the resumed update was served {after} of {whole_update}");
+    assert!(after < whole_update, "{after}");
+    assert!(t.requests().len() > n_first, "the rest was fetched");
+}
