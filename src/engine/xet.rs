@@ -53,12 +53,16 @@ use crate::xet::reuse::{self, ChunkLens, Previous};
 pub struct Job {
     pub unit: Unit,
     pub want: Range<u64>,
+    /// The CAS (index in [`Work::cas`]) whose answer the unit came from.
+    pub cas: usize,
 }
 
 /// What the workers share.
 pub struct Work {
     pub ctx_net: crate::net::Net,
-    pub cas: Cas,
+    /// The listing endpoint's CAS, then the other endpoints' that grant
+    /// a token.
+    pub cas: Vec<Cas>,
     pub src: XetSource,
     pub queue: Mutex<VecDeque<Job>>,
     pub writer: WriteHandle,
@@ -84,12 +88,17 @@ impl Work {
 pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome, Error> {
     let ident = ctx.sources[0].ident();
     let cancel = ctx.cancel.child_token();
-    let cas = Cas::new(
-        ctx.net.clone(),
-        src.auth.clone(),
-        ctx.spec.retry.clone(),
-        cancel.clone(),
-    );
+    let cas: Vec<Cas> = std::iter::once(&src.auth)
+        .chain(&src.mirrors)
+        .map(|auth| {
+            Cas::new(
+                ctx.net.clone(),
+                auth.clone(),
+                ctx.spec.retry.clone(),
+                cancel.clone(),
+            )
+        })
+        .collect();
     // The whole file's reconstruction: its size, what an older version on
     // disk shares with it, and its layout for the next update.
     let full = match ctx.spec.expected_size {
@@ -98,7 +107,7 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
             terms: Vec::new(),
             fetch_info: Default::default(),
         },
-        _ => cas
+        _ => cas[0]
             .reconstruction(&src.file_id, None)
             .await
             .map_err(|e| cas_error(e, &ident))?,
@@ -272,10 +281,11 @@ fn open_previous(prev: &Previous) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-/// The units for every missing byte: one reconstruction per gap (or the
-/// whole file's, already asked).
+/// The units for every missing byte: one reconstruction per piece (or the
+/// whole file's, already asked), the pieces shared among the CAS in turn;
+/// a piece another endpoint's CAS cannot answer is asked of the first.
 async fn plan_jobs(
-    cas: &Cas,
+    cas: &[Cas],
     src: &XetSource,
     done: &ExtentSet,
     total: u64,
@@ -284,16 +294,29 @@ async fn plan_jobs(
 ) -> Result<Vec<Job>, CasError> {
     let mut jobs = Vec::new();
     let mut first = first;
-    for gap in pieces(done.gaps(0..total), conns) {
+    for (k, gap) in pieces(done.gaps(0..total), conns).into_iter().enumerate() {
+        let mut c = k % cas.len();
         let r = match first.take() {
             Some(r) if gap == (0..total) => r,
-            _ => cas.reconstruction(&src.file_id, Some(gap.clone())).await?,
+            _ => match cas[c].reconstruction(&src.file_id, Some(gap.clone())).await {
+                Ok(r) => r,
+                Err(CasError::Interrupted) => return Err(CasError::Interrupted),
+                Err(e) if c > 0 => {
+                    tracing::info!("xet: another endpoint's CAS: {e}; asking the first");
+                    c = 0;
+                    cas[0]
+                        .reconstruction(&src.file_id, Some(gap.clone()))
+                        .await?
+                }
+                Err(e) => return Err(e),
+            },
         };
         let plan = Plan::build(r, gap)?;
         let want = plan.want.clone();
         jobs.extend(plan.units.into_iter().map(|unit| Job {
             unit,
             want: want.clone(),
+            cas: c,
         }));
     }
     Ok(jobs)
@@ -399,8 +422,7 @@ async fn worker(work: Arc<Work>) {
 async fn replan(work: &Work, job: &Job) -> Result<Vec<Job>, CasError> {
     let mut out = Vec::new();
     for r in job.unit.writes(&job.want) {
-        let answer = work
-            .cas
+        let answer = work.cas[job.cas]
             .reconstruction(&work.src.file_id, Some(r.clone()))
             .await?;
         let plan = Plan::build(answer, r)?;
@@ -408,6 +430,7 @@ async fn replan(work: &Work, job: &Job) -> Result<Vec<Job>, CasError> {
         out.extend(plan.units.into_iter().map(|unit| Job {
             unit,
             want: want.clone(),
+            cas: job.cas,
         }));
     }
     Ok(out)

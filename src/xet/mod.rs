@@ -43,6 +43,9 @@ use std::sync::Arc;
 pub struct XetSource {
     pub file_id: XetHash,
     pub auth: Arc<auth::CasAuth>,
+    /// The CAS tokens of other endpoints that serve the same file: its
+    /// pieces are shared among them.
+    pub mirrors: Vec<Arc<auth::CasAuth>>,
     /// An older version of the file on disk, whose shared terms are copied
     /// instead of fetched.
     pub previous: Option<Arc<reuse::Previous>>,

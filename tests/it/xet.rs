@@ -693,3 +693,49 @@ fn an_update_killed_midway_resumes() {
     assert!(after < whole_update, "{after}");
     assert!(t.requests().len() > n_first, "the rest was fetched");
 }
+
+/// Two endpoints that both grant Xet tokens (the Hub and a mirror with a
+/// CAS of its own) share a large file's pieces: each transfer server
+/// serves part of it, nothing goes over the plain path, byte-exact.
+#[test]
+fn two_endpoints_with_xet_share_the_pieces() {
+    // Over 64 MiB: three pieces of at least 32 MiB.
+    let spec = FileSpec::generated(41, 80 << 20);
+    let hubs: Vec<MockHub> = (0..2)
+        .map(|_| {
+            let h = MockHub::start_with_xet();
+            h.set_commit_salt("xet-shared");
+            h.xet().set_xorb_limit(8 << 20);
+            h.add_repo(RepoSpec::model("org/big").file(HubFile::xet("big.bin", spec.clone())));
+            h
+        })
+        .collect();
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hubs[0]).args([
+        "org/big",
+        "--local-dir",
+        "m",
+        "-x",
+        "4",
+        "-v",
+        "--endpoint",
+        &hubs[0].endpoint(),
+        "--endpoint",
+        &hubs[1].endpoint(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        sha256_file(&dir.path().join("m/big.bin")),
+        spec.sha256_hex()
+    );
+    let served: Vec<u64> = hubs.iter().map(xorb_bytes).collect();
+    println!("xorb bytes served by each endpoint's storage: {served:?}");
+    assert!(served.iter().all(|&b| b >= 16 << 20), "{served:?}\n{err}");
+    assert!(
+        served.iter().sum::<u64>() < spec.len() + (4 << 20),
+        "{served:?}"
+    );
+    for h in &hubs {
+        assert_eq!(cdn_bytes(h), 0, "no byte over the plain path");
+    }
+}
