@@ -14,7 +14,9 @@
 //!    and chunk lengths) goes back to the caller in [`XetOutcome`] for the
 //!    next update.
 //! 1. The missing bytes (all of them, or the gaps a previous run or the
-//!    copy left) are asked of the CAS as byte ranges; each answer becomes units: one
+//!    copy left) are asked of the CAS as byte ranges (large gaps in about
+//!    one piece per connection, the pieces shared in turn among the CAS of
+//!    `src.mirrors` too); each answer becomes units: one
 //!    presigned xorb range each, knowing where its chunks go
 //!    ([`crate::xet::recon`]). A resume thus fetches only the chunks of
 //!    what is missing.
