@@ -55,6 +55,7 @@ impl Ctx<'_> {
             hops: Vec::new(),
             source_bytes: vec![0; n],
             sources_gave_up: vec![false; n],
+            xet: None,
         }
     }
 }

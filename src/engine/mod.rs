@@ -255,6 +255,19 @@ pub struct Outcome {
     /// Sources whose every connection used up its retries, in the order of
     /// `urls`: a caller downloading many files stops offering them.
     pub sources_gave_up: Vec<bool>,
+    /// A file read natively from Xet storage: its layout, and what was
+    /// copied from an older version instead of fetched.
+    pub xet: Option<XetOutcome>,
+}
+
+/// What a Xet download leaves for the next update of the file.
+#[derive(Clone, Debug)]
+pub struct XetOutcome {
+    /// The file's terms with the chunk lengths learnt (for
+    /// [`crate::xet::reuse`]).
+    pub layout: crate::xet::reuse::Layout,
+    /// Bytes copied from the older version.
+    pub copied: u64,
 }
 
 fn with_suffix(p: &std::path::Path, suffix: &str) -> PathBuf {

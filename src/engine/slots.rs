@@ -75,6 +75,7 @@ pub async fn run(ctx: &Ctx<'_>, plan: Plan, probe: Ranged) -> Result<Outcome, Er
         hops,
         source_bytes: end.source_bytes,
         sources_gave_up: end.sources_gave_up,
+        xet: None,
     })
 }
 

@@ -7,8 +7,16 @@
 //! the file changed: the Xet file id is its ETag), the storage (writer,
 //! checkpoints, control file) and [`super::finish`] (checksum, final name).
 //!
-//! 1. The missing bytes (all of them, or the gaps a previous run left) are
-//!    asked of the CAS as byte ranges; each answer becomes units: one
+//! 0. The whole file's reconstruction is asked once: its size, and its
+//!    terms. With an older version of the file on disk (`src.previous`),
+//!    the terms it shares are copied from it ([`crate::xet::reuse`])
+//!    through the writer, like downloaded bytes; the layout learnt (terms
+//!    and chunk lengths) goes back to the caller in [`XetOutcome`] for the
+//!    next update.
+//! 1. The missing bytes (all of them, or the gaps a previous run or the
+//!    copy left) are asked of the CAS as byte ranges (large gaps in about
+//!    one piece per connection, the pieces shared in turn among the CAS of
+//!    `src.mirrors` too); each answer becomes units: one
 //!    presigned xorb range each, knowing where its chunks go
 //!    ([`crate::xet::recon`]). A resume thus fetches only the chunks of
 //!    what is missing.
@@ -21,8 +29,10 @@
 
 use std::collections::VecDeque;
 use std::ops::Range;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -31,25 +41,30 @@ use super::job::Ctx;
 use super::resume::{self, Start};
 use super::shared::Validators;
 use super::xet_fetch::{self, Fetched};
-use super::{Outcome, finish, slots};
+use super::{Outcome, XetOutcome, finish, slots};
 use crate::client::{Backoff, FailureKind, Stop};
 use crate::extent::ExtentSet;
 use crate::storage::writer::WriteHandle;
 use crate::sync::lock;
 use crate::xet::XetSource;
 use crate::xet::cas::{Cas, CasError};
-use crate::xet::recon::{Plan, Unit};
+use crate::xet::recon::{Plan, ReconstructionV1, Term, Unit};
+use crate::xet::reuse::{self, ChunkLens, Previous};
 
 /// A unit and the file bytes it is to write.
 pub struct Job {
     pub unit: Unit,
     pub want: Range<u64>,
+    /// The CAS (index in [`Work::cas`]) whose answer the unit came from.
+    pub cas: usize,
 }
 
 /// What the workers share.
 pub struct Work {
     pub ctx_net: crate::net::Net,
-    pub cas: Cas,
+    /// The listing endpoint's CAS, then the other endpoints' that grant
+    /// a token.
+    pub cas: Vec<Cas>,
     pub src: XetSource,
     pub queue: Mutex<VecDeque<Job>>,
     pub writer: WriteHandle,
@@ -61,6 +76,9 @@ pub struct Work {
     pub cancel: CancellationToken,
     pub fatal: Mutex<Option<Error>>,
     pub ident: crate::client::SourceId,
+    /// Chunk lengths learnt (from the older version's layout and from
+    /// every chunk decoded): the new file's layout.
+    pub lens: Mutex<ChunkLens>,
 }
 
 impl Work {
@@ -74,28 +92,45 @@ impl Work {
 pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome, Error> {
     let ident = ctx.sources[0].ident();
     let cancel = ctx.cancel.child_token();
-    let cas = Cas::new(
-        ctx.net.clone(),
-        src.auth.clone(),
-        ctx.spec.retry.clone(),
-        cancel.clone(),
-    );
-    let (total, first) = match ctx.spec.expected_size {
-        Some(t) => (t, None),
-        None => {
-            let r = cas
-                .reconstruction(&src.file_id, None)
-                .await
-                .map_err(|e| cas_error(e, &ident))?;
-            let total = r.terms.iter().map(|t| t.unpacked_length).sum::<u64>();
-            (total, Some(r))
-        }
+    let cas: Vec<Cas> = std::iter::once(&src.auth)
+        .chain(&src.mirrors)
+        .map(|auth| {
+            Cas::new(
+                ctx.net.clone(),
+                auth.clone(),
+                ctx.spec.retry.clone(),
+                cancel.clone(),
+            )
+        })
+        .collect();
+    // The whole file's reconstruction: its size, what an older version on
+    // disk shares with it, and its layout for the next update.
+    let full = match ctx.spec.expected_size {
+        Some(0) => ReconstructionV1 {
+            offset_into_first_range: 0,
+            terms: Vec::new(),
+            fetch_info: Default::default(),
+        },
+        _ => cas[0]
+            .reconstruction(&src.file_id, None)
+            .await
+            .map_err(|e| cas_error(e, &ident))?,
     };
+    let listed = full.terms.iter().map(|t| t.unpacked_length).sum::<u64>();
+    let total = ctx.spec.expected_size.unwrap_or(listed);
     if total == 0 {
         drop(start);
         ctx.progress.set_total(Some(0));
         finish::empty_file(ctx).await?;
         return Ok(outcome(ctx, 0, 0, 0));
+    }
+    if listed != total {
+        return Err(Error::BadResponse {
+            url: ident,
+            detail: format!(
+                "Xet storage: the file's reconstruction is {listed} bytes, not the {total} expected"
+            ),
+        });
     }
     let v = Validators {
         total,
@@ -103,20 +138,34 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
         last_modified: None,
     };
     let plan = resume::reconcile(ctx, start, &v)?;
-    let done = plan.done.clone();
+    let mut done = plan.done.clone();
     let resumed = done.covered();
     ctx.progress.set_total(Some(total));
     ctx.progress.add_existing(resumed);
-    let jobs = plan_jobs(&cas, src, &done, total, first, ctx.spec.connections)
-        .await
-        .map_err(|e| cas_error(e, &ident))?;
+    let (writer, storage, reserving) = slots::open_storage(ctx, plan, &v, ctx.spec.connections)?;
+    let terms = full.terms.clone();
+    let mut lens = ChunkLens::default();
+    let mut copied = 0;
+    if let Some(prev) = &src.previous {
+        lens.learn(&prev.layout);
+        copied = copy_shared(ctx, &writer, prev, &terms, &mut done).await;
+    }
+    let jobs = match plan_jobs(&cas, src, &done, total, Some(full), ctx.spec.connections).await {
+        Ok(j) => j,
+        Err(e) => {
+            let e = cas_error(e, &ident);
+            drop(writer);
+            slots::conclude(ctx, storage, Some(e), false, total).await?;
+            unreachable!("conclude returns the error it is given");
+        }
+    };
     let conns = ctx.spec.connections.clamp(1, jobs.len().max(1));
     tracing::info!(
-        "xet: {} ranges of xorbs for {} bytes over {conns} connections",
+        "xet: {} ranges of xorbs for {} bytes over {conns} connections ({copied} bytes copied \
+         from the older version)",
         jobs.len(),
-        total - resumed
+        total - resumed - copied
     );
-    let (writer, storage, reserving) = slots::open_storage(ctx, plan, &v, conns)?;
     let work = Arc::new(Work {
         ctx_net: ctx.net.clone(),
         cas,
@@ -130,6 +179,7 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
         cancel: cancel.clone(),
         fatal: Mutex::new(None),
         ident,
+        lens: Mutex::new(lens),
     });
     if let Some(r) = reserving {
         let w = work.clone();
@@ -146,17 +196,101 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
         ctx.progress.all_received();
     }
     let received = ctx.progress.received();
+    let layout = lock(&work.lens).layout(&terms);
     drop(work);
     slots::conclude(ctx, storage, fatal, complete, total).await?;
     let mut out = outcome(ctx, total, received, resumed);
     out.connections = conns;
+    out.xet = Some(XetOutcome { layout, copied });
     Ok(out)
 }
 
-/// The units for every missing byte: one reconstruction per gap (or the
-/// whole file's, already asked).
+/// Reads of the older version are this large at most.
+const COPY_BLOCK: u64 = 1 << 20;
+
+/// Copies the bytes the older version `prev` shares with the new file
+/// (`terms`) into those still missing from `done`, adding them to it;
+/// returns the bytes copied. An older version that cannot be read is
+/// simply not used: its bytes are fetched.
+async fn copy_shared(
+    ctx: &Ctx<'_>,
+    writer: &WriteHandle,
+    prev: &Previous,
+    terms: &[Term],
+    done: &mut ExtentSet,
+) -> u64 {
+    let copies = reuse::copies(&prev.layout, terms);
+    if copies.is_empty() {
+        return 0;
+    }
+    let file = match open_previous(prev) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            tracing::info!("xet: the older version is not used: {e}");
+            return 0;
+        }
+    };
+    let mut copied = 0;
+    for c in copies {
+        for gap in done.gaps(c.to..c.to + c.len) {
+            let mut at = gap.start;
+            while at < gap.end {
+                if ctx.cancel.is_cancelled() {
+                    return copied;
+                }
+                let n = (gap.end - at).min(COPY_BLOCK);
+                let (f, from) = (file.clone(), c.from + (at - c.to));
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut buf = vec![0; n as usize];
+                    f.read_exact_at(&mut buf, from).map(|()| buf)
+                })
+                .await
+                .expect("reading does not panic");
+                let buf = match read {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::info!("xet: reading the older version: {e}; fetching the rest");
+                        return copied;
+                    }
+                };
+                if let Err(e) = writer.write(at, vec![Bytes::from(buf)]).await {
+                    tracing::info!("xet: {e}");
+                    return copied;
+                }
+                done.insert(at..at + n);
+                ctx.progress.add_existing(n);
+                copied += n;
+                at += n;
+            }
+        }
+    }
+    copied
+}
+
+/// The older version, opened without following a link, and of the length
+/// its layout says.
+fn open_previous(prev: &Previous) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&prev.path)?;
+    let m = f.metadata()?;
+    if !m.is_file() || m.len() != prev.len() {
+        return Err(std::io::Error::other(format!(
+            "{} is not the {} bytes recorded",
+            prev.path.display(),
+            prev.len()
+        )));
+    }
+    Ok(f)
+}
+
+/// The units for every missing byte: one reconstruction per piece (or the
+/// whole file's, already asked), the pieces shared among the CAS in turn;
+/// a piece another endpoint's CAS cannot answer is asked of the first.
 async fn plan_jobs(
-    cas: &Cas,
+    cas: &[Cas],
     src: &XetSource,
     done: &ExtentSet,
     total: u64,
@@ -165,16 +299,29 @@ async fn plan_jobs(
 ) -> Result<Vec<Job>, CasError> {
     let mut jobs = Vec::new();
     let mut first = first;
-    for gap in pieces(done.gaps(0..total), conns) {
+    for (k, gap) in pieces(done.gaps(0..total), conns).into_iter().enumerate() {
+        let mut c = k % cas.len();
         let r = match first.take() {
             Some(r) if gap == (0..total) => r,
-            _ => cas.reconstruction(&src.file_id, Some(gap.clone())).await?,
+            _ => match cas[c].reconstruction(&src.file_id, Some(gap.clone())).await {
+                Ok(r) => r,
+                Err(CasError::Interrupted) => return Err(CasError::Interrupted),
+                Err(e) if c > 0 => {
+                    tracing::info!("xet: another endpoint's CAS: {e}; asking the first");
+                    c = 0;
+                    cas[0]
+                        .reconstruction(&src.file_id, Some(gap.clone()))
+                        .await?
+                }
+                Err(e) => return Err(e),
+            },
         };
         let plan = Plan::build(r, gap)?;
         let want = plan.want.clone();
         jobs.extend(plan.units.into_iter().map(|unit| Job {
             unit,
             want: want.clone(),
+            cas: c,
         }));
     }
     Ok(jobs)
@@ -280,8 +427,7 @@ async fn worker(work: Arc<Work>) {
 async fn replan(work: &Work, job: &Job) -> Result<Vec<Job>, CasError> {
     let mut out = Vec::new();
     for r in job.unit.writes(&job.want) {
-        let answer = work
-            .cas
+        let answer = work.cas[job.cas]
             .reconstruction(&work.src.file_id, Some(r.clone()))
             .await?;
         let plan = Plan::build(answer, r)?;
@@ -289,6 +435,7 @@ async fn replan(work: &Work, job: &Job) -> Result<Vec<Job>, CasError> {
         out.extend(plan.units.into_iter().map(|unit| Job {
             unit,
             want: want.clone(),
+            cas: job.cas,
         }));
     }
     Ok(out)

@@ -21,6 +21,7 @@ use crate::client::request::fetch as get;
 use crate::client::{ByteRange, Credentials, FailureKind, Request, SafeUrl};
 use crate::net::Conn;
 use crate::net::http::{ContentRange, content_range};
+use crate::sync::lock;
 use crate::xet::recon::UnitDecoder;
 
 /// How a unit's attempt ended.
@@ -163,7 +164,12 @@ async fn receive(work: &Work, job: &Job, mut body: crate::net::Body) -> Result<(
                 FailureKind::BadResponse,
                 format!("a damaged xorb range: {e}"),
             )
-        })
+        })?;
+        let mut lens = lock(&work.lens);
+        for &(i, n) in dec.seen() {
+            lens.insert(&job.unit.xorb, i, n);
+        }
+        Ok::<(), UnitFailure>(())
     }
     .await;
     if let Err(mut e) = result {

@@ -24,11 +24,12 @@ use super::events::{Event, Events, FileError};
 use super::identity;
 use super::messages::file_error;
 use super::run::Options;
-use super::state::{self, Record};
+use super::state::{self, Record, XetRecord};
 use crate::client::RetryPolicy;
 use crate::engine::limit::RateLimit;
 use crate::engine::{self, Checksum, DownloadSpec, Error, Outcome, Progress};
 use crate::net::Net;
+use crate::xet::reuse::Previous;
 
 /// Attempts per file, in all, when its data fails its checksum or the file
 /// changes on the server meanwhile.
@@ -76,9 +77,19 @@ impl FileCtx {
     }
 }
 
+/// Where a file goes.
+pub struct Dest {
+    pub out: PathBuf,
+    /// Its data until complete and verified.
+    pub part: PathBuf,
+    /// An older version on disk with a known Xet layout.
+    pub previous: Option<Previous>,
+}
+
 /// How one file ended.
 pub enum FileResult {
-    Done(String, Record),
+    /// Verified; with its Xet layout when read natively.
+    Done(String, Record, Option<Box<XetRecord>>),
     Failed(String, FileError),
     Interrupted,
 }
@@ -108,15 +119,20 @@ struct FileJob {
     live: Vec<usize>,
 }
 
-/// Downloads `f` to `out` (its data in `part` meanwhile), holding `permit`
-/// while it transfers.
+/// Downloads `f` to `dest.out` (its data in `dest.part` meanwhile), holding
+/// `permit` while it transfers. Read natively from Xet, it copies what it
+/// shares with `dest.previous` instead of fetching it.
 pub async fn download_file(
     ctx: Arc<FileCtx>,
     f: RepoFile,
-    out: PathBuf,
-    part: PathBuf,
+    dest: Dest,
     permit: OwnedSemaphorePermit,
 ) -> FileResult {
+    let Dest {
+        out,
+        part,
+        previous,
+    } = dest;
     if let Some(origin) = &ctx.opts.verify_origin
         && f.checksum().is_none()
     {
@@ -133,6 +149,9 @@ pub async fn download_file(
     }
     let mut spec = spec_for(&ctx, &f, &urls, &out, part);
     spec.xet = super::xet::choose(&ctx, &f, &urls[0]).await;
+    if let Some(x) = spec.xet.as_mut() {
+        x.previous = previous.map(Arc::new);
+    }
     let mut job = FileJob {
         left_out: vec![false; urls.len()],
         ctx,
@@ -279,7 +298,36 @@ impl FileJob {
             commit: self.ctx.commit.clone(),
             fingerprint: fp,
         };
-        Next::End(FileResult::Done(self.f.path.clone(), record))
+        let xet = self.xet_record(&o, sum.as_ref());
+        Next::End(FileResult::Done(self.f.path.clone(), record, xet))
+    }
+
+    /// What to keep of a file read natively from Xet for its next update.
+    fn xet_record(&self, o: &Outcome, sum: Option<&Checksum>) -> Option<Box<XetRecord>> {
+        let (x, src, sum) = (o.xet.as_ref()?, self.spec.xet.as_ref()?, sum?);
+        if x.copied > 0 {
+            tracing::info!(
+                "{}: {} bytes copied from the older version on disk",
+                self.f.path,
+                x.copied
+            );
+        }
+        Some(Box::new(XetRecord::new(
+            &self.f.path,
+            hash_key(sum),
+            o.total.unwrap_or(self.f.size),
+            src.file_id.hex(),
+            x.layout.clone(),
+        )))
+    }
+
+    /// Stops copying from the older version for the next attempts; true
+    /// when this attempt did.
+    fn forget_previous(&mut self) -> bool {
+        self.spec
+            .xet
+            .as_mut()
+            .is_some_and(|x| x.previous.take().is_some())
     }
 
     /// A listing without a hash: the one the Hub states in its resolve
@@ -306,6 +354,7 @@ impl FileJob {
         }
         let _ = std::fs::remove_file(&self.out);
         progress.discard(progress.done());
+        self.forget_previous();
         if self.attempt < ATTEMPTS_PER_FILE {
             self.first_only = self.live.len() > 1;
             return Err(Next::Again);
@@ -320,6 +369,21 @@ impl FileJob {
         let ctx = self.ctx.clone();
         if matches!(e, Error::Interrupted) || ctx.cancel.is_cancelled() {
             return Next::End(FileResult::Interrupted);
+        }
+        if self.live.len() > 1
+            && self.spec.xet.is_some()
+            && e.source_index().is_some()
+            && !matches!(e, Error::ChecksumMismatch { .. })
+        {
+            // Xet storage failed this file, not an endpoint: every endpoint
+            // serves it over the plain path instead.
+            self.spec.xet = None;
+            progress.discard(progress.done());
+            ctx.warn(&format!(
+                "{}: Xet storage failed ({e}); fetching it from every endpoint over the plain path",
+                self.f.path
+            ));
+            return Next::Again;
         }
         if self.live.len() > 1
             && let Some(k) = e.source_index()
@@ -339,6 +403,20 @@ impl FileJob {
                     ctx.endpoints[i].as_str()
                 ));
             }
+            return Next::Again;
+        }
+        if matches!(e, Error::ChecksumMismatch { .. })
+            && self.forget_previous()
+            && self.attempt < ATTEMPTS_PER_FILE
+        {
+            // The older version on disk is not what its record says (it
+            // was changed): the file is fetched whole.
+            progress.discard(progress.done());
+            ctx.warn(&format!(
+                "{}: {e}; the older version on disk did not match its record, \
+                 fetching the file whole",
+                self.f.path
+            ));
             return Next::Again;
         }
         // With --verify-origin, bytes that do not match the origin's hash

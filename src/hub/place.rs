@@ -12,6 +12,7 @@ use super::check::hash_key;
 use super::hf_meta::HfLocal;
 use super::run::{Options, Selection};
 use super::state::{Listing, LocalDir, Verified};
+use crate::xet::reuse::Previous;
 
 /// Where the user asked for the files.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,6 +145,30 @@ impl Place {
             Kind::Local { .. } => Some(self.state.partial(rel)),
             Kind::Cache { .. } => blob_name(f).map(|b| self.state.partial(Path::new(&b))),
         }
+    }
+
+    /// An older version of `f` whose Xet layout is on record: in a local
+    /// dir the file at its path (replaced only once the new one is
+    /// complete), in the cache the blob named by the recorded hash. Its
+    /// bytes are not trusted (see [`crate::xet::reuse`]).
+    pub fn previous_xet(&self, f: &RepoFile, rel: &Path) -> Option<Previous> {
+        // Copied bytes are trusted only through the file's hash: without
+        // one in the listing, nothing is copied.
+        let sum = f.checksum()?;
+        let rec = self.state.load_xet(&f.path)?;
+        // The same content again: what is on disk failed its check (or is
+        // gone), so it is no source for itself.
+        if hash_key(&sum) == rec.hash {
+            return None;
+        }
+        let path = match &self.kind {
+            Kind::Local { root } => root.join(rel),
+            Kind::Cache { cache, .. } => cache.blob_path(rec.sha256()?),
+        };
+        Some(Previous {
+            path,
+            layout: rec.terms,
+        })
     }
 
     /// Removes what a download of `f` may have left in `.hfd/partial/`,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 use super::events::{Counters, Event, FileError};
-use super::file::{FileCtx, FileResult, download_file};
+use super::file::{Dest, FileCtx, FileResult, download_file};
 use super::place::Place;
 use super::run::Selection;
 use super::state::Verified;
@@ -65,7 +65,9 @@ impl Queue<'_> {
                     let (f, rel) = (self.sel.files[i].clone(), &self.sel.rels[i]);
                     match (self.place.output(&f, rel), self.place.partial(&f, rel)) {
                         (Some(out), Some(part)) => {
-                            running.spawn(download_file(ctx.clone(), f, out, part, permit));
+                            let previous = self.place.previous_xet(&f, rel);
+                            let dest = Dest { out, part, previous };
+                            running.spawn(download_file(ctx.clone(), f, dest, permit));
                         }
                         // Refused before the queue (`Place::refusal`); never here.
                         _ => failed += 1,
@@ -135,8 +137,13 @@ impl Queue<'_> {
     fn record(&mut self, joined: Result<FileResult, tokio::task::JoinError>) -> bool {
         let events = &self.ctx.events;
         match joined {
-            Ok(FileResult::Done(path, record)) => {
+            Ok(FileResult::Done(path, record, xet)) => {
                 self.verified.files.insert(path, record);
+                if let Some(x) = xet
+                    && let Err(e) = self.place.state.save_xet(&x)
+                {
+                    events.event(Event::Warning(&e));
+                }
                 self.counters.files_done.fetch_add(1, Relaxed);
                 true
             }

@@ -8,6 +8,7 @@
 //! | `files.json` | the complete file list of one commit (sizes, hashes) |
 //! | `verified.json` | files on disk whose hash was checked, with a fingerprint |
 //! | `partial/<path>.part`, `.part.ctl` | downloads in progress |
+//! | `xet/<blake3 of path>.json` | the Xet layout of each completed Xet file, for its next update |
 //! | `lock` | held while an hfd runs here |
 //!
 //! No token is ever written: none of these records contains one.
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::RepoFile;
 use crate::storage::folder::{Folder, Open, file_name};
+use crate::xet::reuse::Layout;
 
 /// Our folder inside the local dir.
 pub const HFD_DIR: &str = ".hfd";
@@ -122,6 +124,46 @@ pub struct Record {
 pub struct Verified {
     pub format: u32,
     pub files: BTreeMap<String, Record>,
+}
+
+/// What hfd keeps of a completed Xet file for its next update: the
+/// content it describes and its terms ([`crate::xet::reuse`]). When a new
+/// version of the file is fetched, the terms it shares with this one are
+/// copied from the file on disk instead.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct XetRecord {
+    pub format: u32,
+    pub path: String,
+    /// `sha-256:<hex>` of the content the layout describes.
+    pub hash: String,
+    pub size: u64,
+    pub file_id: String,
+    pub terms: Layout,
+}
+
+impl XetRecord {
+    pub fn new(path: &str, hash: String, size: u64, file_id: String, terms: Layout) -> XetRecord {
+        XetRecord {
+            format: FORMAT,
+            path: path.into(),
+            hash,
+            size,
+            file_id,
+            terms,
+        }
+    }
+
+    /// The sha256 of the content, when the record names one.
+    pub fn sha256(&self) -> Option<&str> {
+        let hex = self.hash.strip_prefix("sha-256:")?;
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then_some(hex)
+    }
+}
+
+/// The name of a file's Xet record: repo paths may be long or nested, the
+/// record's name is neither.
+fn xet_name(path: &str) -> String {
+    format!("{}.json", blake3::hash(path.as_bytes()).to_hex())
 }
 
 /// The local dir, locked for this run. Its `.hfd/` is held open, and a
@@ -251,6 +293,24 @@ impl LocalDir {
 
     pub fn save_verified(&self, v: &Verified) -> Result<(), String> {
         self.write_json("verified.json", v)
+    }
+
+    /// The Xet record of the file at repo path `path`, if one is kept.
+    pub fn load_xet(&self, path: &str) -> Option<XetRecord> {
+        let r: XetRecord = read_json(&self.hfd.join("xet").join(xet_name(path)))?;
+        (r.format == FORMAT && r.path == path).then_some(r)
+    }
+
+    /// Keeps `r` (replacing the record of an older version).
+    pub fn save_xet(&self, r: &XetRecord) -> Result<(), String> {
+        let Some(dir) = &self.hfd_dir else {
+            return Ok(());
+        };
+        let bytes =
+            serde_json::to_vec(r).map_err(|e| format!("cannot encode a Xet record: {e}"))?;
+        dir.sub(Path::new("xet"))
+            .and_then(|d| d.write_atomic(OsStr::new(&xet_name(&r.path)), &bytes))
+            .map_err(|e| e.to_string())
     }
 
     /// The repo-info answer, kept like hfd.sh does.

@@ -9,6 +9,12 @@
 //! answer names the file's Xet id (`X-Xet-Hash`); a file without one takes
 //! the plain path. Anything unexpected also means the plain path: it works
 //! for every file under 50 GB, and reports errors in its own words.
+//!
+//! With several endpoints the listing's endpoint decides (its token, its
+//! resolve answer's Xet id); every other endpoint whose token route grants
+//! a token adds its CAS, and the file's pieces are shared among them
+//! (`engine::xet`). An endpoint without Xet serves the file only if the
+//! Xet path is given up for it (`hub::file`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,17 +42,29 @@ pub async fn choose(ctx: &FileCtx, f: &RepoFile, resolve: &Url) -> Option<XetSou
     if !ctx.opts.xet || !f.lfs || f.size == 0 {
         return None;
     }
-    let ep = &ctx.endpoints[0];
-    let route = ep
-        .xet_token_url(ctx.opts.repo_type, &ctx.opts.repo, &ctx.url_rev)
-        .ok()?;
-    let auth = token_for(ctx, route).await?;
+    let auth = token_for(ctx, 0).await?;
     let file_id = tokio::select! {
         found = xet_hash(ctx, resolve) => found?,
         _ = ctx.cancel.cancelled() => return None,
     };
-    tracing::info!("{}: reading Xet storage natively", f.path);
-    Some(XetSource { file_id, auth })
+    // The other endpoints that grant a token share the file's xorb ranges.
+    let mut mirrors = Vec::new();
+    for i in 1..ctx.endpoints.len() {
+        if let Some(a) = token_for(ctx, i).await {
+            mirrors.push(a);
+        }
+    }
+    tracing::info!(
+        "{}: reading Xet storage natively ({} CAS)",
+        f.path,
+        1 + mirrors.len()
+    );
+    Some(XetSource {
+        file_id,
+        auth,
+        mirrors,
+        previous: None,
+    })
 }
 
 /// The Xet id in `resolve`'s answer, not followed.
@@ -73,13 +91,18 @@ async fn xet_hash(ctx: &FileCtx, resolve: &Url) -> Option<XetHash> {
         .and_then(XetHash::parse)
 }
 
-/// The token for `route`: asked once per run.
-async fn token_for(ctx: &FileCtx, route: Url) -> Option<Arc<CasAuth>> {
+/// The token of endpoint `i` (its Xet read-token route): asked once per
+/// run.
+async fn token_for(ctx: &FileCtx, i: usize) -> Option<Arc<CasAuth>> {
+    let ep = &ctx.endpoints[i];
+    let route = ep
+        .xet_token_url(ctx.opts.repo_type, &ctx.opts.repo, &ctx.url_rev)
+        .ok()?;
     let mut cache = ctx.xet.by_route.lock().await;
     if let Some(known) = cache.get(&route) {
         return known.clone();
     }
-    let endpoint = ctx.endpoints[0].url();
+    let endpoint = ep.url();
     let got = match TokenSource::new(
         ctx.net.clone(),
         route.clone(),

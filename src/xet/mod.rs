@@ -25,12 +25,14 @@
 //!
 //! [`hash`] has the keyed-blake3 hashes that name chunks, xorbs and files.
 //! [`cas`] asks the CAS for reconstructions with the one retry driver.
+//! [`reuse`] finds what a new version shares with an older one on disk.
 
 pub mod auth;
 pub mod cas;
 pub mod chunk;
 pub mod hash;
 pub mod recon;
+pub mod reuse;
 
 pub use hash::XetHash;
 
@@ -41,6 +43,12 @@ use std::sync::Arc;
 pub struct XetSource {
     pub file_id: XetHash,
     pub auth: Arc<auth::CasAuth>,
+    /// The CAS tokens of other endpoints that serve the same file: its
+    /// pieces are shared among them.
+    pub mirrors: Vec<Arc<auth::CasAuth>>,
+    /// An older version of the file on disk, whose shared terms are copied
+    /// instead of fetched.
+    pub previous: Option<Arc<reuse::Previous>>,
 }
 
 impl std::fmt::Debug for XetSource {

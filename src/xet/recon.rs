@@ -288,6 +288,8 @@ pub struct UnitDecoder {
     filled: Vec<u64>,
     want: Range<u64>,
     chunks: Vec<super::chunk::Chunk>,
+    /// (index, raw length) of every chunk decoded.
+    seen: Vec<(u32, u32)>,
 }
 
 impl UnitDecoder {
@@ -298,6 +300,7 @@ impl UnitDecoder {
             targets: unit.targets.clone(),
             want,
             chunks: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
@@ -306,6 +309,7 @@ impl UnitDecoder {
     pub fn push(&mut self, data: &[u8], out: &mut Vec<(u64, Bytes)>) -> Result<(), UnitError> {
         self.stream.push(data, &mut self.chunks)?;
         for c in self.chunks.drain(..) {
+            self.seen.push((c.index, c.data.len() as u32));
             for (t, filled) in self.targets.iter().zip(self.filled.iter_mut()) {
                 if c.index < t.chunks.start || c.index >= t.chunks.end {
                     continue;
@@ -329,6 +333,12 @@ impl UnitDecoder {
             }
         }
         Ok(())
+    }
+
+    /// The (index, raw length) of each chunk decoded so far: where the
+    /// chunks are, for a later update of the file ([`super::reuse`]).
+    pub fn seen(&self) -> &[(u32, u32)] {
+        &self.seen
     }
 
     /// All bytes are in: every chunk came and every term is whole.

@@ -320,7 +320,9 @@ fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
     let repo_dir = cache.join("models--org--name");
     let big = &files[1];
     let blob = repo_dir.join("blobs").join(etag(big));
-    let store = std::fs::read_link(&blob).expect("huggingface_hub linked the blob to its store");
+    let store = std::fs::read_link(&blob).unwrap_or_else(|e| {
+        panic!("huggingface_hub did not link the blob to its store ({e}):\n{out}\n{err}")
+    });
     assert!(store.starts_with("../../blobs"), "{}", store.display());
     let store = repo_dir.join("blobs").join(store);
     let xet_reads =

@@ -250,7 +250,10 @@ pub fn run_python(
     for v in PROXY_VARS {
         c.env_remove(v);
     }
-    c.env_remove("HF_HUB_CACHE").env_remove("HF_HOME");
+    // A home of its own for each run: no token or settings of the user's,
+    // and hf_xet's state (caches, logs) not shared by tests running at once.
+    let home = tempdir();
+    c.env_remove("HF_HUB_CACHE").env("HF_HOME", home.path());
     c.env("HF_HUB_DISABLE_TELEMETRY", "1");
     for (k, v) in env {
         c.env(k, v);

@@ -449,3 +449,357 @@ fn verify_origin_refuses_altered_xet_bytes_from_a_mirror() {
     assert!(origin.xet().cas().requests().is_empty());
     assert!(origin.xet().transfer().requests().is_empty());
 }
+
+/// Version 1 of a file and version 2 with about a tenth of its chunks
+/// changed in place (the mock cuts chunks by the length alone, so the
+/// others stay the same chunks in the same xorbs).
+fn two_versions() -> (Vec<u8>, Vec<u8>) {
+    let len = 3u64 << 20;
+    let v1 = hfd_testserver::Content::new(21, len).bytes(0..len).to_vec();
+    let mut v2 = v1.clone();
+    let step = v2.len() / 11;
+    for k in 0..11 {
+        v2[k * step + 1000] ^= 0x5a;
+    }
+    (v1, v2)
+}
+
+/// Xorb bytes the transfer server sent.
+fn xorb_bytes(hub: &MockHub) -> u64 {
+    hub.xet()
+        .transfer()
+        .requests()
+        .iter()
+        .map(|r| r.body_bytes)
+        .sum()
+}
+
+/// hfd in `mode` (a local dir or the cache), then the bytes served.
+fn hfd_xet_run(dir: &Path, hub: &MockHub, repo: &str, mode: &[&str]) -> (String, u64) {
+    let before = xorb_bytes(hub);
+    let (code, out, err) = run(hfd(dir, hub).args([repo, "-v"]).args(mode));
+    assert_eq!(code, 0, "{out}\n{err}");
+    (err, xorb_bytes(hub) - before)
+}
+
+/// Where `mode` puts the file with content `data`.
+fn placed(dir: &Path, mode: &[&str], data: &[u8]) -> std::path::PathBuf {
+    if mode[0] == "--local-dir" {
+        dir.join(mode[1]).join("model.bin")
+    } else {
+        let sha = FileSpec::bytes(data.to_vec()).sha256_hex();
+        dir.join(mode[1]).join("models--org--upd/blobs").join(sha)
+    }
+}
+
+/// Updating a Xet file copies the terms the new version shares with the
+/// old one on disk (its layout kept in the state folder) and fetches the
+/// rest: about a tenth of the xorb bytes, byte-exact, in a local dir and
+/// in the cache.
+#[test]
+fn an_update_fetches_only_the_changed_chunks() {
+    let (v1, v2) = two_versions();
+    for mode in [["--local-dir", "m"], ["--cache-dir", "c"]] {
+        let hub = xet_hub(
+            "org/upd",
+            &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
+        );
+        let dir = tempdir();
+        let (_, first) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+        assert_eq!(std::fs::read(placed(dir.path(), &mode, &v1)).unwrap(), v1);
+        hub.push(
+            "org/upd",
+            "main",
+            vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
+            &[],
+        );
+        let (err, second) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+        let got = std::fs::read(placed(dir.path(), &mode, &v2)).unwrap();
+        assert!(got == v2, "{mode:?}: the update is not byte-exact");
+        eprintln!("{mode:?}: version 1 served {first} xorb bytes, the update {second}");
+        assert!(second > 0, "{mode:?}: the changed chunks are fetched");
+        assert!(
+            second * 100 <= first * 20,
+            "{mode:?}: the update was served {second} of {first} bytes\n{err}"
+        );
+        assert!(
+            err.contains("bytes copied from the older version on disk"),
+            "{err}"
+        );
+    }
+}
+
+/// An old file changed on disk after it was recorded (same size) cannot
+/// spoil the new version: the copy fails the sha256 check and the file
+/// is fetched whole.
+#[test]
+fn a_tampered_old_version_is_not_trusted() {
+    let (v1, v2) = two_versions();
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
+    );
+    let dir = tempdir();
+    let mode = ["--local-dir", "m"];
+    let (_, first) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    let old = dir.path().join("m/model.bin");
+    let mut bytes = std::fs::read(&old).unwrap();
+    // Halfway between two edits: a chunk the versions share.
+    let at = bytes.len() / 22 + 1000;
+    bytes[at] ^= 0xff;
+    std::fs::write(&old, &bytes).unwrap();
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
+        &[],
+    );
+    let (err, second) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    assert!(std::fs::read(&old).unwrap() == v2, "not byte-exact");
+    assert!(err.contains("did not match its record"), "{err}");
+    // The copy attempt, then the whole file.
+    assert!(second >= first, "{second} of {first}");
+
+    // The same version damaged on disk is fetched again, but not copied
+    // from itself: one clean attempt.
+    let mut bytes = std::fs::read(&old).unwrap();
+    bytes[at] ^= 0xff;
+    std::fs::write(&old, &bytes).unwrap();
+    let (err, third) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    assert!(std::fs::read(&old).unwrap() == v2, "not byte-exact");
+    assert!(!err.contains("did not match its record"), "{err}");
+    assert!(
+        !err.contains("bytes copied from the older version on disk"),
+        "{err}"
+    );
+    assert!(third < first * 11 / 10, "{third} of {first}: one attempt");
+}
+
+/// The Hub (Xet) and a mirror without Xet, same commits, same file.
+fn xet_and_mirror() -> (MockHub, MockHub, FileSpec) {
+    let spec = FileSpec::generated(31, 3 << 20);
+    let xet = MockHub::start_with_xet();
+    xet.set_commit_salt("xet-two-endpoints");
+    xet.xet().set_xorb_limit(512 << 10);
+    xet.add_repo(
+        RepoSpec::model("org/two")
+            .file(HubFile::git("config.json", "{}\n"))
+            .file(HubFile::xet("model.bin", spec.clone())),
+    );
+    let plain = MockHub::start();
+    plain.set_commit_salt("xet-two-endpoints");
+    plain.add_repo(
+        RepoSpec::model("org/two")
+            .file(HubFile::git("config.json", "{}\n"))
+            .file(HubFile::lfs("model.bin", spec.clone())),
+    );
+    (xet, plain, spec)
+}
+
+/// Bytes of `model.bin` a hub's CDN (the plain path) sent.
+fn cdn_bytes(h: &MockHub) -> u64 {
+    h.cdn().requests().iter().map(|r| r.body_bytes).sum()
+}
+
+/// With two endpoints, one granting Xet tokens and a mirror without Xet,
+/// a Xet file arrives byte-exact in either order: natively from the CAS
+/// when the listing's endpoint grants a token, else over the plain path
+/// from both; and when Xet storage fails, over the plain path from both.
+#[test]
+fn a_xet_file_from_two_endpoints() {
+    let check = |dir: &Path, spec: &FileSpec| {
+        assert_eq!(sha256_file(&dir.join("model.bin")), spec.sha256_hex());
+    };
+    for case in ["xet first", "mirror first", "cas down"] {
+        let (xet, plain, spec) = xet_and_mirror();
+        let (x, p) = (xet.endpoint(), plain.endpoint());
+        let order = if case == "mirror first" {
+            [&p, &x]
+        } else {
+            [&x, &p]
+        };
+        if case == "cas down" {
+            xet.xet()
+                .knobs(|k| k.recon_faults.extend([(503, None); 20]));
+        }
+        let dir = tempdir();
+        let (code, out, err) = run(hfd(dir.path(), &xet).args([
+            "org/two",
+            "--local-dir",
+            "m",
+            "-x",
+            "2",
+            "--max-tries",
+            "2",
+            "--endpoint",
+            order[0],
+            "--endpoint",
+            order[1],
+        ]));
+        assert_eq!(code, 0, "{case}: {out}\n{err}");
+        check(&dir.path().join("m"), &spec);
+        let served = xorb_bytes(&xet);
+        match case {
+            "xet first" => {
+                assert!(served >= spec.len() / 2, "{case}: {served} xorb bytes");
+                assert_eq!(cdn_bytes(&xet), 0, "{case}");
+            }
+            _ => {
+                assert_eq!(served, 0, "{case}");
+                assert!(cdn_bytes(&xet) > 0, "{case}: the Xet hub's plain path");
+                assert!(cdn_bytes(&plain) > 0, "{case}: the mirror");
+            }
+        }
+        if case == "cas down" {
+            assert!(err.contains("Xet storage failed"), "{err}");
+        }
+    }
+}
+
+/// `--bench` measures a Xet repo's endpoints (over the plain path, what
+/// every client can fetch) and writes nothing.
+#[test]
+fn bench_measures_a_xet_repo() {
+    let (xet, plain, _) = xet_and_mirror();
+    let (x, p) = (xet.endpoint(), plain.endpoint());
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &xet).args([
+        "org/two",
+        "--bench",
+        "--json",
+        "--seconds",
+        "0.5",
+        "--endpoint",
+        &x,
+        "--endpoint",
+        &p,
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let rows = v["results"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(rows.len(), 2, "{v}");
+    for r in rows {
+        assert!(r["error"].is_null(), "{r}");
+        assert_eq!(r["file"], "model.bin", "{r}");
+        assert!(r["bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+}
+
+/// The xorb bytes an uninterrupted update from `v1` to `v2` is served.
+fn update_cost(v1: &[u8], v2: &[u8]) -> u64 {
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.to_vec()))],
+    );
+    let dir = tempdir();
+    let mode = ["--local-dir", "m"];
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.to_vec()))],
+        &[],
+    );
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode).1
+}
+
+/// kill -9 in the middle of an update (copies done, changed chunks being
+/// fetched), then the same command: byte-exact, and the second run does not
+/// start the update over (it is served less than the whole update was).
+#[test]
+fn an_update_killed_midway_resumes() {
+    let (v1, v2) = two_versions();
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
+    );
+    let dir = tempdir();
+    let mode = ["--local-dir", "m"];
+    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
+        &[],
+    );
+    hub.xet().knobs(|k| k.pace = Some(32 << 10));
+    let t = hub.xet().transfer();
+    let before = xorb_bytes(&hub);
+    let mut child = hfd(dir.path(), &hub)
+        .args(["org/upd", "--local-dir", "m", "-x", "2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while xorb_bytes(&hub) - before < 64 << 10 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the update did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "hfd ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // A checkpoint a second, so at least one since the copies.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let n_first = t.requests().len();
+    hub.xet().knobs(|k| k.pace = None);
+    let (_, after) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    assert!(
+        std::fs::read(dir.path().join("m/model.bin")).unwrap() == v2,
+        "not byte-exact"
+    );
+    let whole_update = update_cost(&v1, &v2);
+    println!("the resumed update was served {after} of {whole_update}");
+    assert!(after < whole_update, "{after}");
+    assert!(t.requests().len() > n_first, "the rest was fetched");
+}
+
+/// Two endpoints that both grant Xet tokens (the Hub and a mirror with a
+/// CAS of its own) share a large file's pieces: each transfer server
+/// serves part of it, nothing goes over the plain path, byte-exact.
+#[test]
+fn two_endpoints_with_xet_share_the_pieces() {
+    // Over 64 MiB: three pieces of at least 32 MiB.
+    let spec = FileSpec::generated(41, 80 << 20);
+    let hubs: Vec<MockHub> = (0..2)
+        .map(|_| {
+            let h = MockHub::start_with_xet();
+            h.set_commit_salt("xet-shared");
+            h.xet().set_xorb_limit(8 << 20);
+            h.add_repo(RepoSpec::model("org/big").file(HubFile::xet("big.bin", spec.clone())));
+            h
+        })
+        .collect();
+    let dir = tempdir();
+    let (code, out, err) = run(hfd(dir.path(), &hubs[0]).args([
+        "org/big",
+        "--local-dir",
+        "m",
+        "-x",
+        "4",
+        "-v",
+        "--endpoint",
+        &hubs[0].endpoint(),
+        "--endpoint",
+        &hubs[1].endpoint(),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(
+        sha256_file(&dir.path().join("m/big.bin")),
+        spec.sha256_hex()
+    );
+    let served: Vec<u64> = hubs.iter().map(xorb_bytes).collect();
+    println!("xorb bytes served by each endpoint's storage: {served:?}");
+    assert!(served.iter().all(|&b| b >= 16 << 20), "{served:?}\n{err}");
+    assert!(
+        served.iter().sum::<u64>() < spec.len() + (4 << 20),
+        "{served:?}"
+    );
+    for h in &hubs {
+        assert_eq!(cdn_bytes(h), 0, "no byte over the plain path");
+    }
+}
