@@ -4,7 +4,8 @@
 # on loopback, in one invocation: a many-file repo and a 2-file large repo,
 # and with XET=1 the same two again from a mock Hub that stores the files
 # in its mock Xet CAS (hfd then reads Xet natively, `hf download` through
-# hf_xet, by default and with HF_XET_HIGH_PERFORMANCE=1: tool `hf-hp`).
+# hf_xet, by default and with HF_XET_HIGH_PERFORMANCE=1: tool `hf-hp`; and
+# hfd --no-xet, its plain path through the mock's bridge: `hfd-plain`).
 #
 #   benches/hfd_vs_hf_cache.sh [RUNS]
 #
@@ -22,14 +23,14 @@
 # runs apart). The ratio columns are hfd's over that row's tool.
 #
 # Environment: MANY_FILES (200) MANY_MIN (256K) MANY_MAX (2M) BIG_SIZE (512M)
-# XET (unset) OUT (/dev/shm/hfd-cache-bench) TIMEOUT (900 s per run) HF_CLI.
+# XET (unset) PLAIN (1; 0 skips the repos without Xet) OUT (/dev/shm/hfd-cache-bench) TIMEOUT (900 s per run) HF_CLI.
 # The mock builds its xorbs in memory: with XET=1 keep 2 × BIG_SIZE in RAM.
 set -euo pipefail
 [ -n "${TRACE:-}" ] && set -x
 
 RUNS=${1:-3}
 MANY_FILES=${MANY_FILES:-200} MANY_MIN=${MANY_MIN:-256K} MANY_MAX=${MANY_MAX:-2M}
-BIG_SIZE=${BIG_SIZE:-512M} XET=${XET:-} OUT=${OUT:-/dev/shm/hfd-cache-bench} TIMEOUT=${TIMEOUT:-900}
+BIG_SIZE=${BIG_SIZE:-512M} XET=${XET:-} PLAIN=${PLAIN:-1} OUT=${OUT:-/dev/shm/hfd-cache-bench} TIMEOUT=${TIMEOUT:-900}
 
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -55,13 +56,14 @@ field() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k { print $2 }'; }
 
 # one SCENARIO TOOL REPO: a timed run into an empty cache, then the check.
 one() {
-    local scen=$1 tool=$2 repo=$3 cache="$OUT/cache" t0 t1 rc=0 s check hp=
+    local scen=$1 tool=$2 repo=$3 cache="$OUT/cache" t0 t1 rc=0 s check hp= noxet=
     rm -rf "$cache"
     [ "$tool" = hf-hp ] && hp=1
+    [ "$tool" = hfd-plain ] && noxet=--no-xet
     t0=$(date +%s.%N)
-    if [ "$tool" = hfd ]; then
+    if [[ $tool == hfd* ]]; then
         timeout -k 10 "$TIMEOUT" /usr/bin/time -f "%U %S %M" -o "$OUT/time" \
-            "$HFD" "$repo" --cache-dir "$cache" -q >/dev/null || rc=$?
+            "$HFD" "$repo" --cache-dir "$cache" -q $noxet >/dev/null || rc=$?
     else
         timeout -k 10 "$TIMEOUT" /usr/bin/time -f "%U %S %M" -o "$OUT/time" \
             env ${hp:+HF_XET_HIGH_PERFORMANCE=1} \
@@ -71,7 +73,7 @@ one() {
     [ "$rc" = 0 ] || { echo "$tool failed on $repo (exit $rc)" >&2; exit 1; }
     s=$(stats)
     local bytes; bytes=$(du -sbL "$cache"/models--*/blobs | cut -f1)
-    if [ "$tool" = hfd ]; then
+    if [[ $tool == hfd* ]]; then
         "$HF_CLI" download "$repo" --cache-dir "$cache" >/dev/null 2>&1
         check=$(stats)
         local cdn xorb
@@ -106,11 +108,14 @@ scenario() {
 }
 
 TOOLS="hfd hf"
-scenario many bench/many --files "$MANY_FILES" --min-size "$MANY_MIN" --max-size "$MANY_MAX"
-scenario big bench/big --files 2 --min-size "$BIG_SIZE" --max-size "$BIG_SIZE"
-scenarios="many big"
+scenarios=""
+if [ "$PLAIN" != 0 ]; then
+    scenario many bench/many --files "$MANY_FILES" --min-size "$MANY_MIN" --max-size "$MANY_MAX"
+    scenario big bench/big --files 2 --min-size "$BIG_SIZE" --max-size "$BIG_SIZE"
+    scenarios="many big"
+fi
 if [ -n "$XET" ]; then
-    TOOLS="hfd hf hf-hp"
+    TOOLS="hfd hfd-plain hf hf-hp"
     scenario many-xet bench/many --files "$MANY_FILES" --min-size "$MANY_MIN" --max-size "$MANY_MAX" --xet
     scenario big-xet bench/big --files 2 --min-size "$BIG_SIZE" --max-size "$BIG_SIZE" --xet
     scenarios="$scenarios many-xet big-xet"
@@ -125,7 +130,7 @@ echo "|---|---|---|---|---|---|---|---|---|"
 col() { awk -v c="$2" '{ print $c }' "$1"; }
 for scen in $scenarios; do
     tools="hfd hf"
-    [[ $scen == *-xet ]] && tools="hfd hf hf-hp"
+    [[ $scen == *-xet ]] && tools="hfd hfd-plain hf hf-hp"
     for tool in $tools; do
         awk -v s="$scen" -v t="$tool" '$1 == s && $2 == t' "$results" | sort -k3,3n >"$OUT/$scen.$tool"
     done
@@ -137,7 +142,7 @@ for scen in $scenarios; do
         lo=$(col "$f" 3 | head -1) hi=$(col "$f" 3 | tail -1)
         awk -v s="$scen" -v t="$tool" -v w="$w" -v c="$c" -v b="$bytes" -v lo="$lo" -v hi="$hi" \
             -v dw="$dw" -v dc="$dc" -v rss="$rss" 'BEGIN {
-                name = (t == "hfd") ? "hfd --cache-dir" : (t == "hf") ? "hf download" : "hf download, HF_XET_HIGH_PERFORMANCE=1"
+                name = (t == "hfd") ? "hfd --cache-dir" : (t == "hfd-plain") ? "hfd --cache-dir --no-xet" : (t == "hf") ? "hf download" : "hf download, HF_XET_HIGH_PERFORMANCE=1"
                 rw = (t == "hfd") ? "" : sprintf("%.2f", dw / w)
                 rc = (t == "hfd") ? "" : sprintf("%.2f", dc / c)
                 printf "| %s | %s | %.2f [%.2f-%.2f] | %.0f | %.2f | %.2f | %.0f | %s | %s |\n",

@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx<'_>, plan: Plan, probe: Ranged) -> Result<Outcome, Er
     })
 }
 
-type ReserveTask = JoinHandle<Result<Allocation, StorageError>>;
+pub(super) type ReserveTask = JoinHandle<Result<Allocation, StorageError>>;
 
 /// Opens the partial data, reserves its space, writes the first control
 /// record and starts the writer. Returns the reservation still running.

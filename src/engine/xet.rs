@@ -92,45 +92,13 @@ impl Work {
 pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome, Error> {
     let ident = ctx.sources[0].ident();
     let cancel = ctx.cancel.child_token();
-    let cas: Vec<Cas> = std::iter::once(&src.auth)
-        .chain(&src.mirrors)
-        .map(|auth| {
-            Cas::new(
-                ctx.net.clone(),
-                auth.clone(),
-                ctx.spec.retry.clone(),
-                cancel.clone(),
-            )
-        })
-        .collect();
-    // The whole file's reconstruction: its size, what an older version on
-    // disk shares with it, and its layout for the next update.
-    let full = match ctx.spec.expected_size {
-        Some(0) => ReconstructionV1 {
-            offset_into_first_range: 0,
-            terms: Vec::new(),
-            fetch_info: Default::default(),
-        },
-        _ => cas[0]
-            .reconstruction(&src.file_id, None)
-            .await
-            .map_err(|e| cas_error(e, &ident))?,
-    };
-    let listed = full.terms.iter().map(|t| t.unpacked_length).sum::<u64>();
-    let total = ctx.spec.expected_size.unwrap_or(listed);
+    let cas = cas_clients(ctx, src, &cancel);
+    let (full, total) = whole_file(ctx, &cas[0], src, &ident).await?;
     if total == 0 {
         drop(start);
         ctx.progress.set_total(Some(0));
         finish::empty_file(ctx).await?;
         return Ok(outcome(ctx, 0, 0, 0));
-    }
-    if listed != total {
-        return Err(Error::BadResponse {
-            url: ident,
-            detail: format!(
-                "Xet storage: the file's reconstruction is {listed} bytes, not the {total} expected"
-            ),
-        });
     }
     let v = Validators {
         total,
@@ -181,14 +149,7 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
         ident,
         lens: Mutex::new(lens),
     });
-    if let Some(r) = reserving {
-        let w = work.clone();
-        tokio::spawn(async move {
-            if let Ok(Err(e)) = r.await {
-                w.fail(Error::Storage(e));
-            }
-        });
-    }
+    watch_reserving(&work, reserving);
     supervise(&work, conns, &ctx.cancel).await;
     let fatal = lock(&work.fatal).take();
     let complete = fatal.is_none() && !ctx.cancel.is_cancelled() && lock(&work.queue).is_empty();
@@ -203,6 +164,63 @@ pub async fn run(ctx: &Ctx<'_>, start: Start, src: &XetSource) -> Result<Outcome
     out.connections = conns;
     out.xet = Some(XetOutcome { layout, copied });
     Ok(out)
+}
+
+/// A CAS client for the listing endpoint's token, then one per mirror that
+/// granted one.
+fn cas_clients(ctx: &Ctx<'_>, src: &XetSource, cancel: &CancellationToken) -> Vec<Cas> {
+    std::iter::once(&src.auth)
+        .chain(&src.mirrors)
+        .map(|auth| {
+            let (retry, cancel) = (ctx.spec.retry.clone(), cancel.clone());
+            Cas::new(ctx.net.clone(), auth.clone(), retry, cancel)
+        })
+        .collect()
+}
+
+/// The whole file's reconstruction (its size, what an older version on
+/// disk shares with it, and its layout for the next update) and the
+/// file's size, which must agree with the listing's.
+async fn whole_file(
+    ctx: &Ctx<'_>,
+    cas: &Cas,
+    src: &XetSource,
+    ident: &crate::client::SourceId,
+) -> Result<(ReconstructionV1, u64), Error> {
+    let full = match ctx.spec.expected_size {
+        Some(0) => ReconstructionV1 {
+            offset_into_first_range: 0,
+            terms: Vec::new(),
+            fetch_info: Default::default(),
+        },
+        _ => cas
+            .reconstruction(&src.file_id, None)
+            .await
+            .map_err(|e| cas_error(e, ident))?,
+    };
+    let listed = full.terms.iter().map(|t| t.unpacked_length).sum::<u64>();
+    let total = ctx.spec.expected_size.unwrap_or(listed);
+    if total != 0 && listed != total {
+        return Err(Error::BadResponse {
+            url: ident.clone(),
+            detail: format!(
+                "Xet storage: the file's reconstruction is {listed} bytes, not the {total} expected"
+            ),
+        });
+    }
+    Ok((full, total))
+}
+
+/// Space reservation that fails later (a full disk) stops the download.
+fn watch_reserving(work: &Arc<Work>, reserving: Option<slots::ReserveTask>) {
+    if let Some(r) = reserving {
+        let w = work.clone();
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = r.await {
+                w.fail(Error::Storage(e));
+            }
+        });
+    }
 }
 
 /// Reads of the older version are this large at most.
