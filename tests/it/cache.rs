@@ -58,21 +58,23 @@ fn etag(f: &HubFile) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Bytes of repo files the mock Hub served (LFS from the CDN, git files
-/// from the resolve cache) and the resolve calls it answered.
+/// Bytes of repo files the mock Hub served and the resolve calls it
+/// answered.
 fn served(hub: &MockHub) -> (u64, usize) {
-    let git: u64 = hub
-        .hub()
-        .stats()
-        .per_path
-        .iter()
-        .filter(|(p, _)| p.starts_with("/api/resolve-cache/"))
-        .map(|(_, s)| s.bytes_served)
-        .sum();
-    (
-        hub.cdn().stats().bytes_served + git,
-        hub.resolve_requests().len(),
-    )
+    (file_bytes_served(hub), hub.resolve_requests().len())
+}
+
+/// huggingface_hub's `snapshot_download` of `repo` from `hub` into
+/// `cache`, expecting success; returns its output and errors.
+fn official_fill(py: &Path, hub: &MockHub, repo: &str, cache: &Path) -> (String, String) {
+    let (code, out, err) = run_python(
+        py,
+        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
+        &[repo, &path_str(cache)],
+        &[("HF_ENDPOINT", &hub.endpoint())],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    (out, err)
 }
 
 fn reset(hub: &MockHub) {
@@ -244,13 +246,7 @@ fn hfd_fills_a_cache_that_huggingface_hub_reads_and_reruns_fetch_nothing() {
     // Online, huggingface_hub asks for the commit and nothing else: the
     // file list is hfd's trees/<commit>.json, every file is in the snapshot.
     reset(&hub);
-    let (code, out, err) = run_python(
-        &py,
-        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
-        &["org/name", &path_str(&cache)],
-        &[("HF_ENDPOINT", &hub.endpoint())],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    official_fill(&py, &hub, "org/name", &cache);
     assert_eq!(served(&hub), (0, 0));
     let paths: Vec<String> = hub
         .hub()
@@ -268,13 +264,7 @@ fn a_cache_huggingface_hub_filled_is_used_as_it_is() {
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()));
     let dir = tempdir();
     let cache = dir.path().join("c");
-    let (code, out, err) = run_python(
-        &py,
-        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
-        &["org/name", &path_str(&cache)],
-        &[("HF_ENDPOINT", &hub.endpoint())],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = official_fill(&py, &hub, "org/name", &cache);
     assert!(out.trim_end().ends_with(&commit), "{out}");
 
     reset(&hub);
@@ -310,13 +300,7 @@ fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files));
     let dir = tempdir();
     let cache = dir.path().join("c");
-    let (code, out, err) = run_python(
-        &py,
-        "import sys\nfrom huggingface_hub import snapshot_download\nprint(snapshot_download(sys.argv[1], cache_dir=sys.argv[2]))",
-        &["org/name", &path_str(&cache)],
-        &[("HF_ENDPOINT", &hub.endpoint())],
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let (out, err) = official_fill(&py, &hub, "org/name", &cache);
     let repo_dir = cache.join("models--org--name");
     let big = &files[1];
     let blob = repo_dir.join("blobs").join(etag(big));

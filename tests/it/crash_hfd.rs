@@ -71,20 +71,6 @@ fn bad_blobs(repo: &Path, seen: &mut HashSet<String>) -> u64 {
     bad
 }
 
-/// Bytes of repo files the servers sent: LFS bytes from the CDN and git
-/// files from the hub's resolve cache (API answers are not counted).
-fn file_bytes_served(hub: &MockHub) -> u64 {
-    let git: u64 = hub
-        .hub()
-        .stats()
-        .per_path
-        .iter()
-        .filter(|(p, _)| p.starts_with("/api/resolve-cache/"))
-        .map(|(_, s)| s.bytes_served)
-        .sum();
-    hub.cdn().stats().bytes_served + git
-}
-
 fn campaign(s: &Setup) -> Campaign {
     let seed = campaign_seed();
     let hub = MockHub::start();

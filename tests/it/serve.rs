@@ -437,6 +437,26 @@ for repo, kind, rev in repos:
     print(snapshot_download(repo, repo_type=kind, revision=rev, cache_dir=cache, endpoint=endpoint))
 "#;
 
+/// Runs [`SNAPSHOTS`] for `repos` (a JSON list of [id, kind, revision])
+/// from `endpoint` into `cache`, expecting success; returns the snapshot
+/// folders. `env` is added to the client's environment.
+pub(crate) fn snapshots(
+    py: &Path,
+    cache: &Path,
+    endpoint: &str,
+    repos: &str,
+    env: &[(&str, &str)],
+) -> Vec<PathBuf> {
+    let (code, out, err) = run_python(
+        py,
+        SNAPSHOTS,
+        &[&support::path_str(cache), endpoint, repos],
+        env,
+    );
+    assert_eq!(code, 0, "{err}");
+    out.lines().map(PathBuf::from).collect()
+}
+
 /// The official client's view of errors and metadata from `endpoint`.
 const PROBES: &str = r#"
 import sys
@@ -495,16 +515,7 @@ fn huggingface_hub_downloads_byte_exact_from_hfd_serve() {
     let (src, dst) = (dir.path().join("src"), dir.path().join("dst"));
     let repos = r#"[["org/model","model","main"],["org/model","model","dev"],["org/model","model","v1.0"],["org/data","dataset","main"],["org/model","model","refs/pr/1"]]"#;
     let closed = [("HF_ENDPOINT", "http://127.0.0.1:9")];
-    let fill = |cache: &Path, endpoint: &str| {
-        let (code, out, err) = run_python(
-            &py,
-            SNAPSHOTS,
-            &[&support::path_str(cache), endpoint, repos],
-            &closed,
-        );
-        assert_eq!(code, 0, "{err}");
-        out.lines().map(PathBuf::from).collect::<Vec<_>>()
-    };
+    let fill = |cache: &Path, endpoint: &str| snapshots(&py, cache, endpoint, repos, &closed);
     let from_hub = fill(&src, &hub.endpoint());
     // A page size of 3 makes the official client follow Link pages.
     let srv = Serving::start(&src, 3);
@@ -599,14 +610,7 @@ fn hfd_with_8_connections_downloads_byte_exact_from_hfd_serve() {
     let dir = tempdir();
     let cache = dir.path().join("cache");
     let repos = r#"[["org/model","model","main"],["org/data","dataset","main"]]"#;
-    let (code, out, err) = run_python(
-        &py,
-        SNAPSHOTS,
-        &[&support::path_str(&cache), &hub.endpoint(), repos],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
-    let snaps: Vec<PathBuf> = out.lines().map(PathBuf::from).collect();
+    let snaps = snapshots(&py, &cache, &hub.endpoint(), repos, &[]);
     let srv = Serving::start(&cache, 1000);
     for (i, (id, dataset)) in [("org/model", false), ("org/data", true)]
         .iter()
@@ -650,13 +654,7 @@ fn files_in_huggingface_hubs_xet_store_are_served() {
     let dir = tempdir();
     let cache = dir.path().join("cache");
     let repos = r#"[["org/xet","model","main"]]"#;
-    let (code, _, err) = run_python(
-        &py,
-        SNAPSHOTS,
-        &[&support::path_str(&cache), &hub.endpoint(), repos],
-        &[],
-    );
-    assert_eq!(code, 0, "{err}");
+    snapshots(&py, &cache, &hub.endpoint(), repos, &[]);
     let blob = cache
         .join("models--org--xet/blobs")
         .join(files[1].spec.sha256_hex());

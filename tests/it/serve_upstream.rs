@@ -17,8 +17,8 @@ use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
 use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
-use crate::serve::{Answer, SNAPSHOTS, files_of, get, read_answer};
-use crate::support::{self, FileSpec, python, run_python, tempdir};
+use crate::serve::{Answer, files_of, get, read_answer, snapshots};
+use crate::support::{self, FileSpec, python, tempdir};
 
 /// An in-process `hfd serve` with the mock Hub as upstream (or offline),
 /// stopped on drop.
@@ -566,16 +566,7 @@ fn huggingface_hub_snapshot_download_through_hfd_serve_upstream_is_byte_exact() 
     let (child, url) = serve_binary(&dir.path().join("served"), &hub.endpoint());
     let repos = r#"[["org/model","model","main"]]"#;
     let closed = [("HF_ENDPOINT", "http://127.0.0.1:9")];
-    let fill = |cache: &Path, endpoint: &str| {
-        let (code, out, err) = run_python(
-            &py,
-            SNAPSHOTS,
-            &[&support::path_str(cache), endpoint, repos],
-            &closed,
-        );
-        assert_eq!(code, 0, "{err}");
-        out.lines().map(PathBuf::from).collect::<Vec<_>>()
-    };
+    let fill = |cache: &Path, endpoint: &str| snapshots(&py, cache, endpoint, repos, &closed);
     let direct = fill(&dir.path().join("direct"), &hub.endpoint());
     let cdn = hub.cdn().requests().len();
     let through = fill(&dir.path().join("through"), &url);

@@ -260,3 +260,17 @@ pub fn run_python(
     }
     run(&mut c)
 }
+
+/// Bytes of repo files `hub` served: LFS files from its CDN, git files from
+/// its resolve cache (API answers are not counted).
+pub fn file_bytes_served(hub: &hfd_testserver::hub::MockHub) -> u64 {
+    let git: u64 = hub
+        .hub()
+        .stats()
+        .per_path
+        .iter()
+        .filter(|(p, _)| p.starts_with("/api/resolve-cache/"))
+        .map(|(_, s)| s.bytes_served)
+        .sum();
+    hub.cdn().stats().bytes_served + git
+}

@@ -492,6 +492,24 @@ fn placed(dir: &Path, mode: &[&str], data: &[u8]) -> std::path::PathBuf {
     }
 }
 
+/// A hub serving `v1` as `org/upd`'s `model.bin`, downloaded by hfd in
+/// `mode` under `dir`; then `v2` pushed as the new `main`. Returns the hub
+/// and the xorb bytes the download of `v1` was served.
+fn downloaded_then_updated(dir: &Path, mode: &[&str], v1: &[u8], v2: &[u8]) -> (MockHub, u64) {
+    let hub = xet_hub(
+        "org/upd",
+        &[HubFile::xet("model.bin", FileSpec::bytes(v1.to_vec()))],
+    );
+    let (_, first) = hfd_xet_run(dir, &hub, "org/upd", mode);
+    hub.push(
+        "org/upd",
+        "main",
+        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.to_vec()))],
+        &[],
+    );
+    (hub, first)
+}
+
 /// Updating a Xet file copies the terms the new version shares with the
 /// old one on disk (its layout kept in the state folder) and fetches the
 /// rest: about a tenth of the xorb bytes, byte-exact, in a local dir and
@@ -500,19 +518,9 @@ fn placed(dir: &Path, mode: &[&str], data: &[u8]) -> std::path::PathBuf {
 fn an_update_fetches_only_the_changed_chunks() {
     let (v1, v2) = two_versions();
     for mode in [["--local-dir", "m"], ["--cache-dir", "c"]] {
-        let hub = xet_hub(
-            "org/upd",
-            &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
-        );
         let dir = tempdir();
-        let (_, first) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+        let (hub, first) = downloaded_then_updated(dir.path(), &mode, &v1, &v2);
         assert_eq!(std::fs::read(placed(dir.path(), &mode, &v1)).unwrap(), v1);
-        hub.push(
-            "org/upd",
-            "main",
-            vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
-            &[],
-        );
         let (err, second) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
         let got = std::fs::read(placed(dir.path(), &mode, &v2)).unwrap();
         assert!(got == v2, "{mode:?}: the update is not byte-exact");
@@ -535,25 +543,15 @@ fn an_update_fetches_only_the_changed_chunks() {
 #[test]
 fn a_tampered_old_version_is_not_trusted() {
     let (v1, v2) = two_versions();
-    let hub = xet_hub(
-        "org/upd",
-        &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
-    );
     let dir = tempdir();
     let mode = ["--local-dir", "m"];
-    let (_, first) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
+    let (hub, first) = downloaded_then_updated(dir.path(), &mode, &v1, &v2);
     let old = dir.path().join("m/model.bin");
     let mut bytes = std::fs::read(&old).unwrap();
     // Halfway between two edits: a chunk the versions share.
     let at = bytes.len() / 22 + 1000;
     bytes[at] ^= 0xff;
     std::fs::write(&old, &bytes).unwrap();
-    hub.push(
-        "org/upd",
-        "main",
-        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
-        &[],
-    );
     let (err, second) = hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
     assert!(std::fs::read(&old).unwrap() == v2, "not byte-exact");
     assert!(err.contains("did not match its record"), "{err}");
@@ -688,19 +686,9 @@ fn bench_measures_a_xet_repo() {
 
 /// The xorb bytes an uninterrupted update from `v1` to `v2` is served.
 fn update_cost(v1: &[u8], v2: &[u8]) -> u64 {
-    let hub = xet_hub(
-        "org/upd",
-        &[HubFile::xet("model.bin", FileSpec::bytes(v1.to_vec()))],
-    );
     let dir = tempdir();
     let mode = ["--local-dir", "m"];
-    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
-    hub.push(
-        "org/upd",
-        "main",
-        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.to_vec()))],
-        &[],
-    );
+    let (hub, _) = downloaded_then_updated(dir.path(), &mode, v1, v2);
     hfd_xet_run(dir.path(), &hub, "org/upd", &mode).1
 }
 
@@ -710,19 +698,9 @@ fn update_cost(v1: &[u8], v2: &[u8]) -> u64 {
 #[test]
 fn an_update_killed_midway_resumes() {
     let (v1, v2) = two_versions();
-    let hub = xet_hub(
-        "org/upd",
-        &[HubFile::xet("model.bin", FileSpec::bytes(v1.clone()))],
-    );
     let dir = tempdir();
     let mode = ["--local-dir", "m"];
-    hfd_xet_run(dir.path(), &hub, "org/upd", &mode);
-    hub.push(
-        "org/upd",
-        "main",
-        vec![HubFile::xet("model.bin", FileSpec::bytes(v2.clone()))],
-        &[],
-    );
+    let (hub, _) = downloaded_then_updated(dir.path(), &mode, &v1, &v2);
     hub.xet().knobs(|k| k.pace = Some(32 << 10));
     let t = hub.xet().transfer();
     let before = xorb_bytes(&hub);
