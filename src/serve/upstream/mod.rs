@@ -370,6 +370,9 @@ impl Upstream {
 /// so a fetch that fails at once is an error status, not a cut body.
 async fn first_news(g: &mut Growing, wait: Duration) -> Result<(), String> {
     let news = async {
+        // Once the writer's side is gone only the end can bring news: a
+        // closed channel answers at once, and must not be polled again.
+        let mut writing = true;
         loop {
             if let End::Failed(why) = &*g.end.borrow() {
                 return Err(why.clone());
@@ -378,7 +381,7 @@ async fn first_news(g: &mut Growing, wait: Duration) -> Result<(), String> {
                 return Ok(());
             }
             tokio::select! {
-                r = g.written.changed() => if r.is_err() { continue },
+                r = g.written.changed(), if writing => writing = r.is_ok(),
                 r = g.end.changed() => if r.is_err() {
                     return Err("the upstream download went away".to_string());
                 },
