@@ -299,14 +299,34 @@ fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
     let hub = MockHub::start_with_xet();
     let commit = hub.add_repo(repo_of(RepoSpec::model("org/name"), &files));
     let dir = tempdir();
-    let cache = dir.path().join("c");
-    let (out, err) = official_fill(&py, &hub, "org/name", &cache);
-    let repo_dir = cache.join("models--org--name");
     let big = &files[1];
+    // Publishing into its store is best effort in huggingface_hub (a lock
+    // or a rename that fails leaves a regular blob, seen under parallel
+    // load): a fresh cache each time, three tries at most.
+    let mut tries = Vec::new();
+    let (name, store) = (0..3)
+        .find_map(|i| {
+            let name = format!("c{i}");
+            let (out, err) = official_fill(&py, &hub, "org/name", &dir.path().join(&name));
+            let blob = dir
+                .path()
+                .join(&name)
+                .join("models--org--name/blobs")
+                .join(etag(big));
+            match std::fs::read_link(&blob) {
+                Ok(store) => Some((name, store)),
+                Err(e) => {
+                    tries.push(format!("{e}:\n{out}\n{err}"));
+                    None
+                }
+            }
+        })
+        .unwrap_or_else(|| {
+            panic!("huggingface_hub never linked the blob to its store: {tries:#?}")
+        });
+    let name = name.as_str();
+    let repo_dir = dir.path().join(name).join("models--org--name");
     let blob = repo_dir.join("blobs").join(etag(big));
-    let store = std::fs::read_link(&blob).unwrap_or_else(|e| {
-        panic!("huggingface_hub did not link the blob to its store ({e}):\n{out}\n{err}")
-    });
     assert!(store.starts_with("../../blobs"), "{}", store.display());
     let store = repo_dir.join("blobs").join(store);
     let xet_reads =
@@ -319,14 +339,14 @@ fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
         hub.xet().transfer().reset_stats();
     };
     reset_all(&hub);
-    let out = hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", "c"]);
+    let out = hfd_ok(dir.path(), &hub, &["org/name", "--cache-dir", name]);
     assert!(out.contains("Up to date. 3 files"), "{out}");
     assert_eq!(served(&hub), (0, 0), "hfd downloaded what was there");
     assert_eq!(xet_reads(&hub), 0);
     let out = hfd_ok(
         dir.path(),
         &hub,
-        &["org/name", "--cache-dir", "c", "--verify"],
+        &["org/name", "--cache-dir", name, "--verify"],
     );
     assert!(out.contains("Up to date. 3 files"), "{out}");
     assert_eq!(xet_reads(&hub) + served(&hub).1, 0);
@@ -339,7 +359,7 @@ fn a_cache_huggingface_hub_filled_through_xet_is_used_as_it_is() {
     let out = hfd_ok(
         dir.path(),
         &hub,
-        &["org/name", "--cache-dir", "c", "--verify"],
+        &["org/name", "--cache-dir", name, "--verify"],
     );
     assert!(out.contains("Done. 3 files"), "{out}");
     assert!(!std::fs::symlink_metadata(&blob).unwrap().is_symlink());
