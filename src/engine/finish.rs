@@ -23,7 +23,7 @@ pub async fn finalize(ctx: &Ctx<'_>, total: u64) -> Result<(), Error> {
         });
     }
     if let Some(sum) = &spec.checksum
-        && let Err(e) = verify_in_place(files.part_path(), sum).await
+        && let Err(e) = verify_with(files.part_path(), sum, verify::digest_own_file).await
     {
         return Err(match e {
             Error::ChecksumMismatch {
@@ -47,10 +47,20 @@ pub async fn finalize(ctx: &Ctx<'_>, total: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// Hashes the file at `path` and compares with `sum`.
+/// Hashes the file at `path` (a user's file: read, not mapped) and compares
+/// with `sum`.
 pub async fn verify_in_place(path: &Path, sum: &Checksum) -> Result<(), Error> {
+    verify_with(path, sum, verify::digest_file).await
+}
+
+/// Hashes the file at `path` with `digest` and compares with `sum`.
+async fn verify_with(
+    path: &Path,
+    sum: &Checksum,
+    digest: fn(&Path, &Checksum) -> std::io::Result<String>,
+) -> Result<(), Error> {
     let (p, s) = (path.to_path_buf(), sum.clone());
-    let actual = tokio::task::spawn_blocking(move || verify::digest_file(&p, &s))
+    let actual = tokio::task::spawn_blocking(move || digest(&p, &s))
         .await
         .expect("hashing does not panic")
         .map_err(|e| Error::Storage(StorageError::io(path, "read back", e)))?;
