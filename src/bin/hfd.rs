@@ -55,54 +55,62 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let runtime = hfd::cli::runtime();
     net_opts.announce();
     if args.common.bench.on {
-        let (endpoints, bench) = match (
-            args.bench_endpoints(|k| std::env::var(k).ok()),
-            args.bench_options(),
-        ) {
-            (Ok(e), Ok(b)) => (e, b),
-            (Err(e), _) | (_, Err(e)) => {
-                ui.error(&e);
-                return ExitCode::from(1);
-            }
-        };
-        let announce = !args.common.bench.json && !args.common.quiet;
-        // No signal handler: nothing is written, so Ctrl-C may end it at once.
-        return runtime.block_on(async move {
-            let net = hfd::net::Net::new(net_opts);
-            if announce {
-                ui.note(&format!(
-                    "Measuring {} endpoint{} on {} ({} s with 1 connection, then {} s with {}) ...",
-                    endpoints.len(),
-                    if endpoints.len() == 1 { "" } else { "s" },
-                    opts.repo,
-                    bench.seconds,
-                    bench.seconds,
-                    bench.connections
-                ));
-            }
-            let report =
-                match hfd::hub::bench::bench(&opts, &endpoints, &bench, &net, announce).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        ui.error(&e);
-                        return ExitCode::from(1);
-                    }
-                };
-            hfd::mirrors::print(&report, bench.connections, args.common.bench.json);
-            // Success while one endpoint works: the others are in the table.
-            ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })
-        });
+        return bench(&args, opts, net_opts, ui);
     }
-    let status = runtime.block_on(async move {
+    let status = hfd::cli::runtime().block_on(async move {
         let net = hfd::net::Net::new(net_opts);
         let cancel = CancellationToken::new();
         hfd::cli::cancel_on_signals(cancel.clone(), 130);
         hfd::hub::run(&opts, net, cancel, ui).await
     });
     ExitCode::from(status.exit_code())
+}
+
+/// `hfd --bench`: measures the endpoints and prints the table; writes nothing.
+fn bench(
+    args: &Args,
+    opts: hfd::hub::Options,
+    net_opts: hfd::net::NetOptions,
+    ui: Arc<Presenter>,
+) -> ExitCode {
+    let (endpoints, bench) = match (
+        args.bench_endpoints(|k| std::env::var(k).ok()),
+        args.bench_options(),
+    ) {
+        (Ok(e), Ok(b)) => (e, b),
+        (Err(e), _) | (_, Err(e)) => {
+            ui.error(&e);
+            return ExitCode::from(1);
+        }
+    };
+    let announce = !args.common.bench.json && !args.common.quiet;
+    // No signal handler: nothing is written, so Ctrl-C may end it at once.
+    hfd::cli::runtime().block_on(async move {
+        let net = hfd::net::Net::new(net_opts);
+        if announce {
+            ui.note(&format!(
+                "Measuring {} endpoint{} on {} ({} s with 1 connection, then {} s with {}) ...",
+                endpoints.len(),
+                if endpoints.len() == 1 { "" } else { "s" },
+                opts.repo,
+                bench.seconds,
+                bench.seconds,
+                bench.connections
+            ));
+        }
+        let report = match hfd::hub::bench::bench(&opts, &endpoints, &bench, &net, announce).await {
+            Ok(r) => r,
+            Err(e) => {
+                ui.error(&e);
+                return ExitCode::from(1);
+            }
+        };
+        hfd::mirrors::print(&report, bench.connections, args.common.bench.json);
+        // Success while one endpoint works: the others are in the table.
+        ExitCode::from(if report.fastest.is_some() { 0 } else { 1 })
+    })
 }
 
 /// `hfd serve`: binds, prints the URL, serves until Ctrl-C or SIGTERM.

@@ -611,23 +611,7 @@ async fn connect_tunnel(
     let exchange = async {
         io.write_all(req.as_bytes()).await?;
         io.flush().await?;
-        // Read the answer head byte by byte: nothing of the tunnel may be
-        // consumed, and this happens once per connection.
-        let mut head = Vec::with_capacity(256);
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if io.read(&mut byte).await? == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "the proxy closed the connection",
-                ));
-            }
-            head.push(byte[0]);
-            if head.len() > 16 * 1024 {
-                return Err(io::Error::other("the proxy's answer is too long"));
-            }
-        }
-        Ok::<_, io::Error>(head)
+        read_head(io).await
     };
     let head = match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(h)) => h,
@@ -647,7 +631,42 @@ async fn connect_tunnel(
             ));
         }
     };
-    let text = String::from_utf8_lossy(&head);
+    tunnel_verdict(proxy, &target, auth.is_some(), &head)
+}
+
+/// Reads the proxy's answer head byte by byte: nothing of the tunnel may be
+/// consumed, and this happens once per connection.
+async fn read_head(io: &mut BoxIo) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(256);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if io.read(&mut byte).await? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the proxy closed the connection",
+            ));
+        }
+        head.push(byte[0]);
+        if head.len() > 16 * 1024 {
+            return Err(io::Error::other("the proxy's answer is too long"));
+        }
+    }
+    Ok(head)
+}
+
+/// What the status line of a proxy's answer to CONNECT means for us.
+fn tunnel_verdict(
+    proxy: &Proxy,
+    target: &str,
+    sent_auth: bool,
+    head: &[u8],
+) -> Result<(), NetError> {
+    let perr = |detail: String, fatal: bool| NetError::Proxy {
+        proxy: proxy.to_string(),
+        detail,
+        fatal,
+    };
+    let text = String::from_utf8_lossy(head);
     let status_line = text.lines().next().unwrap_or("");
     let code: u16 = status_line
         .split_whitespace()
@@ -658,8 +677,8 @@ async fn connect_tunnel(
         200..=299 => Ok(()),
         // Any answer to CONNECT comes from the proxy itself. tinyproxy 1.11
         // answers wrong credentials with 401 rather than 407.
-        407 => Err(proxy_auth_error(proxy, auth.is_some())),
-        401 if auth.is_some() => Err(proxy_auth_error(proxy, true)),
+        407 => Err(proxy_auth_error(proxy, sent_auth)),
+        401 if sent_auth => Err(proxy_auth_error(proxy, true)),
         0 => Err(perr(
             format!("proxy {proxy} sent an invalid answer to CONNECT: {status_line:?}"),
             false,
@@ -755,6 +774,55 @@ async fn socks_connect(
     }))
 }
 
+/// What a failed SOCKS5 negotiation means: the message for the user, whether
+/// retrying can help, and whether another address of the name might work.
+fn socks_failure(proxy: &Proxy, target: &str, e: tokio_socks::Error) -> SocksFail {
+    use tokio_socks::Error as E;
+    let unreachable = matches!(
+        e,
+        E::HostUnreachable | E::NetworkUnreachable | E::ConnectionRefused
+    );
+    let (detail, fatal) = match e {
+        E::PasswordAuthFailure(_) => (
+            format!(
+                "SOCKS5 proxy {proxy} rejected the user name or password: check the user:password in the proxy URL (percent-encode '@' as %40 and ':' as %3A)"
+            ),
+            true,
+        ),
+        E::NoAcceptableAuthMethods | E::AuthorizationRequired => (
+            format!(
+                "SOCKS5 proxy {proxy} requires authentication: put user:password in the proxy URL, e.g. socks5h://user:pass@host:port"
+            ),
+            true,
+        ),
+        E::InvalidAuthValues(why) => (
+            format!("SOCKS5 proxy {proxy}: unusable credentials ({why})"),
+            true,
+        ),
+        E::HostUnreachable
+        | E::NetworkUnreachable
+        | E::ConnectionRefused
+        | E::TtlExpired
+        | E::GeneralSocksServerFailure => (
+            format!("SOCKS5 proxy {proxy} could not reach {target}: {e}"),
+            false,
+        ),
+        E::ConnectionNotAllowedByRuleset => (
+            format!("SOCKS5 proxy {proxy} does not allow connections to {target}"),
+            true,
+        ),
+        other => (format!("SOCKS5 proxy {proxy} failed: {other}"), false),
+    };
+    SocksFail(
+        NetError::Proxy {
+            proxy: proxy.to_string(),
+            detail,
+            fatal,
+        },
+        unreachable,
+    )
+}
+
 /// A failed SOCKS5 session; `.1` is true when the proxy could not reach
 /// the target address (another address of the same name may work).
 struct SocksFail(NetError, bool);
@@ -785,52 +853,7 @@ async fn socks_session(
     let target_s = origin.authority();
     match tokio::time::timeout(opts.connect_timeout, handshake).await {
         Ok(Ok(s)) => Ok(Box::new(s)),
-        Ok(Err(e)) => {
-            use tokio_socks::Error as E;
-            let unreachable = matches!(
-                e,
-                E::HostUnreachable | E::NetworkUnreachable | E::ConnectionRefused
-            );
-            let (detail, fatal) = match e {
-                E::PasswordAuthFailure(_) => (
-                    format!(
-                        "SOCKS5 proxy {proxy} rejected the user name or password: check the user:password in the proxy URL (percent-encode '@' as %40 and ':' as %3A)"
-                    ),
-                    true,
-                ),
-                E::NoAcceptableAuthMethods | E::AuthorizationRequired => (
-                    format!(
-                        "SOCKS5 proxy {proxy} requires authentication: put user:password in the proxy URL, e.g. socks5h://user:pass@host:port"
-                    ),
-                    true,
-                ),
-                E::InvalidAuthValues(why) => (
-                    format!("SOCKS5 proxy {proxy}: unusable credentials ({why})"),
-                    true,
-                ),
-                E::HostUnreachable
-                | E::NetworkUnreachable
-                | E::ConnectionRefused
-                | E::TtlExpired
-                | E::GeneralSocksServerFailure => (
-                    format!("SOCKS5 proxy {proxy} could not reach {target_s}: {e}"),
-                    false,
-                ),
-                E::ConnectionNotAllowedByRuleset => (
-                    format!("SOCKS5 proxy {proxy} does not allow connections to {target_s}"),
-                    true,
-                ),
-                other => (format!("SOCKS5 proxy {proxy} failed: {other}"), false),
-            };
-            Err(SocksFail(
-                NetError::Proxy {
-                    proxy: proxy.to_string(),
-                    detail,
-                    fatal,
-                },
-                unreachable,
-            ))
-        }
+        Ok(Err(e)) => Err(socks_failure(proxy, &target_s, e)),
         Err(_) => Err(SocksFail(
             NetError::Proxy {
                 proxy: proxy.to_string(),

@@ -133,6 +133,28 @@ enum Step {
     Closed,
 }
 
+/// Appends the handshake's next records to `outgoing`, growing it as rustls
+/// asks.
+fn encode(
+    enc: &mut rustls::unbuffered::EncodeTlsData<'_, rustls::client::ClientConnectionData>,
+    outgoing: &mut Vec<u8>,
+) -> io::Result<()> {
+    let at = outgoing.len();
+    outgoing.resize(at + 4096, 0);
+    loop {
+        match enc.encode(&mut outgoing[at..]) {
+            Ok(n) => {
+                outgoing.truncate(at + n);
+                return Ok(());
+            }
+            Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => {
+                outgoing.resize(at + required_size, 0)
+            }
+            Err(e) => return Err(io::Error::other(e.to_string())),
+        }
+    }
+}
+
 impl TlsLink {
     /// Runs the handshake on `io` and takes over its records.
     ///
@@ -163,22 +185,7 @@ impl TlsLink {
             let mut read = false;
             let mut done = false;
             match status.state.map_err(tls)? {
-                ConnectionState::EncodeTlsData(mut enc) => {
-                    let at = outgoing.len();
-                    outgoing.resize(at + 4096, 0);
-                    loop {
-                        match enc.encode(&mut outgoing[at..]) {
-                            Ok(n) => {
-                                outgoing.truncate(at + n);
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(InsufficientSizeError {
-                                required_size,
-                            })) => outgoing.resize(at + required_size, 0),
-                            Err(e) => return Err(io::Error::other(e.to_string())),
-                        }
-                    }
-                }
+                ConnectionState::EncodeTlsData(mut enc) => encode(&mut enc, &mut outgoing)?,
                 ConnectionState::TransmitTlsData(t) => {
                     io.write_all(&outgoing).await?;
                     io.flush().await?;
@@ -211,6 +218,16 @@ impl TlsLink {
                 }
             }
         }
+        TlsLink::take_over(io, incoming, conn)
+    }
+
+    /// The link over `io` once `conn`'s handshake is done; `incoming` holds
+    /// what was read past the handshake.
+    fn take_over(
+        io: BoxIo,
+        incoming: BytesMut,
+        conn: UnbufferedClientConnection,
+    ) -> io::Result<TlsLink> {
         let version = match conn.protocol_version() {
             Some(ProtocolVersion::TLSv1_3) => Version::Tls13,
             Some(ProtocolVersion::TLSv1_2) => Version::Tls12,

@@ -291,21 +291,39 @@ pub fn decode_slot(buf: &[u8]) -> Result<(u64, ControlState), SlotError> {
         // from the future. Optional ones are skipped.
         return Err(SlotError::MustUnderstand(*ty));
     }
-    let text = |b: &[u8]| -> Result<Option<String>, SlotError> {
-        if b.is_empty() {
-            return Ok(None);
-        }
-        // The encoder never writes a longer one (found by fuzzing: such a
-        // slot decoded to a state that did not survive a round trip).
-        if b.len() > MAX_VALIDATOR {
-            return Err(SlotError::Invalid(
-                "a validator longer than the format allows",
-            ));
-        }
-        std::str::from_utf8(b)
-            .map(|s| Some(s.to_owned()))
-            .map_err(|_| SlotError::Invalid("a validator is not UTF-8"))
-    };
+    let done = decode_extents(extents, total)?;
+    Ok((
+        generation,
+        ControlState {
+            total,
+            etag: decode_validator(etag)?,
+            last_modified: decode_validator(last_modified)?,
+            url_hash,
+            done,
+        },
+    ))
+}
+
+/// A validator (ETag, Last-Modified) as stored: empty for none.
+fn decode_validator(b: &[u8]) -> Result<Option<String>, SlotError> {
+    if b.is_empty() {
+        return Ok(None);
+    }
+    // The encoder never writes a longer one (found by fuzzing: such a
+    // slot decoded to a state that did not survive a round trip).
+    if b.len() > MAX_VALIDATOR {
+        return Err(SlotError::Invalid(
+            "a validator longer than the format allows",
+        ));
+    }
+    std::str::from_utf8(b)
+        .map(|s| Some(s.to_owned()))
+        .map_err(|_| SlotError::Invalid("a validator is not UTF-8"))
+}
+
+/// The done extents as stored (16 bytes each: start, end), which must be
+/// non-empty, ordered, apart and inside the file.
+fn decode_extents(extents: &[u8], total: u64) -> Result<ExtentSet, SlotError> {
     let mut done = ExtentSet::new();
     let mut prev_end = 0u64;
     for pair in extents.chunks_exact(16) {
@@ -323,16 +341,7 @@ pub fn decode_slot(buf: &[u8]) -> Result<(u64, ControlState), SlotError> {
         prev_end = end;
         done.insert(start..end);
     }
-    Ok((
-        generation,
-        ControlState {
-            total,
-            etag: text(etag)?,
-            last_modified: text(last_modified)?,
-            url_hash,
-            done,
-        },
-    ))
+    Ok(done)
 }
 
 /// An open, locked control file.

@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use http::header::{AUTHORIZATION, HeaderValue};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Response, StatusCode};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -25,7 +25,7 @@ use super::recon::{ReconstructionV1, ReconstructionV2};
 use crate::client::classify::{Failure, Verdict, server_wait, verdict};
 use crate::client::request::{ReadError, error_snippet, fetch, read_body};
 use crate::client::{Backoff, ByteRange, Credentials, Request, RetryPolicy, SafeUrl, Stop};
-use crate::net::{Conn, Net};
+use crate::net::{Body, Conn, Net};
 
 /// The largest reconstruction read: about a million terms.
 const LIMIT: usize = 128 << 20;
@@ -144,12 +144,7 @@ impl Cas {
         v2: bool,
     ) -> Result<Option<ReconstructionV1>, Step> {
         let named = SafeUrl::from(url);
-        let mut h = HeaderMap::new();
-        let mut bearer = HeaderValue::from_str(&format!("Bearer {}", grant.token))
-            .map_err(|_| Step::Final(bad(url, "the token is not a header value")))?;
-        bearer.set_sensitive(true);
-        h.insert(AUTHORIZATION, bearer);
-        let creds = Credentials::new(url, &h).map_err(|e| Step::Final(bad(url, &e.to_string())))?;
+        let creds = bearer(url, grant)?;
         let req = Request {
             url,
             credentials: &creds,
@@ -158,29 +153,9 @@ impl Cas {
             named: &named,
         };
         let mut conn = self.conn.lock().await;
-        let f = match fetch(&self.net, req, &mut conn).await {
-            Ok(f) => f,
-            Err(Failure::Fatal(e)) => return Err(Step::Final(bad(url, &e.to_string()))),
-            Err(Failure::Retry {
-                detail,
-                retry_after,
-                status,
-                ..
-            }) => {
-                return Err(Step::Again(Again {
-                    detail,
-                    wait: retry_after,
-                    status,
-                }));
-            }
-            Err(Failure::Expired { detail, status }) => {
-                return Err(Step::Again(Again {
-                    detail,
-                    wait: None,
-                    status: Some(status),
-                }));
-            }
-        };
+        let f = fetch(&self.net, req, &mut conn)
+            .await
+            .map_err(|e| failed(url, e))?;
         let status = f.response.status();
         if status == StatusCode::UNAUTHORIZED {
             return Err(Step::Refused);
@@ -189,38 +164,19 @@ impl Cas {
             return Ok(None);
         }
         if verdict(status.as_u16()) != Verdict::Success {
-            let wait = server_wait(f.response.headers());
-            let snippet = error_snippet(f.response).await;
-            let code = status.as_u16();
-            if crate::client::classify::is_retried(code) {
-                return Err(Step::Again(Again {
-                    detail: format!("HTTP {code}: {snippet}"),
-                    wait,
-                    status: Some(code),
-                }));
-            }
-            return Err(Step::Final(CasError::Status {
-                url: named,
-                status: code,
-                snippet: if snippet.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {snippet}")
-                },
-            }));
+            return Err(refused(named, f.response).await);
         }
         let idle = self.net.options().response_timeout;
-        let body = match read_body(f.response, LIMIT, idle).await {
-            Ok(b) => b,
-            Err(e @ ReadError::TooLarge(_)) => return Err(Step::Final(bad(url, &e.to_string()))),
-            Err(e) => {
-                return Err(Step::Again(Again {
-                    detail: format!("reading the reconstruction failed: {e}"),
-                    wait: None,
-                    status: None,
-                }));
-            }
-        };
+        let body = read_body(f.response, LIMIT, idle)
+            .await
+            .map_err(|e| match e {
+                ReadError::TooLarge(_) => Step::Final(bad(url, &e.to_string())),
+                e => again(
+                    format!("reading the reconstruction failed: {e}"),
+                    None,
+                    None,
+                ),
+            })?;
         let parsed = if v2 {
             serde_json::from_slice::<ReconstructionV2>(&body).map(ReconstructionV1::from)
         } else {
@@ -230,6 +186,59 @@ impl Cas {
             .map(Some)
             .map_err(|e| Step::Final(bad(url, &format!("not a reconstruction: {e}"))))
     }
+}
+
+/// The CAS token as credentials for `url` (they go to its origin only).
+fn bearer(url: &Url, grant: &Grant) -> Result<Credentials, Step> {
+    let mut h = HeaderMap::new();
+    let mut bearer = HeaderValue::from_str(&format!("Bearer {}", grant.token))
+        .map_err(|_| Step::Final(bad(url, "the token is not a header value")))?;
+    bearer.set_sensitive(true);
+    h.insert(AUTHORIZATION, bearer);
+    Credentials::new(url, &h).map_err(|e| Step::Final(bad(url, &e.to_string())))
+}
+
+/// A request that got no answer, as the client layer classified it.
+fn failed(url: &Url, f: Failure) -> Step {
+    match f {
+        Failure::Fatal(e) => Step::Final(bad(url, &e.to_string())),
+        Failure::Retry {
+            detail,
+            retry_after,
+            status,
+            ..
+        } => again(detail, retry_after, status),
+        Failure::Expired { detail, status } => again(detail, None, Some(status)),
+    }
+}
+
+/// An answer other than success, 401 and a `/v2/` that is not served:
+/// retried when the one classifier says so, else final.
+async fn refused(url: SafeUrl, response: Response<Body>) -> Step {
+    let wait = server_wait(response.headers());
+    let code = response.status().as_u16();
+    let snippet = error_snippet(response).await;
+    if crate::client::classify::is_retried(code) {
+        return again(format!("HTTP {code}: {snippet}"), wait, Some(code));
+    }
+    let snippet = if snippet.is_empty() {
+        snippet
+    } else {
+        format!(": {snippet}")
+    };
+    Step::Final(CasError::Status {
+        url,
+        status: code,
+        snippet,
+    })
+}
+
+fn again(detail: String, wait: Option<Duration>, status: Option<u16>) -> Step {
+    Step::Again(Again {
+        detail,
+        wait,
+        status,
+    })
 }
 
 /// How an attempt ended, when not with an answer.

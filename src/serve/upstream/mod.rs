@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::cache::{Kind, valid_repo_id};
+use super::cache::{FileMeta, Kind, valid_repo_id};
 use super::error::ApiError;
 use super::growing::{End, Growing};
 use super::http::{Body, Request, Response};
@@ -273,41 +273,26 @@ impl Upstream {
         segs: &[&str],
         auth: &Auth,
     ) -> Step<Response> {
-        let at = match segs {
-            [_, _, "resolve", ..] => 2,
-            [_, "resolve", ..] => 1,
-            _ => return Err(Miss::Local),
-        };
-        let [rev, path @ ..] = &segs[at + 1..] else {
-            return Err(Miss::Local);
-        };
-        if !matches!(req.method.as_str(), "GET" | "HEAD")
-            || path.is_empty()
-            || path.iter().any(|p| p.contains('/'))
-        {
-            return Err(Miss::Local);
-        }
-        let id = segs[..at].join("/");
-        let repo = parse_repo(&id)?;
-        let path = path.join("/");
-        let info = self.info(kind, &repo, rev, auth).await?;
+        let t = Target::of(req, segs).ok_or(Miss::Local)?;
+        let repo = parse_repo(&t.id)?;
+        let info = self.info(kind, &repo, t.rev, auth).await?;
         let commit = info.sha.clone().unwrap_or_default();
         let url = self
             .0
             .endpoint
-            .resolve_url(kind.into(), &repo, &commit, &path)
+            .resolve_url(kind.into(), &repo, &commit, &t.path)
             .map_err(|_| Miss::Local)?;
         let restricted = info.gated || info.private;
         if restricted {
             let gate = &self.0.gate;
-            if let Err(e) = gate.check(&self.0.net, (kind, &id), &url, auth).await {
+            if let Err(e) = gate.check(&self.0.net, (kind, &t.id), &url, auth).await {
                 return Err(Miss::Answer(status_response(&e)));
             }
         }
         let listing = self.files(kind, &repo, &commit, auth).await?;
         let file = listing
             .iter()
-            .find(|f| f.path == path)
+            .find(|f| f.path == t.path)
             .cloned()
             .ok_or(ApiError::EntryNotFound)?;
         let meta = remote::meta_of(&file).ok_or_else(|| {
@@ -320,19 +305,19 @@ impl Upstream {
             self.0.restricted.set(kind, &repo, true);
         }
         if cache.has_blob(&meta.etag, meta.size) {
-            fetch::link_existing(&cache, (rev, &commit), &path, &meta.etag);
+            fetch::link_existing(&cache, (t.rev, &commit), &t.path, &meta.etag);
             let snap = ctx
                 .cache
-                .repo(kind, &id)
+                .repo(kind, &t.id)
                 .and_then(|r| r.snapshot(&commit).ok());
-            let blob = snap.and_then(|s| s.open(&path)).ok_or(Miss::Local)?;
-            return Ok(routes::file_response(req, rev, &commit, blob)?);
+            let blob = snap.and_then(|s| s.open(&t.path)).ok_or(Miss::Local)?;
+            return Ok(routes::file_response(req, t.rev, &commit, blob)?);
         }
         let job = fetch::Job {
             repo_type: kind.into(),
             repo,
-            rev: rev.to_string(),
-            commit: commit.clone(),
+            rev: t.rev.to_string(),
+            commit,
             blob: meta.etag.clone(),
             file,
             listing,
@@ -342,12 +327,24 @@ impl Upstream {
                 Auth::default()
             },
         };
+        self.while_it_arrives(req, job, &meta).await
+    }
+
+    /// Answers from the one fetch of `job`'s file (started now or already
+    /// under way), with the bytes as they are written.
+    async fn while_it_arrives(
+        &self,
+        req: &Request,
+        job: fetch::Job,
+        meta: &FileMeta,
+    ) -> Step<Response> {
+        let (rev, commit) = (job.rev.clone(), job.commit.clone());
         let flight = self
             .0
             .flights
             .get_or_start(&self.0, job)
             .map_err(internal)?;
-        let head = routes::file_head(req, rev, &commit, &meta, flight.started)?;
+        let head = routes::file_head(req, &rev, &commit, meta, flight.started)?;
         let mut body = Growing {
             files: flight.files(),
             written: flight.written(),
@@ -362,6 +359,40 @@ impl Upstream {
         Ok(Response {
             body: Body::Growing(body),
             ..head.resp
+        })
+    }
+}
+
+/// The file a resolve request names:
+/// `{repo}/resolve/{rev}/{path}`, where the repo id has one or two parts.
+struct Target<'a> {
+    id: String,
+    rev: &'a str,
+    path: String,
+}
+
+impl<'a> Target<'a> {
+    /// `None` for anything this module does not answer (other methods,
+    /// other routes, an empty path or an escaped `/` in one part).
+    fn of(req: &Request, segs: &[&'a str]) -> Option<Target<'a>> {
+        let at = match segs {
+            [_, _, "resolve", ..] => 2,
+            [_, "resolve", ..] => 1,
+            _ => return None,
+        };
+        let [rev, path @ ..] = &segs[at + 1..] else {
+            return None;
+        };
+        if !matches!(req.method.as_str(), "GET" | "HEAD")
+            || path.is_empty()
+            || path.iter().any(|p| p.contains('/'))
+        {
+            return None;
+        }
+        Some(Target {
+            id: segs[..at].join("/"),
+            rev,
+            path: path.join("/"),
         })
     }
 }
