@@ -206,7 +206,8 @@ pub struct Args {
     /// Show what would be downloaded and stop: each selected file with its
     /// size and whether it is already here and current (the check a real
     /// run makes), and the total to download. No file is fetched and
-    /// nothing is written, not even LOCAL_DIR (as `hf download --dry-run`).
+    /// nothing is written, not even LOCAL_DIR or the cache dir (as
+    /// `hf download --dry-run`).
     #[arg(long = "dry-run")]
     pub dry_run: bool,
 

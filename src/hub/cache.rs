@@ -165,6 +165,23 @@ impl RepoCache {
         })
     }
 
+    /// The repo's folder as it is, for a dry run: nothing is created;
+    /// `None` when the cache holds no `blobs/` folder for the repo (links
+    /// are not followed below the cache dir, as for [`RepoCache::open`]).
+    pub fn peek(cache_dir: &Path, t: RepoType, repo: &RepoId) -> Option<RepoCache> {
+        let name = repo_folder_name(t, repo);
+        let top = Folder::open_existing(cache_dir).ok()?;
+        let repo = top.find(Path::new(&name))?;
+        let blobs = repo.find(Path::new("blobs"))?;
+        Some(RepoCache {
+            cache_dir: cache_dir.to_path_buf(),
+            top,
+            name,
+            repo,
+            blobs,
+        })
+    }
+
     /// The cache dir the user named (links below it are not followed).
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir

@@ -19,6 +19,10 @@ use crate::engine::{self, Checksum};
 pub struct Check {
     /// Indices (into `selected`) of files to download.
     pub need: Vec<usize>,
+    /// In the cache, files whose blob another needed file brings: counted
+    /// as done (nothing more is fetched for them), shown by a dry run as
+    /// coming, and their blob's partial data is left for that download.
+    pub twins: Vec<usize>,
     pub done_files: usize,
     pub done_bytes: u64,
     /// `.hfd/partial/` has something in it, so finished files may have
@@ -32,9 +36,19 @@ impl Check {
         if self.leftovers {
             place.forget_partial(f, rel);
         }
-        let size = f.size;
+        self.count_done(f);
+    }
+
+    /// `f` (file `i`) shares its blob with a file already needed: the
+    /// partial data there is that download's, to be resumed, not tidied.
+    fn twin(&mut self, i: usize, f: &RepoFile) {
+        self.twins.push(i);
+        self.count_done(f);
+    }
+
+    fn count_done(&mut self, f: &RepoFile) {
         self.done_files += 1;
-        self.done_bytes = self.done_bytes.saturating_add(size);
+        self.done_bytes = self.done_bytes.saturating_add(f.size);
     }
 }
 
@@ -58,6 +72,7 @@ impl Checker<'_> {
     pub async fn run(&self, verified: &mut Verified) -> Option<Check> {
         let mut check = Check {
             need: Vec::new(),
+            twins: Vec::new(),
             done_files: 0,
             done_bytes: 0,
             leftovers: self.place.state.has_partials(),
@@ -92,9 +107,7 @@ impl Checker<'_> {
                     verified.files.remove(&f.path);
                     match out {
                         // The same blob as a file already needed: it comes with it.
-                        Some(o) if by_name && !needed.insert(o.clone()) => {
-                            check.done(self.place, f, &rels[i])
-                        }
+                        Some(o) if by_name && !needed.insert(o.clone()) => check.twin(i, f),
                         _ => check.need.push(i),
                     }
                     continue;

@@ -39,6 +39,13 @@ enum Kind {
         commit: String,
         snapshot: PathBuf,
     },
+    /// A dry run into a cache that holds nothing of the repo yet: every
+    /// file is missing, and nothing is created to find that out.
+    NoCache {
+        cache_dir: PathBuf,
+        blobs: PathBuf,
+        snapshot: PathBuf,
+    },
 }
 
 impl Place {
@@ -51,45 +58,43 @@ impl Place {
                 state: LocalDir::peek(root),
                 kind: Kind::Local { root: root.clone() },
             }),
-            Dest::Cache(_) if opts.dry_run => Err(
-                "--dry-run looks into a local dir only for now; leave out --cache-dir/--cache \
-                 (or name the local dir to compare with --local-dir)"
-                    .to_string(),
-            ),
             Dest::LocalDir(root) => Ok(Place {
                 state: LocalDir::open(root)?,
                 kind: Kind::Local { root: root.clone() },
             }),
-            Dest::Cache(dir) => {
-                let commit = commit
-                    .map(str::to_string)
-                    .or_else(|| cache::is_commit_id(&opts.revision).then(|| opts.revision.clone()))
-                    .ok_or_else(|| {
-                        format!(
-                            "the endpoint did not say which commit {} is at; the cache names \
-                             snapshots by commit, so pass --revision with a commit id or use \
-                             --local-dir",
-                            opts.revision
-                        )
-                    })?;
-                if !cache::is_commit_id(&commit) {
-                    return Err(format!(
-                        "the endpoint named {commit:?} as the commit, which is not a commit id; \
-                         the cache cannot name a snapshot by it"
-                    ));
-                }
-                let cache = RepoCache::open(dir, opts.repo_type, &opts.repo)?;
-                let state = LocalDir::open_in(dir, cache.repo_rel())?;
-                Ok(Place {
-                    state,
-                    kind: Kind::Cache {
-                        snapshot: cache.snapshot_dir(&commit),
-                        cache,
-                        commit,
-                    },
-                })
-            }
+            Dest::Cache(dir) => Place::open_cache(dir, opts, &snapshot_commit(opts, commit)?),
         }
+    }
+
+    /// The cache in `dir`, opened for the run, or peeked at for a dry run.
+    fn open_cache(dir: &Path, opts: &Options, commit: &str) -> Result<Place, String> {
+        let name = cache::repo_folder_name(opts.repo_type, &opts.repo);
+        let snapshot = dir.join(&name).join("snapshots").join(commit);
+        let commit = commit.to_string();
+        if !opts.dry_run {
+            let cache = RepoCache::open(dir, opts.repo_type, &opts.repo)?;
+            let state = LocalDir::open_in(dir, cache.repo_rel())?;
+            let kind = Kind::Cache {
+                cache,
+                commit,
+                snapshot,
+            };
+            return Ok(Place { state, kind });
+        }
+        let state = LocalDir::peek_in(dir, Path::new(&name));
+        let kind = match RepoCache::peek(dir, opts.repo_type, &opts.repo) {
+            Some(cache) => Kind::Cache {
+                cache,
+                commit,
+                snapshot,
+            },
+            None => Kind::NoCache {
+                cache_dir: dir.to_path_buf(),
+                blobs: dir.join(&name).join("blobs"),
+                snapshot,
+            },
+        };
+        Ok(Place { state, kind })
     }
 
     /// The folder the user named: no link below it is followed.
@@ -97,6 +102,7 @@ impl Place {
         match &self.kind {
             Kind::Local { root } => root,
             Kind::Cache { cache, .. } => cache.cache_dir(),
+            Kind::NoCache { cache_dir, .. } => cache_dir,
         }
     }
 
@@ -104,7 +110,7 @@ impl Place {
     pub fn shown(&self) -> &Path {
         match &self.kind {
             Kind::Local { root } => root,
-            Kind::Cache { snapshot, .. } => snapshot,
+            Kind::Cache { snapshot, .. } | Kind::NoCache { snapshot, .. } => snapshot,
         }
     }
 
@@ -112,7 +118,7 @@ impl Place {
     /// and verified (it got its name only then), and two files with the
     /// same content are one download.
     pub fn content_addressed(&self) -> bool {
-        matches!(self.kind, Kind::Cache { .. })
+        matches!(self.kind, Kind::Cache { .. } | Kind::NoCache { .. })
     }
 
     /// Where `f` ends up; `None` in the cache for a file without a hash.
@@ -120,6 +126,7 @@ impl Place {
         match &self.kind {
             Kind::Local { root } => Some(root.join(rel)),
             Kind::Cache { cache, .. } => blob_name(f).map(|b| cache.blob_path(&b)),
+            Kind::NoCache { blobs, .. } => blob_name(f).map(|b| blobs.join(b)),
         }
     }
 
@@ -129,8 +136,10 @@ impl Place {
     /// huggingface_hub's link into its store of Xet files (followed only
     /// once its shape and its target were checked), never another link.
     pub fn stat_output(&self, f: &RepoFile, out: &Path) -> std::io::Result<std::fs::Metadata> {
-        let Kind::Cache { cache, .. } = &self.kind else {
-            return std::fs::metadata(out);
+        let cache = match &self.kind {
+            Kind::Local { .. } => return std::fs::metadata(out),
+            Kind::Cache { cache, .. } => cache,
+            Kind::NoCache { .. } => return Err(std::io::ErrorKind::NotFound.into()),
         };
         let m = std::fs::symlink_metadata(out)?;
         match blob_name(f) {
@@ -143,7 +152,9 @@ impl Place {
     pub fn partial(&self, f: &RepoFile, rel: &Path) -> Option<PathBuf> {
         match &self.kind {
             Kind::Local { .. } => Some(self.state.partial(rel)),
-            Kind::Cache { .. } => blob_name(f).map(|b| self.state.partial(Path::new(&b))),
+            Kind::Cache { .. } | Kind::NoCache { .. } => {
+                blob_name(f).map(|b| self.state.partial(Path::new(&b)))
+            }
         }
     }
 
@@ -164,6 +175,7 @@ impl Place {
         let path = match &self.kind {
             Kind::Local { root } => root.join(rel),
             Kind::Cache { cache, .. } => cache.blob_path(rec.sha256()?),
+            Kind::NoCache { .. } => return None,
         };
         Some(Previous {
             path,
@@ -176,7 +188,7 @@ impl Place {
     pub fn forget_partial(&self, f: &RepoFile, rel: &Path) {
         match &self.kind {
             Kind::Local { .. } => self.state.forget_partial(rel),
-            Kind::Cache { .. } => {
+            Kind::Cache { .. } | Kind::NoCache { .. } => {
                 if let Some(b) = blob_name(f) {
                     self.state.forget_partial(Path::new(&b));
                 }
@@ -220,8 +232,33 @@ impl Place {
                 Some(c) => record_local(root, sel, listing, verified, c),
                 None => Vec::new(),
             },
+            // Only a dry run opens this, and it finishes nothing.
+            Kind::NoCache { .. } => Vec::new(),
         }
     }
+}
+
+/// The commit a cache run names its snapshot by: the one the endpoint
+/// said, or the revision itself when it is a commit id.
+fn snapshot_commit(opts: &Options, commit: Option<&str>) -> Result<String, String> {
+    let commit = commit
+        .map(str::to_string)
+        .or_else(|| cache::is_commit_id(&opts.revision).then(|| opts.revision.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the endpoint did not say which commit {} is at; the cache names \
+                 snapshots by commit, so pass --revision with a commit id or use \
+                 --local-dir",
+                opts.revision
+            )
+        })?;
+    if !cache::is_commit_id(&commit) {
+        return Err(format!(
+            "the endpoint named {commit:?} as the commit, which is not a commit id; \
+             the cache cannot name a snapshot by it"
+        ));
+    }
+    Ok(commit)
 }
 
 /// Snapshot links for every selected file whose blob is here, then the ref.

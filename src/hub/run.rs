@@ -332,7 +332,7 @@ impl Downloads<'_> {
 /// current, and what a run would fetch.
 fn plan(place: &Place, sel: &Selection<'_>, check: &Check, ev: &dyn Events) -> Verdict {
     let mut current = vec![true; sel.files.len()];
-    for &i in &check.need {
+    for &i in check.need.iter().chain(&check.twins) {
         current[i] = false;
     }
     let files: Vec<Planned<'_>> = sel
@@ -353,9 +353,11 @@ fn plan(place: &Place, sel: &Selection<'_>, check: &Check, ev: &dyn Events) -> V
         .need
         .iter()
         .fold(0u64, |a, &i| a.saturating_add(sel.files[i].size));
+    // A blob two paths share is fetched once: both are listed, its bytes
+    // counted once.
     Verdict::DryRun {
         files: sel.files.len(),
-        need: check.need.len(),
+        need: check.need.len() + check.twins.len(),
         bytes,
     }
 }

@@ -221,9 +221,14 @@ impl LocalDir {
     /// the folder or `.hfd/`), nothing locked, and every save, removal and
     /// tidy-up is skipped; what a run would read is read the same way.
     pub fn peek(root: &Path) -> LocalDir {
+        LocalDir::peek_in(root, Path::new(""))
+    }
+
+    /// [`LocalDir::peek`] at the state [`LocalDir::open_in`] would open.
+    pub fn peek_in(root: &Path, base: &Path) -> LocalDir {
         LocalDir {
             root: root.to_path_buf(),
-            hfd: root.join(HFD_DIR),
+            hfd: root.join(base).join(HFD_DIR),
             hfd_dir: None,
             _lock: None,
         }

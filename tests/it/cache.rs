@@ -580,6 +580,165 @@ fn include_exclude_and_help_in_the_cache() {
     );
 }
 
+/// A dry run's table: (state, path) per file, and its total line.
+fn dry_run(dir: &Path, hub: &MockHub) -> (Vec<(String, String)>, String) {
+    let out = hfd_ok(dir, hub, &["org/name", "--cache-dir", "c", "--dry-run"]);
+    let mut rows: Vec<(String, String)> = out
+        .lines()
+        .filter_map(|l| {
+            let words: Vec<&str> = l.split_whitespace().skip(1).collect();
+            match words.as_slice() {
+                ["up", "to", "date", p] => Some(("up to date".into(), p.to_string())),
+                ["download", p] => Some(("download".into(), p.to_string())),
+                _ => None,
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| a.1.cmp(&b.1));
+    let total = out.lines().find(|l| l.contains("in total")).unwrap_or("");
+    (rows, total.to_string())
+}
+
+/// Every path under `dir` (links as links) with what it holds or points to.
+fn tree(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut v = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_symlink() {
+                format!("-> {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                "dir".to_string()
+            } else {
+                sha256_file(&p)
+            };
+            v.push((p, what));
+        }
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn a_dry_run_into_the_cache_says_what_is_missing_and_writes_nothing() {
+    let hub = MockHub::start();
+    hub.add_repo(repo_of(RepoSpec::model("org/name"), &files()));
+    let dir = tempdir();
+    let cache = dir.path().join("c");
+    // An empty cache: all six would come (the two paths that share a blob
+    // are both listed, their bytes counted once); not even the cache dir is
+    // created.
+    let (rows, total) = dry_run(dir.path(), &hub);
+    let mut all: Vec<(String, String)> = files()
+        .iter()
+        .map(|f| ("download".to_string(), f.path.clone()))
+        .collect();
+    all.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(rows, all);
+    assert!(total.contains("6 of 6 files"), "{total}");
+    assert!(!cache.exists(), "a dry run created the cache");
+    assert_eq!(served(&hub), (0, 0));
+
+    // Part of it in the cache: the rest would come, and a dry run leaves
+    // every blob, link, ref and state file as it was.
+    hfd_ok(
+        dir.path(),
+        &hub,
+        &[
+            "org/name",
+            "--cache-dir",
+            "c",
+            "--include",
+            "*.json",
+            "sub/*",
+        ],
+    );
+    let before = tree(&cache);
+    reset(&hub);
+    let (rows, total) = dry_run(dir.path(), &hub);
+    let here = [
+        "config.json",
+        "copy/weights.bin",
+        "sub/dir/notes.txt",
+        "sub/weights.bin",
+    ];
+    let want: Vec<(String, String)> = all
+        .iter()
+        .map(|(_, p)| {
+            let s = if here.contains(&p.as_str()) {
+                "up to date"
+            } else {
+                "download"
+            };
+            (s.to_string(), p.clone())
+        })
+        .collect();
+    assert_eq!(rows, want);
+    assert!(total.contains("2 of 6 files"), "{total}");
+    assert_eq!(tree(&cache), before, "a dry run changed the cache");
+    assert_eq!(served(&hub), (0, 0));
+}
+
+/// Two paths with one blob, the download killed part-way: the re-run
+/// resumes the blob's partial data instead of tidying it away as the
+/// leftover of a file that is "done" (it was not: it came with its twin).
+#[test]
+fn a_blob_two_paths_share_resumes_after_a_kill() {
+    const SIZE: u64 = 4 << 20;
+    let hub = MockHub::start();
+    let spec = FileSpec::generated(9, SIZE).throttle(1 << 20);
+    hub.add_repo(
+        RepoSpec::model("org/twins")
+            .file(HubFile::lfs("a.bin", spec.clone()))
+            .file(HubFile::lfs("b/a.bin", spec.clone())),
+    );
+    let dir = tempdir();
+    let args = ["org/twins", "--cache-dir", "c", "-x", "1", "-j", "1"];
+    let mut child = hfd(dir.path(), &hub)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while hub.cdn().stats().bytes_served < SIZE * 5 / 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let first = hub.cdn().stats().bytes_served;
+    assert!(
+        (SIZE * 5 / 8..SIZE).contains(&first),
+        "killed after {first} bytes"
+    );
+
+    // What was written up to the last checkpoint (once a second) is kept:
+    // at 1 MiB/s, at least a quarter of the file.
+    reset(&hub);
+    let out = hfd_ok(dir.path(), &hub, &["org/twins", "--cache-dir", "c"]);
+    assert!(out.contains("Done. 2 files"), "{out}");
+    let again = hub.cdn().stats().bytes_served;
+    assert!(
+        again <= SIZE * 7 / 8,
+        "the re-run fetched {again} of {SIZE} bytes after {first} had come"
+    );
+    let snap = std::fs::read_dir(dir.path().join("c/models--org--twins/snapshots"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for p in ["a.bin", "b/a.bin"] {
+        assert_eq!(sha256_file(&snap.join(p)), spec.sha256_hex(), "{p}");
+    }
+}
+
 #[test]
 fn blobs_are_trusted_by_name_and_verify_hashes_them() {
     let hub = MockHub::start();
