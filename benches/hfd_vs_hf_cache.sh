@@ -19,10 +19,10 @@
 # the CAS and transfer servers) over HTTPS with a certificate from a
 # throwaway CA (mock_hub --tls), and the scenarios are named `-tls`. hfd
 # trusts that CA by `--ca-certificate`; `hf` by SSL_CERT_FILE, which both
-# of its clients honour: huggingface_hub's httpx (SSL_CERT_FILE or
-# SSL_CERT_DIR) and hf_xet (its rustls roots read SSL_CERT_FILE).
-# REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are honoured by neither (tried:
-# hf_xet retries the failed handshakes until the run's timeout). Every
+# of its clients honour: huggingface_hub's httpx and hf_xet (tried each
+# alone). REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE are honoured by neither:
+# httpx fails at once, hf_xet retries the failed handshakes until the
+# run's timeout. Every
 # tool uses its default connections and workers. Runs alternate between the
 # tools (the order rotates each round); each run starts from an empty cache
 # in $OUT (tmpfs by default, so the disk is not what is measured). After
