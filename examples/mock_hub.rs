@@ -16,7 +16,11 @@
 //! the same salt and repo options name the same commits, like the Hub and a
 //! mirror, so `hfd --endpoint A --endpoint B` can use both), `--xet` (the
 //! shards are also stored in a mock Xet CAS: hfd and hf_xet read them
-//! natively; `stats` then adds `cas_requests=N xorb_requests=N xorb_bytes=N`).
+//! natively; `stats` then adds `cas_requests=N xorb_requests=N xorb_bytes=N`),
+//! `--tls CA_FILE` (every server, hub, CDN and with `--xet` the CAS and
+//! transfer servers, speaks HTTPS with a certificate from a throwaway CA,
+//! written to CA_FILE as PEM for `hfd --ca-certificate CA_FILE` or
+//! `SSL_CERT_FILE`; the printed endpoint then says https).
 //! Everything listens on 127.0.0.1.
 //!
 //! On stdin, the line `stats` prints one line of counters since the last
@@ -25,8 +29,11 @@
 
 use std::io::Write;
 
+use std::path::PathBuf;
+
 use hfd::size::parse_size;
-use hfd_testserver::hub::{MockHub, RepoSpec};
+use hfd_testserver::hub::{HubOptions, MockHub, RepoSpec};
+use hfd_testserver::tls::throwaway_tls;
 
 fn main() -> Result<(), String> {
     let mut repo = "demo/model".to_string();
@@ -38,6 +45,7 @@ fn main() -> Result<(), String> {
     let mut token = None;
     let mut salt = None;
     let mut xet = false;
+    let mut tls_ca: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = || args.next().ok_or(format!("{a} needs a value"));
@@ -51,14 +59,15 @@ fn main() -> Result<(), String> {
             "--token" => token = Some(value()?),
             "--salt" => salt = Some(value()?),
             "--xet" => xet = true,
+            "--tls" => tls_ca = Some(value()?.into()),
             other => return Err(format!("unknown option {other}")),
         }
     }
-    let hub = if xet {
-        MockHub::start_with_xet()
-    } else {
-        MockHub::start()
+    let tls = match &tls_ca {
+        Some(ca_file) => Some(throwaway_tls(ca_file).map_err(|e| format!("--tls: {e}"))?),
+        None => None,
     };
+    let hub = MockHub::start_with(HubOptions { xet, tls });
     if let Some(s) = &salt {
         hub.set_commit_salt(s);
     }

@@ -20,11 +20,11 @@
 use std::io::{BufRead, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
 use hfd::size::parse_size;
 use hfd_testserver::proxy::{HttpProxy, HttpProxyOptions, SocksOptions, SocksProxy};
+use hfd_testserver::tls::throwaway_tls;
 use hfd_testserver::{FileSpec, ServerOptions, TestServer};
 
 #[derive(Parser, Debug)]
@@ -167,37 +167,6 @@ fn main() {
     wait_for_stop(!args.no_stdin && !stdin_is_dev_null());
     drop(proxies);
     drop(server);
-}
-
-/// A CA that lives as long as this process, and a server certificate for
-/// loopback signed by it; the CA goes to `ca_file` for the client.
-fn throwaway_tls(ca_file: &std::path::Path) -> Result<Arc<rustls::ServerConfig>, String> {
-    let err = |e: &dyn std::fmt::Display| e.to_string();
-    let ca_key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| err(&e))?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "hfd serve throwaway CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(|e| err(&e))?;
-    let key = rcgen::KeyPair::generate().map_err(|e| err(&e))?;
-    let leaf =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .map_err(|e| err(&e))?
-            .signed_by(&key, &ca)
-            .map_err(|e| err(&e))?;
-    std::fs::write(ca_file, ca.pem()).map_err(|e| format!("{}: {e}", ca_file.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| err(&e))?
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .map_err(|e| err(&e))?;
-    Ok(Arc::new(config))
 }
 
 /// Hashes on every core: a set of large files would otherwise delay the

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use hfd_testserver::hub::{HubFile, MockHub, RepoSpec};
+use hfd_testserver::hub::{HubFile, HubOptions, MockHub, RepoSpec};
+use hfd_testserver::tls::throwaway_tls;
 use hfd_testserver::{FileSpec, RequestInfo};
 
 use crate::support::*;
@@ -23,7 +24,16 @@ fn xet_files() -> Vec<HubFile> {
 }
 
 fn xet_hub(id: &str, files: &[HubFile]) -> MockHub {
-    let hub = MockHub::start_with_xet();
+    xet_hub_with(None, id, files)
+}
+
+/// [`xet_hub`], over HTTPS with `tls` when given.
+fn xet_hub_with(
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    id: &str,
+    files: &[HubFile],
+) -> MockHub {
+    let hub = MockHub::start_with(HubOptions { xet: true, tls });
     hub.xet().set_xorb_limit(512 << 10);
     hub.add_repo(
         files
@@ -45,6 +55,29 @@ fn the_official_client_downloads_through_the_mock_cas() {
     let Some(py) = python() else { return };
     let files = xet_files();
     let hub = xet_hub("org/xet", &files);
+    official_client_reads_xet(&py, &hub, &files, &[]);
+}
+
+/// The same over HTTPS on every server (hub, CDN, CAS, transfer) signed by
+/// a throwaway CA that the official client is told of only by
+/// `SSL_CERT_FILE`: huggingface_hub's httpx and hf_xet both honour it.
+#[test]
+fn the_official_client_reads_xet_over_tls_trusting_ssl_cert_file() {
+    let Some(py) = python() else { return };
+    let dir = tempdir();
+    let ca = dir.path().join("ca.pem");
+    let tls = throwaway_tls(&ca).expect("a throwaway CA");
+    let files = xet_files();
+    let hub = xet_hub_with(Some(tls), "org/xet", &files);
+    assert!(hub.endpoint().starts_with("https://"), "{}", hub.endpoint());
+    let ca = path_str(&ca);
+    official_client_reads_xet(&py, &hub, &files, &[("SSL_CERT_FILE", &ca)]);
+}
+
+/// Runs huggingface_hub (`hf_hub_download`, then `snapshot_download`) on
+/// the mock's `org/xet` with `env`, and checks that every file arrived
+/// byte-exact through the CAS, not a byte over the plain path.
+fn official_client_reads_xet(py: &Path, hub: &MockHub, files: &[HubFile], env: &[(&str, &str)]) {
     let dir = tempdir();
     let script = r#"
 import sys
@@ -56,18 +89,16 @@ snapshot_download("org/xet", local_dir=out)
 "#;
     let home = dir.path().join("hf-home");
     let out = dir.path().join("out");
-    let (code, stdout, stderr) = run_python(
-        &py,
-        script,
-        &[&path_str(&out)],
-        &[
-            ("HF_ENDPOINT", &hub.endpoint()),
-            ("HF_HOME", &path_str(&home)),
-            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-        ],
-    );
+    let (endpoint, home) = (hub.endpoint(), path_str(&home));
+    let mut vars = vec![
+        ("HF_ENDPOINT", endpoint.as_str()),
+        ("HF_HOME", home.as_str()),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+    ];
+    vars.extend_from_slice(env);
+    let (code, stdout, stderr) = run_python(py, script, &[&path_str(&out)], &vars);
     assert_eq!(code, 0, "stdout: {stdout}\nstderr: {stderr}");
-    for f in &files {
+    for f in files {
         assert_eq!(
             sha256_file(&out.join(&f.path)),
             f.spec.sha256_hex(),
@@ -156,6 +187,41 @@ fn hfd_reads_xet_natively_and_keeps_tokens_apart() {
     assert_eq!(paths(&hub.hub().requests(), "/xet-read-token/"), 1);
     assert!(paths(&cas, "/v2/") <= 2, "{cas:#?}");
     assert_eq!(paths(&cas, "/v1/"), 2, "{cas:#?}");
+}
+
+/// Over HTTPS on every server (hub, CDN, CAS, transfer), signed by a
+/// throwaway CA: refused until hfd is told of the CA, then read natively
+/// (reconstructions from the CAS, xorb ranges from the transfer server,
+/// nothing from the CDN) and byte-exact.
+#[test]
+fn hfd_reads_xet_natively_over_tls_with_its_ca() {
+    let dir = tempdir();
+    let ca = dir.path().join("ca.pem");
+    let tls = throwaway_tls(&ca).expect("a throwaway CA");
+    let files = xet_files();
+    let hub = xet_hub_with(Some(tls), "org/xet", &files);
+    assert!(hub.endpoint().starts_with("https://"), "{}", hub.endpoint());
+
+    let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/xet", "--local-dir", "a"]));
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("--ca-certificate"), "{err}");
+    assert!(!dir.path().join("a/model.safetensors").exists());
+    assert_eq!(hub.hub().requests().len(), 0, "no request got past TLS");
+
+    let (code, out, err) = run(hfd(dir.path(), &hub).args([
+        "org/xet",
+        "--local-dir",
+        "m",
+        "--ca-certificate",
+        &path_str(&ca),
+    ]));
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_files(&dir.path().join("m"), &files);
+    let (cas, transfer) = (hub.xet().cas().requests(), hub.xet().transfer().requests());
+    assert_eq!(paths(&cas, "/v1/reconstructions/"), 2, "{cas:#?}");
+    assert!(transfer.len() >= 7, "{} xorb ranges", transfer.len());
+    assert!(transfer.iter().all(|r| r.status == 206), "{transfer:#?}");
+    assert_eq!(hub.cdn().requests().len(), 0, "no byte over the bridge");
 }
 
 /// `--no-xet` and `HF_HUB_DISABLE_XET=1` take the plain path; so does a

@@ -24,6 +24,10 @@
 //! from the Hub. Every request is recorded by the servers
 //! ([`MockHub::hub`]`.requests()`, [`MockHub::cdn`]`.requests()`), which is
 //! how tests prove that a token never reached the CDN.
+//!
+//! [`MockHub::start_with`] can serve everything (hub, CDN, Xet CAS and
+//! transfer) over HTTPS with one certificate, so a client that trusts the
+//! CA can be run against the whole protocol over TLS.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -37,7 +41,7 @@ use sha1::Digest as _;
 use super::content::hex;
 use super::server::signed_url;
 use super::xet::MockCas;
-use super::{Body, FileSpec, Reply, RequestInfo, TestServer};
+use super::{Body, FileSpec, Reply, RequestInfo, ServerOptions, TestServer};
 use crate::sync::lock;
 
 /// Entries per tree page, as the Hub (1,000 without `expand`).
@@ -285,20 +289,44 @@ impl Default for MockHub {
     }
 }
 
+/// How to start a [`MockHub`]; the default is [`MockHub::start`]'s.
+#[derive(Clone, Default)]
+pub struct HubOptions {
+    /// Also start a mock Xet CAS behind the hub ([`crate::xet`]).
+    pub xet: bool,
+    /// Serve every server (hub, CDN, and the CAS and transfer servers with
+    /// `xet`) over HTTPS with this configuration, e.g. from
+    /// [`crate::tls::throwaway_tls`]. All the URLs the mock hands out
+    /// (redirects, `Link`s, `casUrl`, presigned URLs) then say `https`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
 impl MockHub {
     /// Starts both servers on loopback.
     pub fn start() -> MockHub {
-        MockHub::start_inner(None)
+        MockHub::start_with(HubOptions::default())
     }
 
     /// Starts the hub with a mock Xet CAS behind it ([`crate::xet`]).
     pub fn start_with_xet() -> MockHub {
-        MockHub::start_inner(Some(Arc::new(MockCas::start())))
+        MockHub::start_with(HubOptions {
+            xet: true,
+            ..HubOptions::default()
+        })
     }
 
-    fn start_inner(xet: Option<Arc<MockCas>>) -> MockHub {
-        let hub = TestServer::start();
-        let cdn = TestServer::start();
+    /// Starts the servers `opts` asks for, on loopback.
+    pub fn start_with(opts: HubOptions) -> MockHub {
+        let server = || {
+            TestServer::start_with(ServerOptions {
+                tls: opts.tls.clone(),
+                ..ServerOptions::default()
+            })
+        };
+        let (hub, cdn) = (server(), server());
+        let xet = opts
+            .xet
+            .then(|| Arc::new(MockCas::start_with(opts.tls.clone())));
         let state = Arc::new(Mutex::new(State {
             repos: Vec::new(),
             token: None,

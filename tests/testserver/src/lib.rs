@@ -23,7 +23,8 @@
 //! * [`proxy`]: SOCKS5 and HTTP proxies that record what clients sent.
 //! * [`hub::MockHub`]: a mock Hugging Face Hub (API, resolve redirects, a
 //!   second server as the CDN) for `hfd`'s tests, demo and benchmarks;
-//!   [`xet::MockCas`], the Xet storage behind it (CAS and transfer servers).
+//!   [`xet::MockCas`], the Xet storage behind it (CAS and transfer servers);
+//!   either over HTTPS with [`tls::throwaway_tls`].
 //!
 //! ```no_run
 //! use hfd_testserver::{FileSpec, TestServer};
@@ -48,6 +49,7 @@ mod semantics;
 mod server;
 mod spec;
 mod sync;
+pub mod tls;
 pub mod xet;
 
 #[cfg(test)]

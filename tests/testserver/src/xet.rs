@@ -33,7 +33,7 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::semantics::{unix_millis, url_signature};
-use super::{Reply, RequestInfo, TestServer};
+use super::{Reply, RequestInfo, ServerOptions, TestServer};
 use crate::sync::lock;
 
 const DATA_KEY: [u8; 32] = [
@@ -377,9 +377,21 @@ fn now_secs() -> u64 {
 }
 
 impl MockCas {
+    /// Both servers on loopback, over plain HTTP.
     pub fn start() -> MockCas {
-        let cas = TestServer::start();
-        let transfer = TestServer::start();
+        MockCas::start_with(None)
+    }
+
+    /// Both servers on loopback, over HTTPS with `tls` when given (the
+    /// `casUrl` and presigned URLs then say `https`).
+    pub fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> MockCas {
+        let server = || {
+            TestServer::start_with(ServerOptions {
+                tls: tls.clone(),
+                ..ServerOptions::default()
+            })
+        };
+        let (cas, transfer) = (server(), server());
         let state = Arc::new(Mutex::new(CasState {
             store: XetStore::default(),
             knobs: XetKnobs {
