@@ -49,6 +49,13 @@ impl Kind {
         }
     }
 
+    /// The kind an API path's word names (`models`, `datasets`).
+    pub fn from_plural(word: &str) -> Option<Kind> {
+        [Kind::Model, Kind::Dataset]
+            .into_iter()
+            .find(|k| k.plural() == word)
+    }
+
     /// What precedes the repo id in `resolve` URLs.
     pub fn url_prefix(self) -> &'static str {
         match self {

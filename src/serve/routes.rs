@@ -48,15 +48,12 @@ fn route(ctx: &Ctx, req: &Request) -> Result<Response, ApiError> {
     let segs = decode_segments(path)?;
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
     let q = Query::parse(query);
+    if let ["api", plural, rest @ ..] = segs.as_slice()
+        && let Some(kind) = Kind::from_plural(plural)
+    {
+        return api(ctx, req, kind, rest, &q);
+    }
     match segs.as_slice() {
-        ["api", kind @ ("models" | "datasets"), rest @ ..] => {
-            let kind = if *kind == "models" {
-                Kind::Model
-            } else {
-                Kind::Dataset
-            };
-            api(ctx, req, kind, rest, &q)
-        }
         ["datasets", rest @ ..] => resolve(ctx, req, Kind::Dataset, rest),
         rest => resolve(ctx, req, Kind::Model, rest),
     }

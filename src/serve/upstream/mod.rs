@@ -152,15 +152,12 @@ impl Upstream {
         let auth = Auth::from_header(req.header("authorization"))
             .ok_or(ApiError::BadRequest("Invalid Authorization header"))?;
         let q = Query::parse(query);
+        if let ["api", plural, rest @ ..] = segs.as_slice()
+            && let Some(kind) = Kind::from_plural(plural)
+        {
+            return self.api(ctx, req, (kind, rest), &q, &auth).await;
+        }
         match segs.as_slice() {
-            ["api", kind @ ("models" | "datasets"), rest @ ..] => {
-                let kind = if *kind == "models" {
-                    Kind::Model
-                } else {
-                    Kind::Dataset
-                };
-                self.api(ctx, req, (kind, rest), &q, &auth).await
-            }
             ["datasets", rest @ ..] => self.resolve(ctx, req, Kind::Dataset, rest, &auth).await,
             rest => self.resolve(ctx, req, Kind::Model, rest, &auth).await,
         }
