@@ -23,7 +23,7 @@ pub async fn finalize(ctx: &Ctx<'_>, total: u64) -> Result<(), Error> {
         });
     }
     if let Some(sum) = &spec.checksum
-        && let Err(e) = verify_with(files.part_path(), sum, verify::digest_own_file).await
+        && let Err(e) = verify_part(ctx, sum).await
     {
         return Err(match e {
             Error::ChecksumMismatch {
@@ -50,17 +50,30 @@ pub async fn finalize(ctx: &Ctx<'_>, total: u64) -> Result<(), Error> {
 /// Hashes the file at `path` (a user's file: read, not mapped) and compares
 /// with `sum`.
 pub async fn verify_in_place(path: &Path, sum: &Checksum) -> Result<(), Error> {
-    verify_with(path, sum, verify::digest_file).await
+    let (p, s) = (path.to_path_buf(), sum.clone());
+    compare(path, sum, move || verify::digest_file(&p, &s)).await
 }
 
-/// Hashes the file at `path` with `digest` and compares with `sum`.
-async fn verify_with(
+/// Checks the partial data against `sum`, taking over what
+/// [`Ctx::prefix`] hashed while it arrived.
+async fn verify_part(ctx: &Ctx<'_>, sum: &Checksum) -> Result<(), Error> {
+    let path = ctx.files.part_path();
+    let prefix = crate::sync::lock(&ctx.prefix).take();
+    let (p, s) = (path.to_path_buf(), sum.clone());
+    compare(path, sum, move || match prefix {
+        Some(h) => h.finish(&p),
+        None => verify::digest_own_file(&p, &s),
+    })
+    .await
+}
+
+/// Runs `digest` (blocking) and compares its result with `sum`.
+async fn compare(
     path: &Path,
     sum: &Checksum,
-    digest: fn(&Path, &Checksum) -> std::io::Result<String>,
+    digest: impl FnOnce() -> std::io::Result<String> + Send + 'static,
 ) -> Result<(), Error> {
-    let (p, s) = (path.to_path_buf(), sum.clone());
-    let actual = tokio::task::spawn_blocking(move || digest(&p, &s))
+    let actual = tokio::task::spawn_blocking(digest)
         .await
         .expect("hashing does not panic")
         .map_err(|e| Error::Storage(StorageError::io(path, "read back", e)))?;

@@ -14,12 +14,13 @@
 //! 5. [`super::finish`]: checksum, final name, folder fsync, control file
 //!    removal.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
 use super::error::Error;
+use super::prefix_hash::PrefixHash;
 use super::probe::{self, Probe};
 use super::progress::Progress;
 use super::resume::{self, Look, Start};
@@ -27,6 +28,7 @@ use super::{DownloadSpec, Outcome, finish, single, slots};
 use crate::client::Source;
 use crate::net::Net;
 use crate::storage::files::DownloadFiles;
+use crate::storage::watch::WrittenWatch;
 
 /// One download's context, handed to every stage.
 pub struct Ctx<'a> {
@@ -37,6 +39,11 @@ pub struct Ctx<'a> {
     pub progress: Arc<Progress>,
     pub cancel: CancellationToken,
     pub started: Instant,
+    /// Told every write that returned: the spec's watch, or one of our own
+    /// for [`Ctx::prefix`].
+    pub written: Option<WrittenWatch>,
+    /// The checksum, hashed while the bytes arrive; taken by the check.
+    pub prefix: Mutex<Option<PrefixHash>>,
 }
 
 impl Ctx<'_> {
@@ -83,6 +90,15 @@ pub async fn download(
         .map(|(i, u)| Source::new(i, u.clone(), &spec.headers, spec.per_source).map(Arc::new))
         .collect::<Result<_, _>>()
         .map_err(|error| Error::Net { error, url: None })?;
+    let written = spec
+        .written
+        .clone()
+        .or_else(|| spec.checksum.as_ref().map(|_| WrittenWatch::new()));
+    let prefix = spec
+        .checksum
+        .as_ref()
+        .zip(written.as_ref())
+        .and_then(|(sum, w)| PrefixHash::start(files.part_path(), sum, spec.expected_size, w));
     let ctx = Ctx {
         net,
         spec,
@@ -91,6 +107,8 @@ pub async fn download(
         progress,
         cancel,
         started,
+        written,
+        prefix: Mutex::new(prefix),
     };
     let start = match resume::look(&ctx).await? {
         Look::Complete(outcome) => return Ok(outcome),

@@ -23,6 +23,7 @@ pub mod error;
 mod finish;
 pub mod job;
 pub mod limit;
+mod prefix_hash;
 mod probe;
 pub mod progress;
 mod receive;

@@ -105,7 +105,7 @@ fn start_storage(ctx: &Ctx<'_>, length: Option<u64>) -> Result<(WriteHandle, Sto
         None,
         state,
         WriterOptions {
-            written: ctx.spec.written.clone(),
+            written: ctx.written.clone(),
             ..WriterOptions::default()
         },
     ))

@@ -137,7 +137,7 @@ pub(super) fn open_storage(
         WriterOptions {
             checkpoint_interval: spec.checkpoint_interval,
             queue_bytes: queue_bytes(wanted),
-            written: spec.written.clone(),
+            written: ctx.written.clone(),
             ..WriterOptions::default()
         },
     );

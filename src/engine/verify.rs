@@ -74,6 +74,11 @@ impl Checksum {
         Self::new(Kind::GitBlobSha1, hex)
     }
 
+    /// The algorithm hashes the length before the content (git's blob id).
+    pub fn needs_length(&self) -> bool {
+        self.kind == Kind::GitBlobSha1
+    }
+
     pub fn algorithm(&self) -> &'static str {
         kind_name(self.kind)
     }
@@ -97,8 +102,8 @@ fn kind_name(k: Kind) -> &'static str {
 
 /// A hasher for `sum`'s algorithm over a file of `len` bytes (git's blob id
 /// starts with a header naming the length).
-fn hasher(kind: Kind, len: u64) -> Box<dyn DynDigest> {
-    match kind {
+pub(crate) fn hasher(sum: &Checksum, len: u64) -> Box<dyn DynDigest + Send> {
+    match sum.kind {
         Kind::Sha1 => Box::new(sha1::Sha1::new()),
         Kind::Sha224 => Box::new(sha2::Sha224::new()),
         Kind::Sha256 => Box::new(sha2::Sha256::new()),
@@ -112,14 +117,14 @@ fn hasher(kind: Kind, len: u64) -> Box<dyn DynDigest> {
     }
 }
 
-fn hex(d: Box<dyn DynDigest>) -> String {
+fn hex(d: Box<dyn DynDigest + Send>) -> String {
     d.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Hashes the file at `path` with the algorithm of `sum`; returns lowercase hex.
 pub fn digest_file(path: &Path, sum: &Checksum) -> io::Result<String> {
     let mut f = File::open(path)?;
-    let mut d = hasher(sum.kind, f.metadata()?.len());
+    let mut d = hasher(sum, f.metadata()?.len());
     let mut buf = vec![0u8; 1 << 20];
     loop {
         let n = f.read(&mut buf)?;
@@ -150,10 +155,20 @@ const MAP_WINDOW: u64 = 4 << 20;
 /// re-check with `--verify`, a file another tool wrote) go through
 /// [`digest_file`].
 pub fn digest_own_file(path: &Path, sum: &Checksum) -> io::Result<String> {
+    let len = std::fs::metadata(path)?.len();
+    digest_own_file_from(path, hasher(sum, len), 0)
+}
+
+/// [`digest_own_file`] for a digest that has seen the file's first `from`
+/// bytes already (see [`super::prefix_hash`]).
+pub(crate) fn digest_own_file_from(
+    path: &Path,
+    mut d: Box<dyn DynDigest + Send>,
+    from: u64,
+) -> io::Result<String> {
     let f = File::open(path)?;
     let len = f.metadata()?.len();
-    let mut d = hasher(sum.kind, len);
-    let mut at = 0;
+    let mut at = from;
     while at < len {
         let n = (len - at).min(MAP_WINDOW);
         // Safety: the file is the engine's own partial data, which no other
