@@ -74,11 +74,6 @@ impl Checksum {
         Self::new(Kind::GitBlobSha1, hex)
     }
 
-    /// The algorithm hashes the length before the content (git's blob id).
-    pub fn needs_length(&self) -> bool {
-        self.kind == Kind::GitBlobSha1
-    }
-
     pub fn algorithm(&self) -> &'static str {
         kind_name(self.kind)
     }
