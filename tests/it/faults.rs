@@ -290,6 +290,30 @@ fn corrupted_body_fails_the_checksum_and_leaves_nothing() {
     assert_eq!(sha256_file(&c.out), c.want);
 }
 
+/// A file large enough to be hashed while it arrives (`engine::prefix_hash`
+/// starts at 64 MiB): a corrupt byte in the part hashed on the way, or in
+/// the part hashed at the end, fails the check all the same; mended, the
+/// same download passes it.
+#[test]
+fn a_file_hashed_while_it_arrives_still_fails_on_a_corrupt_byte() {
+    let len: u64 = 80 << 20;
+    // Slow enough (4 × 32 MiB/s) that the thread hashes well past the first
+    // corrupt byte before the last byte comes.
+    for at in [1_000_000, len - 5_000_000] {
+        let file = FileSpec::generated(13, len).throttle(32 << 20);
+        let c = case(file.corrupt(at, u32::MAX));
+        let mut s = c.spec(4);
+        s.checksum = Some(hfd::engine::Checksum::sha256(&c.want).unwrap());
+        s.expected_size = Some(len);
+        let e = download(&s).unwrap_err();
+        assert_eq!(e.exit_code().code(), 32, "corrupt at {at}: {e}");
+        assert!(!c.out.exists());
+        c.server.add_file("/f.bin", FileSpec::generated(13, len));
+        download(&s).unwrap();
+        assert_eq!(sha256_file(&c.out), c.want);
+    }
+}
+
 #[test]
 fn expiring_redirect_to_a_second_origin_is_resolved_again() {
     // The "hub" redirects to a "CDN" whose signed URLs live 1 s; the download
