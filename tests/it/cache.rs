@@ -599,30 +599,19 @@ fn dry_run(dir: &Path, hub: &MockHub) -> (Vec<(String, String)>, String) {
     (rows, total.to_string())
 }
 
-/// Every path under `dir` (links as links) with what it holds or points to.
-fn tree(dir: &Path) -> Vec<(PathBuf, String)> {
-    let mut v = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd {
-            let p = e.unwrap().path();
-            let m = std::fs::symlink_metadata(&p).unwrap();
-            let what = if m.is_symlink() {
-                format!("-> {}", std::fs::read_link(&p).unwrap().display())
-            } else if m.is_dir() {
-                stack.push(p.clone());
-                "dir".to_string()
-            } else {
-                sha256_file(&p)
+/// Every file under `dir` (links as links) with what it holds or points to.
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    all_files(dir)
+        .into_iter()
+        .map(|rel| {
+            let p = dir.join(&rel);
+            let what = match std::fs::read_link(&p) {
+                Ok(to) => format!("-> {}", to.display()),
+                Err(_) => sha256_file(&p),
             };
-            v.push((p, what));
-        }
-    }
-    v.sort();
-    v
+            (rel, what)
+        })
+        .collect()
 }
 
 #[test]
