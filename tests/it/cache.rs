@@ -695,10 +695,9 @@ fn a_blob_two_paths_share_resumes_after_a_kill() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while hub.cdn().stats().bytes_served < SIZE * 5 / 8 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_progress(&mut child, "the download", || {
+        hub.cdn().stats().bytes_served >= SIZE * 5 / 8
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let first = hub.cdn().stats().bytes_served;

@@ -97,6 +97,21 @@ pub fn is_hf_record(p: &str, w: &str) -> bool {
         || p == format!(".cache/huggingface/download/{w}.metadata")
 }
 
+/// Waits (at most 60 s) until `reached()` holds while `child` still runs,
+/// polling every 20 ms: the moment to kill it, judged by what a server saw.
+pub fn wait_for_progress(
+    child: &mut std::process::Child,
+    what: &str,
+    mut reached: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !reached() {
+        assert!(std::time::Instant::now() < deadline, "{what} did not start");
+        assert!(child.try_wait().unwrap().is_none(), "it ended early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Waits for `child` to exit until `deadline`; `None` if it is still running.
 pub fn wait_until(
     child: &mut std::process::Child,

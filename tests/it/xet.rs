@@ -369,15 +369,9 @@ fn kill_9_then_resume_fetches_little_twice() {
         .spawn()
         .unwrap();
     let t = hub.xet().transfer();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while t.requests().iter().map(|r| r.body_bytes).sum::<u64>() < 1_500_000 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the download did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "hfd ended early");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_progress(&mut child, "the download", || {
+        t.requests().iter().map(|r| r.body_bytes).sum::<u64>() >= 1_500_000
+    });
     // A checkpoint a second, so at least one since the bytes above.
     std::thread::sleep(std::time::Duration::from_millis(1300));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
@@ -776,15 +770,9 @@ fn an_update_killed_midway_resumes() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while xorb_bytes(&hub) - before < 64 << 10 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the update did not start"
-        );
-        assert!(child.try_wait().unwrap().is_none(), "hfd ended early");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    wait_for_progress(&mut child, "the update", || {
+        xorb_bytes(&hub) - before >= 64 << 10
+    });
     // A checkpoint a second, so at least one since the copies.
     std::thread::sleep(std::time::Duration::from_millis(1300));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
