@@ -20,7 +20,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::error::Error;
-use super::prefix_hash::PrefixHash;
+use super::prefix_hash::{self, PrefixHash};
 use super::probe::{self, Probe};
 use super::progress::Progress;
 use super::resume::{self, Look, Start};
@@ -90,15 +90,7 @@ pub async fn download(
         .map(|(i, u)| Source::new(i, u.clone(), &spec.headers, spec.per_source).map(Arc::new))
         .collect::<Result<_, _>>()
         .map_err(|error| Error::Net { error, url: None })?;
-    let written = spec
-        .written
-        .clone()
-        .or_else(|| spec.checksum.as_ref().map(|_| WrittenWatch::new()));
-    let prefix = spec
-        .checksum
-        .as_ref()
-        .zip(written.as_ref())
-        .and_then(|(sum, w)| PrefixHash::start(files.part_path(), sum, spec.expected_size, w));
+    let (written, prefix) = prefix_hash::for_download(spec, files.part_path());
     let ctx = Ctx {
         net,
         spec,

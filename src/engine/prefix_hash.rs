@@ -29,6 +29,7 @@ use std::time::Duration;
 use sha1::digest::DynDigest;
 use tokio::sync::watch;
 
+use super::DownloadSpec;
 use super::verify::{self, Checksum};
 use crate::storage::watch::{Written, WrittenWatch};
 
@@ -59,6 +60,22 @@ struct Hashed {
     digest: Box<dyn DynDigest + Send>,
     pos: u64,
     generation: u64,
+}
+
+/// The writer's watch for `spec` and the running hash that follows it: the
+/// spec's own watch (`hfd serve` reads files as they arrive), or a new one
+/// only when a running hash is worth having.
+pub fn for_download(
+    spec: &DownloadSpec,
+    part: &Path,
+) -> (Option<WrittenWatch>, Option<PrefixHash>) {
+    let worth = spec.expected_size.is_some_and(|l| l >= MIN_LEN);
+    let Some(sum) = spec.checksum.as_ref().filter(|_| worth) else {
+        return (spec.written.clone(), None);
+    };
+    let w = spec.written.clone().unwrap_or_default();
+    let hash = PrefixHash::start(part, sum, spec.expected_size, &w);
+    (Some(w), hash)
 }
 
 impl PrefixHash {
