@@ -130,6 +130,17 @@ pub fn write_tree_in(folder: &Folder, commit: &str, files: &[RepoFile]) -> Resul
         .map_err(|e| e.to_string())
 }
 
+/// Where a repo's snapshot of `commit` is: `CACHE/FOLDER/snapshots/COMMIT`,
+/// `FOLDER` being [`repo_folder_name`].
+pub fn snapshot_dir(cache_dir: &Path, folder: &str, commit: &str) -> PathBuf {
+    cache_dir.join(folder).join("snapshots").join(commit)
+}
+
+/// Where a repo's blobs are: `CACHE/FOLDER/blobs`.
+pub fn blobs_dir(cache_dir: &Path, folder: &str) -> PathBuf {
+    cache_dir.join(folder).join("blobs")
+}
+
 /// One repo's folder in the cache, its sub-folders held open.
 pub struct RepoCache {
     cache_dir: PathBuf,
@@ -206,13 +217,6 @@ impl RepoCache {
     /// `blob` is huggingface_hub's link into its store, to a regular file.
     pub fn is_shared_link(&self, blob: &str) -> bool {
         shared_blobs::stat_linked(&self.top, &self.blobs, OsStr::new(blob)).is_some()
-    }
-
-    pub fn snapshot_dir(&self, commit: &str) -> PathBuf {
-        self.cache_dir
-            .join(&self.name)
-            .join("snapshots")
-            .join(commit)
     }
 
     /// Makes `snapshots/<commit>/<rel>` a relative link to the blob, unless

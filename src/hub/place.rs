@@ -69,7 +69,7 @@ impl Place {
     /// The cache in `dir`, opened for the run, or peeked at for a dry run.
     fn open_cache(dir: &Path, opts: &Options, commit: &str) -> Result<Place, String> {
         let name = cache::repo_folder_name(opts.repo_type, &opts.repo);
-        let snapshot = dir.join(&name).join("snapshots").join(commit);
+        let snapshot = cache::snapshot_dir(dir, &name, commit);
         let commit = commit.to_string();
         if !opts.dry_run {
             let cache = RepoCache::open(dir, opts.repo_type, &opts.repo)?;
@@ -90,7 +90,7 @@ impl Place {
             },
             None => Kind::NoCache {
                 cache_dir: dir.to_path_buf(),
-                blobs: dir.join(&name).join("blobs"),
+                blobs: cache::blobs_dir(dir, &name),
                 snapshot,
             },
         };

@@ -2,7 +2,7 @@
 //! path against it (records of the hub, CAS, transfer and CDN servers say
 //! which path was taken and what each was sent).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hfd_testserver::hub::{HubFile, HubOptions, MockHub, RepoSpec};
@@ -25,6 +25,18 @@ fn xet_files() -> Vec<HubFile> {
 
 fn xet_hub(id: &str, files: &[HubFile]) -> MockHub {
     xet_hub_with(None, id, files)
+}
+
+/// `org/xet` of [`xet_files`] over HTTPS on every server, signed by a
+/// throwaway CA written to `dir/ca.pem`; returns the hub, that file and the
+/// files.
+fn tls_xet_hub(dir: &Path) -> (MockHub, PathBuf, Vec<HubFile>) {
+    let ca = dir.join("ca.pem");
+    let tls = throwaway_tls(&ca).expect("a throwaway CA");
+    let files = xet_files();
+    let hub = xet_hub_with(Some(tls), "org/xet", &files);
+    assert!(hub.endpoint().starts_with("https://"), "{}", hub.endpoint());
+    (hub, ca, files)
 }
 
 /// [`xet_hub`], over HTTPS with `tls` when given.
@@ -65,11 +77,7 @@ fn the_official_client_downloads_through_the_mock_cas() {
 fn the_official_client_reads_xet_over_tls_trusting_ssl_cert_file() {
     let Some(py) = python() else { return };
     let dir = tempdir();
-    let ca = dir.path().join("ca.pem");
-    let tls = throwaway_tls(&ca).expect("a throwaway CA");
-    let files = xet_files();
-    let hub = xet_hub_with(Some(tls), "org/xet", &files);
-    assert!(hub.endpoint().starts_with("https://"), "{}", hub.endpoint());
+    let (hub, ca, files) = tls_xet_hub(dir.path());
     let ca = path_str(&ca);
     official_client_reads_xet(&py, &hub, &files, &[("SSL_CERT_FILE", &ca)]);
 }
@@ -196,11 +204,7 @@ fn hfd_reads_xet_natively_and_keeps_tokens_apart() {
 #[test]
 fn hfd_reads_xet_natively_over_tls_with_its_ca() {
     let dir = tempdir();
-    let ca = dir.path().join("ca.pem");
-    let tls = throwaway_tls(&ca).expect("a throwaway CA");
-    let files = xet_files();
-    let hub = xet_hub_with(Some(tls), "org/xet", &files);
-    assert!(hub.endpoint().starts_with("https://"), "{}", hub.endpoint());
+    let (hub, ca, files) = tls_xet_hub(dir.path());
 
     let (code, out, err) = run(hfd(dir.path(), &hub).args(["org/xet", "--local-dir", "a"]));
     assert_ne!(code, 0, "{out}\n{err}");
